@@ -1,0 +1,113 @@
+//! Node configuration, validated before a node starts.
+
+use crate::types::NodeId;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Settings of one node. Time is counted in ticks: the driver decides how long a tick is
+/// (the tokio runtime uses 10 ms, so the defaults give a 10 ms heartbeat and a 150–300 ms
+/// election timeout, like the seed's engine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub id: NodeId,
+    /// Every voting member, this node included.
+    pub voters: Vec<NodeId>,
+    /// Thesis §9.6: ask before campaigning, so a partitioned node cannot disrupt the cluster.
+    pub pre_vote: bool,
+    /// Thesis §6.2: a leader that has not heard from a majority within an election timeout steps
+    /// down; followers that heard from a leader within the minimum election timeout ignore votes.
+    pub check_quorum: bool,
+    pub election_timeout_min_ticks: u64,
+    pub election_timeout_max_ticks: u64,
+    pub heartbeat_interval_ticks: u64,
+    /// Upper bound on entries in one AppendEntries.
+    pub max_entries_per_message: usize,
+    /// Upper bound on unacknowledged AppendEntries batches per follower (the pipeline window).
+    pub max_in_flight_messages: usize,
+    /// Seed for election-timeout jitter, chosen by the driver so runs are reproducible.
+    pub jitter_seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error("node {0} is not among the voters")]
+    NotAVoter(NodeId),
+    #[error("node {0} appears more than once among the voters")]
+    DuplicateVoter(NodeId),
+    #[error("election timeout range [{min}, {max}] is empty or zero")]
+    BadElectionTimeout { min: u64, max: u64 },
+    #[error("heartbeat interval {heartbeat} must be at least 1 and below the minimum election timeout {min}")]
+    BadHeartbeat { heartbeat: u64, min: u64 },
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
+}
+
+impl Config {
+    /// A configuration with the defaults for node `id` of a cluster of `voters`.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            voters,
+            pre_vote: true,
+            check_quorum: true,
+            election_timeout_min_ticks: 15,
+            election_timeout_max_ticks: 30,
+            heartbeat_interval_ticks: 1,
+            max_entries_per_message: 64,
+            max_in_flight_messages: 256,
+            jitter_seed: id.0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.voters.contains(&self.id) {
+            return Err(ConfigError::NotAVoter(self.id));
+        }
+        let mut seen = self.voters.clone();
+        seen.sort();
+        if let Some(pair) = seen.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::DuplicateVoter(pair[0]));
+        }
+        let (min, max) = (self.election_timeout_min_ticks, self.election_timeout_max_ticks);
+        if min == 0 || max < min {
+            return Err(ConfigError::BadElectionTimeout { min, max });
+        }
+        let heartbeat = self.heartbeat_interval_ticks;
+        if heartbeat == 0 || heartbeat >= min {
+            return Err(ConfigError::BadHeartbeat { heartbeat, min });
+        }
+        if self.max_entries_per_message == 0 {
+            return Err(ConfigError::ZeroLimit("max_entries_per_message"));
+        }
+        if self.max_in_flight_messages == 0 {
+            return Err(ConfigError::ZeroLimit("max_in_flight_messages"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_node_outside_voters_and_bad_timers() {
+        let ids = vec![NodeId(1), NodeId(2)];
+        assert_eq!(
+            Config::new(NodeId(3), ids.clone()).validate(),
+            Err(ConfigError::NotAVoter(NodeId(3)))
+        );
+        let mut c = Config::new(NodeId(1), ids);
+        c.heartbeat_interval_ticks = 20;
+        assert!(matches!(c.validate(), Err(ConfigError::BadHeartbeat { .. })));
+        c.heartbeat_interval_ticks = 1;
+        c.election_timeout_max_ticks = 3;
+        assert!(matches!(c.validate(), Err(ConfigError::BadElectionTimeout { .. })));
+    }
+
+    #[test]
+    fn rejects_duplicate_voters() {
+        let c = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(2)]);
+        assert_eq!(c.validate(), Err(ConfigError::DuplicateVoter(NodeId(2))));
+    }
+}

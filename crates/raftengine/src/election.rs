@@ -1,0 +1,302 @@
+//! Terms, pre-vote, votes and role changes (paper §5.2, thesis §9.6 and §6.2).
+
+use crate::event::Event;
+use crate::message::{Message, MessageBody};
+use crate::node::{Election, Leadership, RaftNode, Role, StepError};
+use crate::output::CommandRejected;
+use crate::progress::Progress;
+use crate::quorum;
+use crate::types::{Entry, EntryPayload, LogIndex, NodeId, Term};
+use std::collections::BTreeMap;
+
+impl RaftNode {
+    /// Applies the term rules common to every message, then dispatches on its kind.
+    pub(crate) fn step_checked(&mut self, msg: Message) -> Result<(), StepError> {
+        let current = self.hard.term;
+        if msg.term > current {
+            if !self.adopt_newer_term(&msg) {
+                return Ok(());
+            }
+        } else if msg.term < current {
+            self.answer_stale(&msg);
+            return Ok(());
+        }
+        match msg.body {
+            MessageBody::PreVoteRequest { last_log_index, last_log_term, transfer } => {
+                self.handle_pre_vote_request(msg.from, msg.term, last_log_index, last_log_term, transfer);
+            }
+            MessageBody::PreVoteResponse { granted } => {
+                self.handle_pre_vote_response(msg.from, msg.term, granted);
+            }
+            MessageBody::VoteRequest { last_log_index, last_log_term, transfer: _ } => {
+                self.handle_vote_request(msg.from, last_log_index, last_log_term);
+            }
+            MessageBody::VoteResponse { granted } => self.handle_vote_response(msg.from, granted),
+            MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
+                if matches!(self.role, Role::Leader(_)) {
+                    return Err(StepError::DuelingLeader { from: msg.from, term: msg.term });
+                }
+                self.handle_append_entries(msg.from, prev_log_index, prev_log_term, entries, leader_commit);
+            }
+            MessageBody::AppendEntriesResponse { success, match_index, reject_hint, .. } => {
+                self.handle_append_response(msg.from, success, match_index, reject_hint);
+            }
+        }
+        Ok(())
+    }
+
+    /// A message carries a newer term. Returns whether to go on handling it.
+    fn adopt_newer_term(&mut self, msg: &Message) -> bool {
+        match &msg.body {
+            // Pre-vote changes no state on the voter; a granted pre-vote answers our proposed term.
+            MessageBody::PreVoteRequest { .. } => true,
+            MessageBody::PreVoteResponse { granted: true } => true,
+            MessageBody::VoteRequest { transfer, .. } if !transfer && self.leader_is_alive() => {
+                // Thesis §4.2.3: a server that heard from a live leader within the minimum election
+                // timeout neither updates its term nor grants its vote.
+                self.out.events.push(Event::VoteRefused {
+                    candidate: msg.from,
+                    term: msg.term,
+                    reason: "a leader is alive",
+                });
+                false
+            }
+            MessageBody::AppendEntries { .. } => {
+                self.become_follower(msg.term, Some(msg.from));
+                true
+            }
+            _ => {
+                self.become_follower(msg.term, None);
+                true
+            }
+        }
+    }
+
+    /// A message from an older term: tell the sender our term where that helps it step down.
+    fn answer_stale(&mut self, msg: &Message) {
+        let term = self.hard.term;
+        match msg.body {
+            MessageBody::AppendEntries { .. } => {
+                let last = self.log.last_index();
+                let body = MessageBody::AppendEntriesResponse {
+                    success: false,
+                    match_index: LogIndex(0),
+                    reject_hint: last,
+                    last_log_index: last,
+                };
+                self.send(msg.from, term, body);
+            }
+            MessageBody::PreVoteRequest { .. } => {
+                self.send(msg.from, term, MessageBody::PreVoteResponse { granted: false });
+            }
+            MessageBody::VoteRequest { .. } => {
+                self.send(msg.from, term, MessageBody::VoteResponse { granted: false });
+            }
+            _ => {}
+        }
+    }
+
+    /// Heard from a leader recently enough that an election would only disrupt it.
+    pub(crate) fn leader_is_alive(&self) -> bool {
+        if matches!(self.role, Role::Leader(_)) {
+            return true;
+        }
+        self.config.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.config.election_timeout_min_ticks
+    }
+
+    fn handle_pre_vote_request(
+        &mut self,
+        from: NodeId,
+        proposed: Term,
+        last_index: LogIndex,
+        last_term: Term,
+        transfer: bool,
+    ) {
+        let refusal = if proposed <= self.hard.term {
+            Some("proposed term is not newer")
+        } else if !self.log.is_up_to_date(last_index, last_term) {
+            Some("candidate log is behind")
+        } else if !transfer && self.leader_is_alive() {
+            Some("a leader is alive")
+        } else {
+            None
+        };
+        let granted = refusal.is_none();
+        let term = if granted { proposed } else { self.hard.term };
+        if let Some(reason) = refusal {
+            self.out.events.push(Event::VoteRefused { candidate: from, term: proposed, reason });
+        }
+        self.send(from, term, MessageBody::PreVoteResponse { granted });
+    }
+
+    fn handle_pre_vote_response(&mut self, from: NodeId, term: Term, granted: bool) {
+        let proposed = self.hard.term.next();
+        let Role::PreCandidate(election) = &mut self.role else { return };
+        if granted && term != proposed {
+            return;
+        }
+        election.votes.insert(from, granted);
+        let transfer = election.transfer;
+        match self.tally() {
+            Some(true) => self.become_candidate(transfer),
+            Some(false) => self.lose_election(),
+            None => {}
+        }
+    }
+
+    fn handle_vote_request(&mut self, from: NodeId, last_index: LogIndex, last_term: Term) {
+        let term = self.hard.term;
+        let free = self.hard.voted_for.is_none() || self.hard.voted_for == Some(from);
+        let refusal = if !free {
+            Some("already voted in this term")
+        } else if !self.log.is_up_to_date(last_index, last_term) {
+            Some("candidate log is behind")
+        } else {
+            None
+        };
+        let granted = refusal.is_none();
+        if granted {
+            self.set_hard_state(term, Some(from));
+            self.reset_election_timer();
+            self.out.events.push(Event::VoteGranted { candidate: from, term });
+        } else if let Some(reason) = refusal {
+            self.out.events.push(Event::VoteRefused { candidate: from, term, reason });
+        }
+        self.send(from, term, MessageBody::VoteResponse { granted });
+    }
+
+    fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
+        let Role::Candidate(election) = &mut self.role else { return };
+        election.votes.insert(from, granted);
+        match self.tally() {
+            Some(true) => self.become_leader(),
+            Some(false) => self.lose_election(),
+            None => {}
+        }
+    }
+
+    /// `Some(true)` won, `Some(false)` lost, `None` undecided.
+    fn tally(&self) -> Option<bool> {
+        let votes = match &self.role {
+            Role::PreCandidate(e) | Role::Candidate(e) => &e.votes,
+            _ => return None,
+        };
+        let voters = &self.config.voters;
+        if quorum::has_majority(voters, |v| votes.get(&v) == Some(&true)) {
+            Some(true)
+        } else if quorum::majority_impossible(voters, votes) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    fn lose_election(&mut self) {
+        self.out.events.push(Event::ElectionLost { term: self.hard.term });
+        self.become_follower(self.hard.term, None);
+    }
+
+    // ----- role changes: the only places a role is entered -----------------------------------
+
+    /// Starts an election: with pre-vote first when enabled. `transfer` marks an election the
+    /// leader asked for (leadership transfer), which pre-vote and leader stickiness let through.
+    pub fn campaign(&mut self, transfer: bool) {
+        if self.is_stopped().is_some() || matches!(self.role, Role::Leader(_)) {
+            return;
+        }
+        if self.config.pre_vote {
+            self.become_pre_candidate(transfer);
+        } else {
+            self.become_candidate(transfer);
+        }
+    }
+
+    fn become_pre_candidate(&mut self, transfer: bool) {
+        let me = self.config.id;
+        self.set_role(Role::PreCandidate(Election { votes: BTreeMap::from([(me, true)]), transfer }));
+        self.set_leader(None);
+        self.reset_election_timer();
+        let proposed = self.hard.term.next();
+        self.out.events.push(Event::PreVoteStarted { proposed_term: proposed });
+        if self.tally() == Some(true) {
+            self.become_candidate(transfer);
+            return;
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        for peer in self.other_voters() {
+            let body = MessageBody::PreVoteRequest { last_log_index, last_log_term, transfer };
+            self.send(peer, proposed, body);
+        }
+    }
+
+    fn become_candidate(&mut self, transfer: bool) {
+        let me = self.config.id;
+        let term = self.hard.term.next();
+        self.set_hard_state(term, Some(me));
+        self.set_role(Role::Candidate(Election { votes: BTreeMap::from([(me, true)]), transfer }));
+        self.set_leader(None);
+        self.reset_election_timer();
+        self.out.events.push(Event::ElectionStarted { term, transfer });
+        if self.tally() == Some(true) {
+            self.become_leader();
+            return;
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        for peer in self.other_voters() {
+            let body = MessageBody::VoteRequest { last_log_index, last_log_term, transfer };
+            self.send(peer, term, body);
+        }
+    }
+
+    fn become_leader(&mut self) {
+        let term = self.hard.term;
+        let next = self.log.last_index().next();
+        let progress = self.other_voters().into_iter().map(|p| (p, Progress::new(next))).collect();
+        self.set_role(Role::Leader(Leadership {
+            progress,
+            pending: BTreeMap::new(),
+            quorum_elapsed: 0,
+            heartbeat_elapsed: 0,
+            append_dirty: true,
+        }));
+        self.set_leader(Some(self.config.id));
+        self.out.events.push(Event::ElectionWon { term });
+        self.append_entry(Entry { term, index: next, payload: EntryPayload::TermStart });
+        self.maybe_commit();
+    }
+
+    /// Becomes (or stays) a follower of `term`, following `leader` if known. A leader that steps
+    /// down tells its pending clients that their outcome is unknown.
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.hard.term {
+            self.set_hard_state(term, None);
+        }
+        let pending = match &mut self.role {
+            Role::Leader(leadership) => std::mem::take(&mut leadership.pending),
+            _ => BTreeMap::new(),
+        };
+        for (_, id) in pending {
+            self.out.rejected.push((id, CommandRejected::LeadershipLost));
+        }
+        self.set_role(Role::Follower);
+        self.set_leader(leader);
+        self.reset_election_timer();
+    }
+
+    // ----- controls for harnesses and operators ----------------------------------------------
+
+    /// Drops back to follower in the current term with no known leader.
+    pub fn force_follower(&mut self) {
+        if self.is_stopped().is_none() {
+            self.become_follower(self.hard.term, None);
+        }
+    }
+
+    /// Overwrites the current term (and clears the vote). A test control that reproduces the
+    /// seed's "force the term back down"; never needed in production.
+    pub fn force_term(&mut self, term: Term) {
+        self.set_hard_state(term, None);
+    }
+}

@@ -1,0 +1,31 @@
+//! raftengine: a sans-IO Raft consensus core.
+//!
+//! A [`RaftNode`] takes inputs — a message from a peer ([`RaftNode::step`]), a timer tick
+//! ([`RaftNode::tick`]), a client command ([`RaftNode::propose`]), a storage completion
+//! ([`RaftNode::persisted`]) — and returns what to do in an [`Output`]: messages to send, writes to
+//! make durable, committed entries to apply, command rejections and events. It holds no clock,
+//! thread, socket or file; drivers (the `raftsim` simulator, a tokio runtime) supply those.
+
+mod config;
+mod election;
+mod event;
+mod log;
+mod message;
+mod node;
+mod output;
+mod progress;
+mod quorum;
+mod replication;
+mod state_machine;
+mod storage;
+mod types;
+
+pub use config::{Config, ConfigError};
+pub use event::{Event, RoleKind};
+pub use log::RaftLog;
+pub use message::{Message, MessageBody};
+pub use node::{RaftNode, StartError, Status, StepError};
+pub use output::{CommandRejected, CommittedEntry, FatalError, Output};
+pub use state_machine::{ApplyError, StateMachine};
+pub use storage::{LogStorage, LogWrite, MemoryStorage, PersistBatch, StorageError, StoredState};
+pub use types::{Entry, EntryPayload, HardState, LogIndex, NodeId, RequestId, Term};

@@ -1,0 +1,69 @@
+//! Messages between nodes: plain data with serde derives, no behaviour.
+
+use crate::types::{Entry, LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+
+/// A message from one node to another. `term` is the sender's term, except in a pre-vote request
+/// (the term the candidate proposes: its current term + 1) and a granted pre-vote response (the
+/// proposed term it answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub term: Term,
+    pub body: MessageBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageBody {
+    /// Thesis §9.6: "would you vote for me?", asked without changing anyone's term.
+    PreVoteRequest {
+        last_log_index: LogIndex,
+        last_log_term: Term,
+        /// Part of a leadership transfer: skips the "a leader is alive" refusal.
+        transfer: bool,
+    },
+    PreVoteResponse {
+        granted: bool,
+    },
+    /// RequestVote.
+    VoteRequest {
+        last_log_index: LogIndex,
+        last_log_term: Term,
+        transfer: bool,
+    },
+    VoteResponse {
+        granted: bool,
+    },
+    /// AppendEntries; a heartbeat when `entries` is empty.
+    AppendEntries {
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    },
+    AppendEntriesResponse {
+        success: bool,
+        /// On success: the index up to which the follower's log matches the leader's
+        /// (`prev_log_index` + number of entries of the request).
+        match_index: LogIndex,
+        /// On failure: the leader should retry from `reject_hint + 1` (or lower).
+        reject_hint: LogIndex,
+        /// The follower's last log index after handling the request.
+        last_log_index: LogIndex,
+    },
+}
+
+impl MessageBody {
+    /// The short code used in trace tables (`shared/trace-format.md`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            MessageBody::PreVoteRequest { .. } => "p_v_r",
+            MessageBody::PreVoteResponse { .. } => "p_v",
+            MessageBody::VoteRequest { .. } => "poll",
+            MessageBody::VoteResponse { .. } => "vote",
+            MessageBody::AppendEntries { .. } => "ae",
+            MessageBody::AppendEntriesResponse { .. } => "ae_reply",
+        }
+    }
+}

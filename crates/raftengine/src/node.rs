@@ -1,0 +1,453 @@
+//! The Raft node: a deterministic state machine from inputs to [`Output`]s.
+//!
+//! This file holds the node's state, its public inputs and the output plumbing (persistence
+//! sequencing, held messages). Elections live in `election.rs`, replication in `replication.rs`.
+
+use crate::config::{Config, ConfigError};
+use crate::event::{Event, RoleKind};
+use crate::log::RaftLog;
+use crate::message::{Message, MessageBody};
+use crate::output::{CommandRejected, CommittedEntry, FatalError, Output};
+use crate::progress::Progress;
+use crate::storage::{LogWrite, PersistBatch, StoredState};
+use crate::types::{Entry, EntryPayload, HardState, LogIndex, NodeId, RequestId, Term};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use thiserror::Error;
+
+/// Role-only state lives inside the role, so a follower cannot touch a leader's progress map.
+#[derive(Debug)]
+pub(crate) enum Role {
+    Follower,
+    PreCandidate(Election),
+    Candidate(Election),
+    Leader(Leadership),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Election {
+    pub votes: BTreeMap<NodeId, bool>,
+    pub transfer: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Leadership {
+    pub progress: BTreeMap<NodeId, Progress>,
+    /// Client requests proposed here and not yet committed, by log index.
+    pub pending: BTreeMap<LogIndex, RequestId>,
+    pub quorum_elapsed: u64,
+    pub heartbeat_elapsed: u64,
+    /// Entries were appended since the last broadcast; sent when the output is taken, so that
+    /// proposals made between two outputs travel in one message.
+    pub append_dirty: bool,
+}
+
+/// Bad input the node refuses; nothing in the node changed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StepError {
+    #[error("message from {0}, which is not a member of the cluster")]
+    UnknownSender(NodeId),
+    #[error("message addressed to {0}, not to this node")]
+    WrongRecipient(NodeId),
+    #[error("append entries from {from} is malformed: {reason}")]
+    MalformedAppend { from: NodeId, reason: &'static str },
+    #[error("{from} claims leadership of term {term}, which this node leads")]
+    DuelingLeader { from: NodeId, term: Term },
+    #[error("the node stopped on a fatal error: {0}")]
+    Stopped(FatalError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("stored log is not contiguous at index {0}")]
+    GapInLog(LogIndex),
+}
+
+/// A snapshot of a node's state for status pages, tests and traces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: RoleKind,
+    pub term: Term,
+    pub voted_for: Option<NodeId>,
+    pub leader: Option<NodeId>,
+    pub last_index: LogIndex,
+    pub last_term: Term,
+    pub commit: LogIndex,
+    /// For a leader: (follower, match index, next index).
+    pub progress: Vec<(NodeId, LogIndex, LogIndex)>,
+}
+
+/// One Raft node. Feed it inputs (`step`, `tick`, `propose`, `persisted`, ...), then carry out
+/// [`RaftNode::take_output`].
+#[derive(Debug)]
+pub struct RaftNode {
+    pub(crate) config: Config,
+    pub(crate) hard: HardState,
+    pub(crate) log: RaftLog,
+    pub(crate) commit: LogIndex,
+    /// Highest index handed to the driver in `Output::committed`.
+    committed_emitted: LogIndex,
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    /// Ticks since the last election-timer reset (a valid heartbeat, a vote granted, a campaign).
+    pub(crate) election_elapsed: u64,
+    randomized_timeout: u64,
+    rng_state: u64,
+    open_writes: Vec<LogWrite>,
+    /// Sequence number the open batch will get.
+    next_seq: u64,
+    persisted_seq: u64,
+    /// Log length at the end of each issued, not yet persisted batch.
+    batch_last_index: VecDeque<(u64, LogIndex)>,
+    /// Highest index known durable on this node (the leader counts itself only up to here).
+    pub(crate) persisted_index: LogIndex,
+    /// Messages waiting for the batch they depend on, in send order.
+    held: VecDeque<(u64, Message)>,
+    pub(crate) out: Output,
+    stopped: Option<FatalError>,
+}
+
+impl RaftNode {
+    /// A node with an empty log.
+    pub fn new(config: Config) -> Result<RaftNode, StartError> {
+        RaftNode::restart(config, StoredState::default())
+    }
+
+    /// A node resuming from what its storage kept. Volatile state (commit index, role, leader)
+    /// starts afresh, as the paper prescribes.
+    pub fn restart(config: Config, stored: StoredState) -> Result<RaftNode, StartError> {
+        config.validate()?;
+        let log = RaftLog::from_entries(stored.entries).map_err(StartError::GapInLog)?;
+        let persisted_index = log.last_index();
+        let mut node = RaftNode {
+            rng_state: config.jitter_seed ^ 0x9E37_79B9_7F4A_7C15,
+            config,
+            hard: stored.hard_state,
+            log,
+            commit: LogIndex(0),
+            committed_emitted: LogIndex(0),
+            role: Role::Follower,
+            leader: None,
+            election_elapsed: 0,
+            randomized_timeout: 0,
+            open_writes: Vec::new(),
+            next_seq: 1,
+            persisted_seq: 0,
+            batch_last_index: VecDeque::new(),
+            persisted_index,
+            held: VecDeque::new(),
+            out: Output::default(),
+            stopped: None,
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    /// Handles a message from a peer.
+    pub fn step(&mut self, msg: Message) -> Result<(), StepError> {
+        self.check_running()?;
+        if msg.to != self.config.id {
+            return Err(StepError::WrongRecipient(msg.to));
+        }
+        if msg.from == self.config.id || !self.config.voters.contains(&msg.from) {
+            return Err(StepError::UnknownSender(msg.from));
+        }
+        if let MessageBody::AppendEntries { prev_log_index, entries, .. } = &msg.body {
+            check_append_shape(msg.from, *prev_log_index, entries)?;
+        }
+        self.step_checked(msg)
+    }
+
+    /// One unit of time. Followers and candidates count towards an election timeout, leaders
+    /// towards the next heartbeat and the check-quorum deadline.
+    pub fn tick(&mut self) {
+        if self.stopped.is_some() {
+            return;
+        }
+        if matches!(self.role, Role::Leader(_)) {
+            self.tick_leader();
+        } else {
+            self.election_elapsed += 1;
+            if self.election_elapsed >= self.randomized_timeout {
+                self.campaign(false);
+            }
+        }
+    }
+
+    /// A client command. At the leader it is appended; elsewhere it is rejected with a redirect
+    /// or a retry (see `Output::rejected`).
+    pub fn propose(&mut self, id: RequestId, command: Vec<u8>) {
+        if self.stopped.is_some() {
+            self.out.rejected.push((id, CommandRejected::Retry));
+            return;
+        }
+        let term = self.hard.term;
+        let index = self.log.last_index().next();
+        match &mut self.role {
+            Role::Leader(leadership) => {
+                leadership.pending.insert(index, id);
+                leadership.append_dirty = true;
+            }
+            _ => {
+                let rejection = match self.leader {
+                    Some(leader) if leader != self.config.id => CommandRejected::Redirect { leader },
+                    _ => CommandRejected::Retry,
+                };
+                self.out.rejected.push((id, rejection));
+                return;
+            }
+        }
+        self.append_entry(Entry { term, index, payload: EntryPayload::Command(command) });
+    }
+
+    /// The driver made every batch up to `seq` durable.
+    pub fn persisted(&mut self, seq: u64) {
+        if seq <= self.persisted_seq {
+            return;
+        }
+        self.persisted_seq = seq;
+        while let Some((batch, last)) = self.batch_last_index.front().copied() {
+            if batch > seq {
+                break;
+            }
+            self.batch_last_index.pop_front();
+            self.persisted_index = last.min(self.log.last_index());
+        }
+        while self.held.front().is_some_and(|(needs, _)| *needs <= seq) {
+            if let Some((_, msg)) = self.held.pop_front() {
+                self.out.messages.push(msg);
+            }
+        }
+        if matches!(self.role, Role::Leader(_)) {
+            self.maybe_commit();
+        }
+    }
+
+    /// Stops the node because applying a committed entry failed in a way other replicas may not
+    /// share. The driver should also mark the storage broken (see `Output::fatal`).
+    pub fn fail(&mut self, error: FatalError) {
+        self.stop(error);
+    }
+
+    /// Everything the driver must now do. Pending appends of a leader are sent here.
+    pub fn take_output(&mut self) -> Output {
+        let dirty = matches!(&self.role, Role::Leader(l) if l.append_dirty);
+        if dirty {
+            if let Role::Leader(leadership) = &mut self.role {
+                leadership.append_dirty = false;
+            }
+            self.broadcast_append();
+        }
+        if !self.open_writes.is_empty() {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.batch_last_index.push_back((seq, self.log.last_index()));
+            let writes = std::mem::take(&mut self.open_writes);
+            self.out.persist = Some(PersistBatch { seq, writes });
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    // ----- queries ------------------------------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn role(&self) -> RoleKind {
+        match self.role {
+            Role::Follower => RoleKind::Follower,
+            Role::PreCandidate(_) => RoleKind::PreCandidate,
+            Role::Candidate(_) => RoleKind::Candidate,
+            Role::Leader(_) => RoleKind::Leader,
+        }
+    }
+
+    pub fn term(&self) -> Term {
+        self.hard.term
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.hard
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit
+    }
+
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    pub fn is_stopped(&self) -> Option<&FatalError> {
+        self.stopped.as_ref()
+    }
+
+    pub fn status(&self) -> Status {
+        let progress = match &self.role {
+            Role::Leader(l) => {
+                l.progress.iter().map(|(id, p)| (*id, p.match_index, p.next_index)).collect()
+            }
+            _ => Vec::new(),
+        };
+        Status {
+            id: self.config.id,
+            role: self.role(),
+            term: self.hard.term,
+            voted_for: self.hard.voted_for,
+            leader: self.leader,
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+            commit: self.commit,
+            progress,
+        }
+    }
+
+    // ----- shared mechanics ---------------------------------------------------------------
+
+    fn check_running(&self) -> Result<(), StepError> {
+        match &self.stopped {
+            Some(error) => Err(StepError::Stopped(error.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn stop(&mut self, error: FatalError) {
+        if self.stopped.is_none() {
+            self.stopped = Some(error.clone());
+            self.out.fatal = Some(error);
+        }
+    }
+
+    /// Queues a message. A leader's AppendEntries may go before its own disk write (thesis
+    /// §10.2.1); anything else waits until every write issued so far is durable, so a vote or an
+    /// append success never outruns the state it promises.
+    pub(crate) fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let msg = Message { from: self.config.id, to, term, body };
+        let leader_append = matches!(self.role, Role::Leader(_))
+            && matches!(msg.body, MessageBody::AppendEntries { .. });
+        let needs = if self.open_writes.is_empty() { self.next_seq - 1 } else { self.next_seq };
+        if leader_append || (needs <= self.persisted_seq && self.held.is_empty()) {
+            self.out.messages.push(msg);
+        } else {
+            self.held.push_back((needs, msg));
+        }
+    }
+
+    pub(crate) fn write(&mut self, write: LogWrite) {
+        self.open_writes.push(write);
+    }
+
+    pub(crate) fn set_hard_state(&mut self, term: Term, voted_for: Option<NodeId>) {
+        let term_changed = term != self.hard.term;
+        self.hard = HardState { term, voted_for };
+        self.write(LogWrite::HardState(self.hard));
+        if term_changed {
+            self.out.events.push(Event::TermChanged { term });
+        }
+    }
+
+    pub(crate) fn append_entry(&mut self, entry: Entry) {
+        self.log.push(entry.clone());
+        self.write(LogWrite::Append(vec![entry]));
+    }
+
+    /// Removes entries from `from` on; refuses (and stops the node) if any of them is committed.
+    pub(crate) fn truncate_log(&mut self, from: LogIndex) -> bool {
+        if from <= self.commit {
+            self.stop(FatalError::TruncateCommitted { index: from, commit: self.commit });
+            return false;
+        }
+        self.log.truncate_from(from);
+        self.write(LogWrite::TruncateFrom(from));
+        let keep = from.prev();
+        self.persisted_index = self.persisted_index.min(keep);
+        for (_, last) in self.batch_last_index.iter_mut() {
+            *last = (*last).min(keep);
+        }
+        self.out.events.push(Event::LogTruncated { from });
+        true
+    }
+
+    pub(crate) fn set_leader(&mut self, leader: Option<NodeId>) {
+        if self.leader != leader {
+            self.leader = leader;
+            self.out.events.push(Event::LeaderChanged { leader });
+        }
+    }
+
+    pub(crate) fn set_role(&mut self, role: Role) {
+        let before = self.role();
+        self.role = role;
+        let after = self.role();
+        if before != after {
+            self.out.events.push(Event::RoleChanged { role: after, term: self.hard.term });
+        }
+    }
+
+    /// Raises the commit index and hands the newly committed entries to the driver.
+    pub(crate) fn advance_commit(&mut self, commit: LogIndex) {
+        if commit <= self.commit {
+            return;
+        }
+        self.commit = commit;
+        self.out.events.push(Event::CommitAdvanced { commit });
+        let from = self.committed_emitted.next();
+        let entries = self.log.slice(from, commit).to_vec();
+        for entry in entries {
+            let request = match &mut self.role {
+                Role::Leader(l) => l.pending.remove(&entry.index),
+                _ => None,
+            };
+            self.out.committed.push(CommittedEntry { entry, request });
+        }
+        self.committed_emitted = commit;
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let (min, max) =
+            (self.config.election_timeout_min_ticks, self.config.election_timeout_max_ticks);
+        self.randomized_timeout = min + self.next_random() % (max - min + 1);
+    }
+
+    /// splitmix64: jitter without a randomness dependency; the seed comes from the driver.
+    fn next_random(&mut self) -> u64 {
+        self.rng_state = self.rng_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub(crate) fn other_voters(&self) -> Vec<NodeId> {
+        let me = self.config.id;
+        self.config.voters.iter().copied().filter(|v| *v != me).collect()
+    }
+}
+
+/// Entries must follow `prev_log_index` without gaps; anything else is a broken peer.
+fn check_append_shape(from: NodeId, prev: LogIndex, entries: &[Entry]) -> Result<(), StepError> {
+    for (i, e) in entries.iter().enumerate() {
+        if e.index != prev.plus(i as u64 + 1) {
+            return Err(StepError::MalformedAppend { from, reason: "entry indexes not contiguous" });
+        }
+        if i > 0 && e.term < entries[i - 1].term {
+            return Err(StepError::MalformedAppend { from, reason: "entry terms decrease" });
+        }
+    }
+    Ok(())
+}

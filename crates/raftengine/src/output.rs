@@ -1,0 +1,68 @@
+//! What a node asks its driver to do after an input.
+
+use crate::event::Event;
+use crate::message::Message;
+use crate::storage::PersistBatch;
+use crate::types::{Entry, LogIndex, NodeId, RequestId};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Everything the driver must carry out. The driver may do it in any order: messages that depend
+/// on `persist` are held inside the node until the driver reports `persisted(seq)`.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Writes to make durable, then report with [`RaftNode::persisted`](crate::RaftNode::persisted).
+    pub persist: Option<PersistBatch>,
+    /// Messages that may be sent now.
+    pub messages: Vec<Message>,
+    /// Committed entries to apply to the state machine, in order.
+    pub committed: Vec<CommittedEntry>,
+    /// Client commands this node will not (or can no longer) carry to a known outcome.
+    pub rejected: Vec<(RequestId, CommandRejected)>,
+    pub events: Vec<Event>,
+    /// The node stopped on a fatal error; the driver should mark its storage broken.
+    pub fatal: Option<FatalError>,
+}
+
+impl Output {
+    pub fn is_empty(&self) -> bool {
+        self.persist.is_none()
+            && self.messages.is_empty()
+            && self.committed.is_empty()
+            && self.rejected.is_empty()
+            && self.events.is_empty()
+            && self.fatal.is_none()
+    }
+}
+
+/// A committed entry, with the client request that proposed it if it was proposed at this node
+/// while it led.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedEntry {
+    pub entry: Entry,
+    pub request: Option<RequestId>,
+}
+
+/// Why a client command gets no result from this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error)]
+pub enum CommandRejected {
+    /// This node follows `leader`: send the command there.
+    #[error("not the leader; the leader is {leader}")]
+    Redirect { leader: NodeId },
+    /// No leader is known right now (an election is under way): retry later.
+    #[error("no leader is known; retry later")]
+    Retry,
+    /// The command was appended but this node lost leadership before it committed: it may or may
+    /// not be applied later, so the client must check before retrying a non-idempotent command.
+    #[error("leadership lost before the command committed; outcome unknown")]
+    LeadershipLost,
+}
+
+/// An error that stops the node: carrying on would risk breaking Raft's safety.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error)]
+pub enum FatalError {
+    #[error("leader asked to truncate committed entry {index} (commit index {commit})")]
+    TruncateCommitted { index: LogIndex, commit: LogIndex },
+    #[error("state machine failed at index {index}: {reason}")]
+    StateMachine { index: LogIndex, reason: String },
+}

@@ -1,0 +1,89 @@
+//! The leader's view of one follower's log (etcd raft's "progress"). Knows nothing about roles.
+
+use crate::types::LogIndex;
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressState {
+    /// We do not know where the follower's log matches ours: send one entry at a time and wait.
+    Probe,
+    /// The follower matches up to `match_index`: stream entries optimistically in batches.
+    Replicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub state: ProgressState,
+    /// Highest index known to be replicated on the follower.
+    pub match_index: LogIndex,
+    /// Next index to send.
+    pub next_index: LogIndex,
+    /// In `Probe`: a probe is outstanding, send nothing more until it is answered.
+    pub probe_sent: bool,
+    /// In `Replicate`: last index of each unacknowledged batch, oldest first.
+    pub in_flight: VecDeque<LogIndex>,
+    /// Heard from this follower since the last check-quorum round.
+    pub recently_active: bool,
+}
+
+impl Progress {
+    pub fn new(next_index: LogIndex) -> Progress {
+        Progress {
+            state: ProgressState::Probe,
+            match_index: LogIndex(0),
+            next_index,
+            probe_sent: false,
+            in_flight: VecDeque::new(),
+            recently_active: false,
+        }
+    }
+
+    /// May the leader send entries now, given the pipeline window?
+    pub fn can_send(&self, max_in_flight: usize) -> bool {
+        match self.state {
+            ProgressState::Probe => !self.probe_sent,
+            ProgressState::Replicate => self.in_flight.len() < max_in_flight,
+        }
+    }
+
+    /// Records that entries up to `last` were sent.
+    pub fn sent(&mut self, last: LogIndex) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                self.next_index = last.next();
+                self.in_flight.push_back(last);
+            }
+        }
+    }
+
+    /// An acknowledgement that the follower matches up to `index`. Returns whether it was news.
+    pub fn acknowledge(&mut self, index: LogIndex) -> bool {
+        let news = index > self.match_index;
+        if news {
+            self.match_index = index;
+        }
+        if self.next_index <= index {
+            self.next_index = index.next();
+        }
+        while self.in_flight.front().is_some_and(|last| *last <= index) {
+            self.in_flight.pop_front();
+        }
+        news
+    }
+
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.probe_sent = false;
+        self.next_index = self.match_index.next();
+        self.in_flight.clear();
+    }
+
+    /// A rejection: go back to probing from `next_index`, never below what is known to match.
+    pub fn become_probe(&mut self, next_index: LogIndex) {
+        self.state = ProgressState::Probe;
+        self.probe_sent = false;
+        self.in_flight.clear();
+        self.next_index = next_index.max(self.match_index.next());
+    }
+}

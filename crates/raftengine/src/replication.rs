@@ -1,0 +1,233 @@
+//! Log replication: AppendEntries on both sides, progress, commit, heartbeats, check-quorum
+//! (paper §5.3, §5.4; thesis §6.2).
+
+use crate::event::Event;
+use crate::message::MessageBody;
+use crate::node::{RaftNode, Role};
+use crate::progress::ProgressState;
+use crate::quorum;
+use crate::types::{Entry, LogIndex, NodeId, Term};
+
+impl RaftNode {
+    pub(crate) fn handle_append_entries(
+        &mut self,
+        from: NodeId,
+        prev_index: LogIndex,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) {
+        if !matches!(self.role, Role::Follower) {
+            // A candidate that hears from a leader of its own term steps down (paper §5.2).
+            self.become_follower(self.hard.term, Some(from));
+        }
+        self.set_leader(Some(from));
+        self.reset_election_timer();
+        let term = self.hard.term;
+        if let Some(reject_hint) = self.mismatch_hint(prev_index, prev_term) {
+            let last_log_index = self.log.last_index();
+            let body = MessageBody::AppendEntriesResponse {
+                success: false,
+                match_index: LogIndex(0),
+                reject_hint,
+                last_log_index,
+            };
+            self.send(from, term, body);
+            return;
+        }
+        let match_index = prev_index.plus(entries.len() as u64);
+        if !self.merge_entries(entries) {
+            return;
+        }
+        self.advance_commit(leader_commit.min(match_index));
+        let body = MessageBody::AppendEntriesResponse {
+            success: true,
+            match_index,
+            reject_hint: LogIndex(0),
+            last_log_index: self.log.last_index(),
+        };
+        self.send(from, term, body);
+    }
+
+    /// `None` when our log holds `prev_index` with `prev_term`; otherwise where the leader should
+    /// look next: our last index, or the entry before the conflicting term.
+    fn mismatch_hint(&self, prev_index: LogIndex, prev_term: Term) -> Option<LogIndex> {
+        match self.log.term(prev_index) {
+            None => Some(self.log.last_index()),
+            Some(t) if t != prev_term => Some(self.log.first_index_of_term_at(prev_index).prev()),
+            Some(_) => None,
+        }
+    }
+
+    /// Appends what is new, truncating a conflicting suffix first. False if that would have
+    /// truncated a committed entry (the node is then stopped).
+    fn merge_entries(&mut self, entries: Vec<Entry>) -> bool {
+        let mut fresh = Vec::new();
+        for entry in entries {
+            if !fresh.is_empty() {
+                fresh.push(entry);
+                continue;
+            }
+            match self.log.term(entry.index) {
+                Some(t) if t == entry.term => continue,
+                Some(_) => {
+                    if !self.truncate_log(entry.index) {
+                        return false;
+                    }
+                    fresh.push(entry);
+                }
+                None => fresh.push(entry),
+            }
+        }
+        for entry in fresh {
+            self.append_entry(entry);
+        }
+        true
+    }
+
+    pub(crate) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        match_index: LogIndex,
+        reject_hint: LogIndex,
+    ) {
+        let last = self.log.last_index();
+        let Role::Leader(leadership) = &mut self.role else { return };
+        let Some(progress) = leadership.progress.get_mut(&from) else { return };
+        progress.recently_active = true;
+        if success {
+            let news = progress.acknowledge(match_index);
+            if progress.state == ProgressState::Probe {
+                progress.become_replicate();
+                let event = Event::FollowerReplicating { follower: from, match_index };
+                self.out.events.push(event);
+            }
+            if news {
+                self.maybe_commit();
+            }
+        } else {
+            // A hint below the match index means the follower lost entries it had acknowledged
+            // (a replaced disk): believe it, so it can be repaired. Lowering a match index only
+            // delays commits, it never commits too early.
+            progress.match_index = progress.match_index.min(reject_hint);
+            let next = reject_hint.next().min(progress.next_index.prev()).max(LogIndex(1));
+            progress.become_probe(next.min(last.next()));
+            let event = Event::FollowerProbing { follower: from, next_index: progress.next_index };
+            self.out.events.push(event);
+        }
+        self.send_append(from);
+    }
+
+    /// Sends `peer` what it is missing, as far as its progress state and window allow.
+    pub(crate) fn send_append(&mut self, peer: NodeId) {
+        let (term, commit, last) = (self.hard.term, self.commit, self.log.last_index());
+        let (max_batch, max_in_flight) =
+            (self.config.max_entries_per_message as u64, self.config.max_in_flight_messages);
+        loop {
+            let Role::Leader(leadership) = &mut self.role else { return };
+            let Some(progress) = leadership.progress.get_mut(&peer) else { return };
+            if progress.next_index > last || !progress.can_send(max_in_flight) {
+                return;
+            }
+            let probing = progress.state == ProgressState::Probe;
+            let next = progress.next_index;
+            let batch_end = if probing { next } else { last.min(next.plus(max_batch - 1)) };
+            progress.sent(batch_end);
+            let prev = next.prev();
+            let body = MessageBody::AppendEntries {
+                prev_log_index: prev,
+                prev_log_term: self.log.term(prev).unwrap_or_default(),
+                entries: self.log.slice(next, batch_end).to_vec(),
+                leader_commit: commit,
+            };
+            self.send(peer, term, body);
+            if probing {
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn broadcast_append(&mut self) {
+        for peer in self.other_voters() {
+            self.send_append(peer);
+        }
+    }
+
+    /// Sends an empty AppendEntries to every follower now (also what the heartbeat timer does).
+    /// Its previous index is what the follower has been sent so far, so a follower that lost
+    /// entries answers with a rejection and gets probed.
+    pub fn broadcast_heartbeat(&mut self) {
+        let (term, commit) = (self.hard.term, self.commit);
+        let Role::Leader(leadership) = &self.role else { return };
+        let targets: Vec<(NodeId, LogIndex)> =
+            leadership.progress.iter().map(|(id, p)| (*id, p.next_index.prev())).collect();
+        for (peer, prev) in targets {
+            let body = MessageBody::AppendEntries {
+                prev_log_index: prev,
+                prev_log_term: self.log.term(prev).unwrap_or_default(),
+                entries: Vec::new(),
+                leader_commit: commit,
+            };
+            self.send(peer, term, body);
+        }
+    }
+
+    /// Commits the highest index a majority stores, if it is from the current term (paper §5.4.2:
+    /// an older term's entry is committed only indirectly).
+    pub(crate) fn maybe_commit(&mut self) {
+        let me = self.config.id;
+        let own = self.persisted_index;
+        let Role::Leader(leadership) = &self.role else { return };
+        let index = quorum::committed_index(&self.config.voters, |v| {
+            if v == me {
+                own
+            } else {
+                leadership.progress.get(&v).map_or(LogIndex(0), |p| p.match_index)
+            }
+        });
+        if index > self.commit && self.log.term(index) == Some(self.hard.term) {
+            self.advance_commit(index);
+        }
+    }
+
+    pub(crate) fn tick_leader(&mut self) {
+        let (heartbeat_interval, quorum_timeout) =
+            (self.config.heartbeat_interval_ticks, self.config.election_timeout_min_ticks);
+        let Role::Leader(leadership) = &mut self.role else { return };
+        leadership.heartbeat_elapsed += 1;
+        leadership.quorum_elapsed += 1;
+        let heartbeat_due = leadership.heartbeat_elapsed >= heartbeat_interval;
+        if heartbeat_due {
+            leadership.heartbeat_elapsed = 0;
+        }
+        let quorum_due = self.config.check_quorum && leadership.quorum_elapsed >= quorum_timeout;
+        if quorum_due {
+            leadership.quorum_elapsed = 0;
+            if !self.heard_from_majority() {
+                let term = self.hard.term;
+                self.out.events.push(Event::LostQuorum { term });
+                self.become_follower(term, None);
+                return;
+            }
+        }
+        if heartbeat_due {
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Whether a majority (this leader included) answered since the last check, and starts a new
+    /// round.
+    fn heard_from_majority(&mut self) -> bool {
+        let me = self.config.id;
+        let Role::Leader(leadership) = &mut self.role else { return false };
+        let progress = &leadership.progress;
+        let ok = quorum::has_majority(&self.config.voters, |v| {
+            v == me || progress.get(&v).is_some_and(|p| p.recently_active)
+        });
+        for p in leadership.progress.values_mut() {
+            p.recently_active = false;
+        }
+        ok
+    }
+}

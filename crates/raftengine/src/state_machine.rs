@@ -1,0 +1,22 @@
+//! The user's replicated state machine.
+
+use crate::types::LogIndex;
+use thiserror::Error;
+
+/// Applies committed commands in log order. Every replica applies the same commands in the same
+/// order, so `apply` must be deterministic.
+pub trait StateMachine {
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Result<Vec<u8>, ApplyError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ApplyError {
+    /// A deterministic refusal (e.g. "unknown key"): every replica reaches it, so it is simply
+    /// the command's result, returned to the client.
+    #[error("command rejected by the state machine: {0}")]
+    Rejected(String),
+    /// A failure that other replicas may not see (an I/O error): the replica's state can no longer
+    /// be trusted, so the node stops and its storage is marked broken.
+    #[error("state machine failed: {0}")]
+    Fatal(String),
+}

@@ -1,0 +1,144 @@
+//! Log storage: where a driver keeps entries and hard state durably.
+//!
+//! The core never calls storage itself. It emits [`PersistBatch`]es in order; the driver writes each
+//! batch (in order), makes it durable, then reports `persisted(seq)`. Messages that depend on the
+//! batch (a vote, an append success) are held inside the core until then.
+
+use crate::types::{Entry, HardState, LogIndex};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// One change to durable state, in the order it must be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogWrite {
+    HardState(HardState),
+    /// Remove every entry from this index on (conflict repair).
+    TruncateFrom(LogIndex),
+    Append(Vec<Entry>),
+}
+
+/// Writes to make durable together (group commit), identified by a sequence number that grows by
+/// one per batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistBatch {
+    pub seq: u64,
+    pub writes: Vec<LogWrite>,
+}
+
+/// What a node restarts from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredState {
+    pub hard_state: HardState,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StorageError {
+    /// A fatal failure happened earlier (for example the state machine failed in a way that is not
+    /// deterministic); the data must be checked by an operator before the node may start again.
+    #[error("storage is marked broken and refuses to start: {0}")]
+    Broken(String),
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("corrupt log: {0}")]
+    Corrupt(String),
+}
+
+/// Durable home of one node's entries and hard state.
+pub trait LogStorage {
+    /// Everything needed to restart the node; refuses while the storage is marked broken.
+    fn load(&self) -> Result<StoredState, StorageError>;
+    /// Applies writes in order. They need not be durable until [`LogStorage::sync`] returns.
+    fn write(&mut self, writes: &[LogWrite]) -> Result<(), StorageError>;
+    /// Makes every earlier write durable.
+    fn sync(&mut self) -> Result<(), StorageError>;
+    /// Records that the node stopped on a fatal error, so `load` refuses until an operator clears it.
+    fn mark_broken(&mut self, reason: &str) -> Result<(), StorageError>;
+    /// The operator's "I checked the data" switch.
+    fn clear_broken(&mut self) -> Result<(), StorageError>;
+
+    /// Writes a batch and makes it durable: the common case for a synchronous driver.
+    fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        self.write(&batch.writes)?;
+        self.sync()
+    }
+}
+
+/// Storage in memory: durable for as long as the process lives, which is what the simulator's
+/// "crash" keeps (a crash loses the node's volatile state, not this).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStorage {
+    hard_state: HardState,
+    entries: Vec<Entry>,
+    broken: Option<String>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> MemoryStorage {
+        MemoryStorage::default()
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn last_index(&self) -> LogIndex {
+        LogIndex(self.entries.len() as u64)
+    }
+
+    /// Forgets every entry and the hard state (a replaced, empty disk).
+    pub fn wipe(&mut self) {
+        *self = MemoryStorage::default();
+    }
+}
+
+impl LogStorage for MemoryStorage {
+    fn load(&self) -> Result<StoredState, StorageError> {
+        if let Some(reason) = &self.broken {
+            return Err(StorageError::Broken(reason.clone()));
+        }
+        Ok(StoredState { hard_state: self.hard_state, entries: self.entries.clone() })
+    }
+
+    fn write(&mut self, writes: &[LogWrite]) -> Result<(), StorageError> {
+        for write in writes {
+            match write {
+                LogWrite::HardState(hs) => self.hard_state = *hs,
+                LogWrite::TruncateFrom(index) => {
+                    self.entries.truncate((index.0.max(1) - 1) as usize);
+                }
+                LogWrite::Append(entries) => {
+                    for e in entries {
+                        if e.index != self.last_index().next() {
+                            return Err(StorageError::Corrupt(format!(
+                                "append of index {} after last index {}",
+                                e.index,
+                                self.last_index()
+                            )));
+                        }
+                        self.entries.push(e.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn mark_broken(&mut self, reason: &str) -> Result<(), StorageError> {
+        self.broken = Some(reason.to_string());
+        Ok(())
+    }
+
+    fn clear_broken(&mut self) -> Result<(), StorageError> {
+        self.broken = None;
+        Ok(())
+    }
+}
