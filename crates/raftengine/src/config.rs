@@ -68,7 +68,10 @@ impl Config {
         if let Some(pair) = seen.windows(2).find(|w| w[0] == w[1]) {
             return Err(ConfigError::DuplicateVoter(pair[0]));
         }
-        let (min, max) = (self.election_timeout_min_ticks, self.election_timeout_max_ticks);
+        let (min, max) = (
+            self.election_timeout_min_ticks,
+            self.election_timeout_max_ticks,
+        );
         if min == 0 || max < min {
             return Err(ConfigError::BadElectionTimeout { min, max });
         }
@@ -99,10 +102,16 @@ mod tests {
         );
         let mut c = Config::new(NodeId(1), ids);
         c.heartbeat_interval_ticks = 20;
-        assert!(matches!(c.validate(), Err(ConfigError::BadHeartbeat { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::BadHeartbeat { .. })
+        ));
         c.heartbeat_interval_ticks = 1;
         c.election_timeout_max_ticks = 3;
-        assert!(matches!(c.validate(), Err(ConfigError::BadElectionTimeout { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::BadElectionTimeout { .. })
+        ));
     }
 
     #[test]

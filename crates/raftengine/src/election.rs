@@ -22,23 +22,56 @@ impl RaftNode {
             return Ok(());
         }
         match msg.body {
-            MessageBody::PreVoteRequest { last_log_index, last_log_term, transfer } => {
-                self.handle_pre_vote_request(msg.from, msg.term, last_log_index, last_log_term, transfer);
+            MessageBody::PreVoteRequest {
+                last_log_index,
+                last_log_term,
+                transfer,
+            } => {
+                self.handle_pre_vote_request(
+                    msg.from,
+                    msg.term,
+                    last_log_index,
+                    last_log_term,
+                    transfer,
+                );
             }
             MessageBody::PreVoteResponse { granted } => {
                 self.handle_pre_vote_response(msg.from, msg.term, granted);
             }
-            MessageBody::VoteRequest { last_log_index, last_log_term, transfer: _ } => {
+            MessageBody::VoteRequest {
+                last_log_index,
+                last_log_term,
+                transfer: _,
+            } => {
                 self.handle_vote_request(msg.from, last_log_index, last_log_term);
             }
             MessageBody::VoteResponse { granted } => self.handle_vote_response(msg.from, granted),
-            MessageBody::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
                 if matches!(self.role, Role::Leader(_)) {
-                    return Err(StepError::DuelingLeader { from: msg.from, term: msg.term });
+                    return Err(StepError::DuelingLeader {
+                        from: msg.from,
+                        term: msg.term,
+                    });
                 }
-                self.handle_append_entries(msg.from, prev_log_index, prev_log_term, entries, leader_commit);
+                self.handle_append_entries(
+                    msg.from,
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                );
             }
-            MessageBody::AppendEntriesResponse { success, match_index, reject_hint, .. } => {
+            MessageBody::AppendEntriesResponse {
+                success,
+                match_index,
+                reject_hint,
+                ..
+            } => {
                 self.handle_append_response(msg.from, success, match_index, reject_hint);
             }
         }
@@ -87,7 +120,11 @@ impl RaftNode {
                 self.send(msg.from, term, body);
             }
             MessageBody::PreVoteRequest { .. } => {
-                self.send(msg.from, term, MessageBody::PreVoteResponse { granted: false });
+                self.send(
+                    msg.from,
+                    term,
+                    MessageBody::PreVoteResponse { granted: false },
+                );
             }
             MessageBody::VoteRequest { .. } => {
                 self.send(msg.from, term, MessageBody::VoteResponse { granted: false });
@@ -126,14 +163,20 @@ impl RaftNode {
         let granted = refusal.is_none();
         let term = if granted { proposed } else { self.hard.term };
         if let Some(reason) = refusal {
-            self.out.events.push(Event::VoteRefused { candidate: from, term: proposed, reason });
+            self.out.events.push(Event::VoteRefused {
+                candidate: from,
+                term: proposed,
+                reason,
+            });
         }
         self.send(from, term, MessageBody::PreVoteResponse { granted });
     }
 
     fn handle_pre_vote_response(&mut self, from: NodeId, term: Term, granted: bool) {
         let proposed = self.hard.term.next();
-        let Role::PreCandidate(election) = &mut self.role else { return };
+        let Role::PreCandidate(election) = &mut self.role else {
+            return;
+        };
         if granted && term != proposed {
             return;
         }
@@ -160,15 +203,24 @@ impl RaftNode {
         if granted {
             self.set_hard_state(term, Some(from));
             self.reset_election_timer();
-            self.out.events.push(Event::VoteGranted { candidate: from, term });
+            self.out.events.push(Event::VoteGranted {
+                candidate: from,
+                term,
+            });
         } else if let Some(reason) = refusal {
-            self.out.events.push(Event::VoteRefused { candidate: from, term, reason });
+            self.out.events.push(Event::VoteRefused {
+                candidate: from,
+                term,
+                reason,
+            });
         }
         self.send(from, term, MessageBody::VoteResponse { granted });
     }
 
     fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
-        let Role::Candidate(election) = &mut self.role else { return };
+        let Role::Candidate(election) = &mut self.role else {
+            return;
+        };
         election.votes.insert(from, granted);
         match self.tally() {
             Some(true) => self.become_leader(),
@@ -194,7 +246,9 @@ impl RaftNode {
     }
 
     fn lose_election(&mut self) {
-        self.out.events.push(Event::ElectionLost { term: self.hard.term });
+        self.out.events.push(Event::ElectionLost {
+            term: self.hard.term,
+        });
         self.become_follower(self.hard.term, None);
     }
 
@@ -215,18 +269,27 @@ impl RaftNode {
 
     fn become_pre_candidate(&mut self, transfer: bool) {
         let me = self.config.id;
-        self.set_role(Role::PreCandidate(Election { votes: BTreeMap::from([(me, true)]), transfer }));
+        self.set_role(Role::PreCandidate(Election {
+            votes: BTreeMap::from([(me, true)]),
+            transfer,
+        }));
         self.set_leader(None);
         self.reset_election_timer();
         let proposed = self.hard.term.next();
-        self.out.events.push(Event::PreVoteStarted { proposed_term: proposed });
+        self.out.events.push(Event::PreVoteStarted {
+            proposed_term: proposed,
+        });
         if self.tally() == Some(true) {
             self.become_candidate(transfer);
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.other_voters() {
-            let body = MessageBody::PreVoteRequest { last_log_index, last_log_term, transfer };
+            let body = MessageBody::PreVoteRequest {
+                last_log_index,
+                last_log_term,
+                transfer,
+            };
             self.send(peer, proposed, body);
         }
     }
@@ -235,17 +298,26 @@ impl RaftNode {
         let me = self.config.id;
         let term = self.hard.term.next();
         self.set_hard_state(term, Some(me));
-        self.set_role(Role::Candidate(Election { votes: BTreeMap::from([(me, true)]), transfer }));
+        self.set_role(Role::Candidate(Election {
+            votes: BTreeMap::from([(me, true)]),
+            transfer,
+        }));
         self.set_leader(None);
         self.reset_election_timer();
-        self.out.events.push(Event::ElectionStarted { term, transfer });
+        self.out
+            .events
+            .push(Event::ElectionStarted { term, transfer });
         if self.tally() == Some(true) {
             self.become_leader();
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.other_voters() {
-            let body = MessageBody::VoteRequest { last_log_index, last_log_term, transfer };
+            let body = MessageBody::VoteRequest {
+                last_log_index,
+                last_log_term,
+                transfer,
+            };
             self.send(peer, term, body);
         }
     }
@@ -253,7 +325,11 @@ impl RaftNode {
     fn become_leader(&mut self) {
         let term = self.hard.term;
         let next = self.log.last_index().next();
-        let progress = self.other_voters().into_iter().map(|p| (p, Progress::new(next))).collect();
+        let progress = self
+            .other_voters()
+            .into_iter()
+            .map(|p| (p, Progress::new(next)))
+            .collect();
         self.set_role(Role::Leader(Leadership {
             progress,
             pending: BTreeMap::new(),
@@ -263,7 +339,11 @@ impl RaftNode {
         }));
         self.set_leader(Some(self.config.id));
         self.out.events.push(Event::ElectionWon { term });
-        self.append_entry(Entry { term, index: next, payload: EntryPayload::TermStart });
+        self.append_entry(Entry {
+            term,
+            index: next,
+            payload: EntryPayload::TermStart,
+        });
         self.maybe_commit();
     }
 
@@ -278,7 +358,9 @@ impl RaftNode {
             _ => BTreeMap::new(),
         };
         for (_, id) in pending {
-            self.out.rejected.push((id, CommandRejected::LeadershipLost));
+            self.out
+                .rejected
+                .push((id, CommandRejected::LeadershipLost));
         }
         self.set_role(Role::Follower);
         self.set_leader(leader);

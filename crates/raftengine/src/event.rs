@@ -14,22 +14,57 @@ pub enum RoleKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    RoleChanged { role: RoleKind, term: Term },
-    TermChanged { term: Term },
-    LeaderChanged { leader: Option<NodeId> },
-    PreVoteStarted { proposed_term: Term },
-    ElectionStarted { term: Term, transfer: bool },
-    ElectionWon { term: Term },
-    ElectionLost { term: Term },
-    VoteGranted { candidate: NodeId, term: Term },
-    VoteRefused { candidate: NodeId, term: Term, reason: &'static str },
+    RoleChanged {
+        role: RoleKind,
+        term: Term,
+    },
+    TermChanged {
+        term: Term,
+    },
+    LeaderChanged {
+        leader: Option<NodeId>,
+    },
+    PreVoteStarted {
+        proposed_term: Term,
+    },
+    ElectionStarted {
+        term: Term,
+        transfer: bool,
+    },
+    ElectionWon {
+        term: Term,
+    },
+    ElectionLost {
+        term: Term,
+    },
+    VoteGranted {
+        candidate: NodeId,
+        term: Term,
+    },
+    VoteRefused {
+        candidate: NodeId,
+        term: Term,
+        reason: &'static str,
+    },
     /// Check-quorum: the leader did not hear from a majority within an election timeout.
-    LostQuorum { term: Term },
-    CommitAdvanced { commit: LogIndex },
+    LostQuorum {
+        term: Term,
+    },
+    CommitAdvanced {
+        commit: LogIndex,
+    },
     /// A follower's log is behind or diverged; the leader is probing for the point where they match.
-    FollowerProbing { follower: NodeId, next_index: LogIndex },
+    FollowerProbing {
+        follower: NodeId,
+        next_index: LogIndex,
+    },
     /// A follower that was probed now matches and receives entries in batches again.
-    FollowerReplicating { follower: NodeId, match_index: LogIndex },
+    FollowerReplicating {
+        follower: NodeId,
+        match_index: LogIndex,
+    },
     /// This node's log was behind or diverged and was repaired by the leader.
-    LogTruncated { from: LogIndex },
+    LogTruncated {
+        from: LogIndex,
+    },
 }

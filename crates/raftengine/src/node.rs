@@ -157,7 +157,12 @@ impl RaftNode {
         if msg.from == self.config.id || !self.config.voters.contains(&msg.from) {
             return Err(StepError::UnknownSender(msg.from));
         }
-        if let MessageBody::AppendEntries { prev_log_index, entries, .. } = &msg.body {
+        if let MessageBody::AppendEntries {
+            prev_log_index,
+            entries,
+            ..
+        } = &msg.body
+        {
             check_append_shape(msg.from, *prev_log_index, entries)?;
         }
         self.step_checked(msg)
@@ -195,14 +200,20 @@ impl RaftNode {
             }
             _ => {
                 let rejection = match self.leader {
-                    Some(leader) if leader != self.config.id => CommandRejected::Redirect { leader },
+                    Some(leader) if leader != self.config.id => {
+                        CommandRejected::Redirect { leader }
+                    }
                     _ => CommandRejected::Retry,
                 };
                 self.out.rejected.push((id, rejection));
                 return;
             }
         }
-        self.append_entry(Entry { term, index, payload: EntryPayload::Command(command) });
+        self.append_entry(Entry {
+            term,
+            index,
+            payload: EntryPayload::Command(command),
+        });
     }
 
     /// The driver made every batch up to `seq` durable.
@@ -246,11 +257,19 @@ impl RaftNode {
         if !self.open_writes.is_empty() {
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.batch_last_index.push_back((seq, self.log.last_index()));
+            self.batch_last_index
+                .push_back((seq, self.log.last_index()));
             let writes = std::mem::take(&mut self.open_writes);
             self.out.persist = Some(PersistBatch { seq, writes });
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// Changes the election timeout range (a driver or harness tuning timers at run time).
+    pub fn set_election_timeout(&mut self, min_ticks: u64, max_ticks: u64) {
+        self.config.election_timeout_min_ticks = min_ticks;
+        self.config.election_timeout_max_ticks = max_ticks.max(min_ticks);
+        self.reset_election_timer();
     }
 
     // ----- queries ------------------------------------------------------------------------
@@ -298,9 +317,11 @@ impl RaftNode {
 
     pub fn status(&self) -> Status {
         let progress = match &self.role {
-            Role::Leader(l) => {
-                l.progress.iter().map(|(id, p)| (*id, p.match_index, p.next_index)).collect()
-            }
+            Role::Leader(l) => l
+                .progress
+                .iter()
+                .map(|(id, p)| (*id, p.match_index, p.next_index))
+                .collect(),
             _ => Vec::new(),
         };
         Status {
@@ -336,10 +357,19 @@ impl RaftNode {
     /// §10.2.1); anything else waits until every write issued so far is durable, so a vote or an
     /// append success never outruns the state it promises.
     pub(crate) fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
-        let msg = Message { from: self.config.id, to, term, body };
+        let msg = Message {
+            from: self.config.id,
+            to,
+            term,
+            body,
+        };
         let leader_append = matches!(self.role, Role::Leader(_))
             && matches!(msg.body, MessageBody::AppendEntries { .. });
-        let needs = if self.open_writes.is_empty() { self.next_seq - 1 } else { self.next_seq };
+        let needs = if self.open_writes.is_empty() {
+            self.next_seq - 1
+        } else {
+            self.next_seq
+        };
         if leader_append || (needs <= self.persisted_seq && self.held.is_empty()) {
             self.out.messages.push(msg);
         } else {
@@ -368,7 +398,10 @@ impl RaftNode {
     /// Removes entries from `from` on; refuses (and stops the node) if any of them is committed.
     pub(crate) fn truncate_log(&mut self, from: LogIndex) -> bool {
         if from <= self.commit {
-            self.stop(FatalError::TruncateCommitted { index: from, commit: self.commit });
+            self.stop(FatalError::TruncateCommitted {
+                index: from,
+                commit: self.commit,
+            });
             return false;
         }
         self.log.truncate_from(from);
@@ -394,7 +427,10 @@ impl RaftNode {
         self.role = role;
         let after = self.role();
         if before != after {
-            self.out.events.push(Event::RoleChanged { role: after, term: self.hard.term });
+            self.out.events.push(Event::RoleChanged {
+                role: after,
+                term: self.hard.term,
+            });
         }
     }
 
@@ -419,8 +455,10 @@ impl RaftNode {
 
     pub(crate) fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
-        let (min, max) =
-            (self.config.election_timeout_min_ticks, self.config.election_timeout_max_ticks);
+        let (min, max) = (
+            self.config.election_timeout_min_ticks,
+            self.config.election_timeout_max_ticks,
+        );
         self.randomized_timeout = min + self.next_random() % (max - min + 1);
     }
 
@@ -435,7 +473,12 @@ impl RaftNode {
 
     pub(crate) fn other_voters(&self) -> Vec<NodeId> {
         let me = self.config.id;
-        self.config.voters.iter().copied().filter(|v| *v != me).collect()
+        self.config
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != me)
+            .collect()
     }
 }
 
@@ -443,10 +486,16 @@ impl RaftNode {
 fn check_append_shape(from: NodeId, prev: LogIndex, entries: &[Entry]) -> Result<(), StepError> {
     for (i, e) in entries.iter().enumerate() {
         if e.index != prev.plus(i as u64 + 1) {
-            return Err(StepError::MalformedAppend { from, reason: "entry indexes not contiguous" });
+            return Err(StepError::MalformedAppend {
+                from,
+                reason: "entry indexes not contiguous",
+            });
         }
         if i > 0 && e.term < entries[i - 1].term {
-            return Err(StepError::MalformedAppend { from, reason: "entry terms decrease" });
+            return Err(StepError::MalformedAppend {
+                from,
+                reason: "entry terms decrease",
+            });
         }
     }
     Ok(())

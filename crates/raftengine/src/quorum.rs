@@ -15,7 +15,10 @@ pub fn has_majority(voters: &[NodeId], granted: impl Fn(NodeId) -> bool) -> bool
 
 /// Whether enough refusals arrived that a majority can no longer be reached.
 pub fn majority_impossible(voters: &[NodeId], votes: &BTreeMap<NodeId, bool>) -> bool {
-    let refused = voters.iter().filter(|v| votes.get(v) == Some(&false)).count();
+    let refused = voters
+        .iter()
+        .filter(|v| votes.get(v) == Some(&false))
+        .count();
     voters.len() - refused < majority(voters.len())
 }
 
@@ -34,10 +37,16 @@ mod tests {
     fn committed_index_is_the_majority_median_for_odd_and_even_sizes() {
         let ids: Vec<NodeId> = (1..=4).map(NodeId).collect();
         let m = [5, 3, 3, 1];
-        assert_eq!(committed_index(&ids, |n| LogIndex(m[n.0 as usize - 1])), LogIndex(3));
+        assert_eq!(
+            committed_index(&ids, |n| LogIndex(m[n.0 as usize - 1])),
+            LogIndex(3)
+        );
         let m = [5, 4, 1, 1];
         // 4 voters need 3 copies: only index 1 is on three of them.
-        assert_eq!(committed_index(&ids, |n| LogIndex(m[n.0 as usize - 1])), LogIndex(1));
+        assert_eq!(
+            committed_index(&ids, |n| LogIndex(m[n.0 as usize - 1])),
+            LogIndex(1)
+        );
         let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
         assert_eq!(committed_index(&ids, |n| LogIndex(n.0)), LogIndex(2));
     }

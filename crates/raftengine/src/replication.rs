@@ -93,14 +93,21 @@ impl RaftNode {
         reject_hint: LogIndex,
     ) {
         let last = self.log.last_index();
-        let Role::Leader(leadership) = &mut self.role else { return };
-        let Some(progress) = leadership.progress.get_mut(&from) else { return };
+        let Role::Leader(leadership) = &mut self.role else {
+            return;
+        };
+        let Some(progress) = leadership.progress.get_mut(&from) else {
+            return;
+        };
         progress.recently_active = true;
         if success {
             let news = progress.acknowledge(match_index);
             if progress.state == ProgressState::Probe {
                 progress.become_replicate();
-                let event = Event::FollowerReplicating { follower: from, match_index };
+                let event = Event::FollowerReplicating {
+                    follower: from,
+                    match_index,
+                };
                 self.out.events.push(event);
             }
             if news {
@@ -111,9 +118,15 @@ impl RaftNode {
             // (a replaced disk): believe it, so it can be repaired. Lowering a match index only
             // delays commits, it never commits too early.
             progress.match_index = progress.match_index.min(reject_hint);
-            let next = reject_hint.next().min(progress.next_index.prev()).max(LogIndex(1));
+            let next = reject_hint
+                .next()
+                .min(progress.next_index.prev())
+                .max(LogIndex(1));
             progress.become_probe(next.min(last.next()));
-            let event = Event::FollowerProbing { follower: from, next_index: progress.next_index };
+            let event = Event::FollowerProbing {
+                follower: from,
+                next_index: progress.next_index,
+            };
             self.out.events.push(event);
         }
         self.send_append(from);
@@ -122,17 +135,27 @@ impl RaftNode {
     /// Sends `peer` what it is missing, as far as its progress state and window allow.
     pub(crate) fn send_append(&mut self, peer: NodeId) {
         let (term, commit, last) = (self.hard.term, self.commit, self.log.last_index());
-        let (max_batch, max_in_flight) =
-            (self.config.max_entries_per_message as u64, self.config.max_in_flight_messages);
+        let (max_batch, max_in_flight) = (
+            self.config.max_entries_per_message as u64,
+            self.config.max_in_flight_messages,
+        );
         loop {
-            let Role::Leader(leadership) = &mut self.role else { return };
-            let Some(progress) = leadership.progress.get_mut(&peer) else { return };
+            let Role::Leader(leadership) = &mut self.role else {
+                return;
+            };
+            let Some(progress) = leadership.progress.get_mut(&peer) else {
+                return;
+            };
             if progress.next_index > last || !progress.can_send(max_in_flight) {
                 return;
             }
             let probing = progress.state == ProgressState::Probe;
             let next = progress.next_index;
-            let batch_end = if probing { next } else { last.min(next.plus(max_batch - 1)) };
+            let batch_end = if probing {
+                next
+            } else {
+                last.min(next.plus(max_batch - 1))
+            };
             progress.sent(batch_end);
             let prev = next.prev();
             let body = MessageBody::AppendEntries {
@@ -159,9 +182,14 @@ impl RaftNode {
     /// entries answers with a rejection and gets probed.
     pub fn broadcast_heartbeat(&mut self) {
         let (term, commit) = (self.hard.term, self.commit);
-        let Role::Leader(leadership) = &self.role else { return };
-        let targets: Vec<(NodeId, LogIndex)> =
-            leadership.progress.iter().map(|(id, p)| (*id, p.next_index.prev())).collect();
+        let Role::Leader(leadership) = &self.role else {
+            return;
+        };
+        let targets: Vec<(NodeId, LogIndex)> = leadership
+            .progress
+            .iter()
+            .map(|(id, p)| (*id, p.next_index.prev()))
+            .collect();
         for (peer, prev) in targets {
             let body = MessageBody::AppendEntries {
                 prev_log_index: prev,
@@ -178,12 +206,17 @@ impl RaftNode {
     pub(crate) fn maybe_commit(&mut self) {
         let me = self.config.id;
         let own = self.persisted_index;
-        let Role::Leader(leadership) = &self.role else { return };
+        let Role::Leader(leadership) = &self.role else {
+            return;
+        };
         let index = quorum::committed_index(&self.config.voters, |v| {
             if v == me {
                 own
             } else {
-                leadership.progress.get(&v).map_or(LogIndex(0), |p| p.match_index)
+                leadership
+                    .progress
+                    .get(&v)
+                    .map_or(LogIndex(0), |p| p.match_index)
             }
         });
         if index > self.commit && self.log.term(index) == Some(self.hard.term) {
@@ -192,9 +225,13 @@ impl RaftNode {
     }
 
     pub(crate) fn tick_leader(&mut self) {
-        let (heartbeat_interval, quorum_timeout) =
-            (self.config.heartbeat_interval_ticks, self.config.election_timeout_min_ticks);
-        let Role::Leader(leadership) = &mut self.role else { return };
+        let (heartbeat_interval, quorum_timeout) = (
+            self.config.heartbeat_interval_ticks,
+            self.config.election_timeout_min_ticks,
+        );
+        let Role::Leader(leadership) = &mut self.role else {
+            return;
+        };
         leadership.heartbeat_elapsed += 1;
         leadership.quorum_elapsed += 1;
         let heartbeat_due = leadership.heartbeat_elapsed >= heartbeat_interval;
@@ -220,7 +257,9 @@ impl RaftNode {
     /// round.
     fn heard_from_majority(&mut self) -> bool {
         let me = self.config.id;
-        let Role::Leader(leadership) = &mut self.role else { return false };
+        let Role::Leader(leadership) = &mut self.role else {
+            return false;
+        };
         let progress = &leadership.progress;
         let ok = quorum::has_majority(&self.config.voters, |v| {
             v == me || progress.get(&v).is_some_and(|p| p.recently_active)

@@ -101,7 +101,10 @@ impl LogStorage for MemoryStorage {
         if let Some(reason) = &self.broken {
             return Err(StorageError::Broken(reason.clone()));
         }
-        Ok(StoredState { hard_state: self.hard_state, entries: self.entries.clone() })
+        Ok(StoredState {
+            hard_state: self.hard_state,
+            entries: self.entries.clone(),
+        })
     }
 
     fn write(&mut self, writes: &[LogWrite]) -> Result<(), StorageError> {

@@ -1,3 +1,8 @@
 //! raftsim: a deterministic cluster harness for raftengine, a scenario language and trace documents.
 
+pub mod cluster;
+pub mod counter;
+pub mod recorder;
 pub mod trace;
+
+pub use cluster::{Block, Cluster, ClusterSettings, CommandOutcome, HarnessError, Trigger};

@@ -6,6 +6,8 @@
 use serde::Serialize;
 
 pub mod csv;
+mod helpers;
+pub mod index;
 pub mod json;
 pub mod markdown;
 pub mod plantuml;
@@ -67,12 +69,24 @@ pub enum RowEvent {
     /// `from` forwarded a message to `to`; `label` is the message text without the `code+N-x` prefix
     /// decoration, e.g. `p_v_r t-1 li-0 lt-0`. `delivered` is false when the message was lost
     /// (target crashed, blocked with drop, or on the other side of a split).
-    Sent { from: usize, to: usize, label: String, delivered: bool },
+    Sent {
+        from: usize,
+        to: usize,
+        label: String,
+        delivered: bool,
+    },
     /// `node` handled a message that came from `from`.
-    Handled { node: usize, from: usize, label: String },
+    Handled {
+        node: usize,
+        from: usize,
+        label: String,
+    },
     /// A node-local event without a message: `NEW ROLE`, `CMD START`, `CMD DONE`, `CRASH`, `RESTART`,
     /// `STARTED`, ...; `text` is what the Op cell shows.
     Note { node: usize, text: String },
     /// The network was split (`NETSPLIT`) or healed (`NETJOIN`); `segments` lists node numbers per side.
-    Network { text: String, segments: Vec<Vec<usize>> },
+    Network {
+        text: String,
+        segments: Vec<Vec<usize>>,
+    },
 }

@@ -1,0 +1,896 @@
+//! N raftengine nodes in one process, with per-node inbound and outbound queues. Nothing moves
+//! unless the caller moves it; every move is recorded as a trace row.
+
+use crate::counter::Counter;
+use crate::recorder::{NodeView, Recorder};
+use crate::trace::RowEvent;
+use raftengine::{
+    ApplyError, CommandRejected, Config, EntryPayload, Event, FatalError, LogStorage,
+    MemoryStorage, Message, MessageBody, NodeId, RaftNode, RequestId, RoleKind, StartError,
+    StateMachine, Status, StepError, StorageError, Term,
+};
+use std::collections::{BTreeMap, VecDeque};
+use thiserror::Error;
+
+/// Upper bound on message moves in one pump or run, so a livelock fails instead of hanging.
+pub const MAX_MOVES_PER_RUN: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub nodes: usize,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub max_entries_per_message: usize,
+    pub election_timeout_ticks: (u64, u64),
+    pub heartbeat_interval_ticks: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> ClusterSettings {
+        ClusterSettings {
+            nodes: 3,
+            pre_vote: true,
+            check_quorum: true,
+            max_entries_per_message: 64,
+            election_timeout_ticks: (15, 30),
+            heartbeat_interval_ticks: 1,
+        }
+    }
+}
+
+/// What a client sees for a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    Pending,
+    Value(String),
+    /// The state machine refused the command (deterministically).
+    Error(String),
+    Redirect(usize),
+    Retry,
+    LeadershipLost,
+    Timeout,
+}
+
+/// How a blocked node treats traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    None,
+    /// Messages to and from the node stay queued until it is unblocked.
+    Hold,
+    /// Messages to and from the node are lost.
+    Drop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HarnessError {
+    #[error("there is no node N-{0}")]
+    NoSuchNode(usize),
+    #[error("N-{0} is crashed")]
+    NodeDown(usize),
+    #[error("N-{0} is running; crash it first")]
+    NodeUp(usize),
+    #[error("N-{node} refused to restart: {reason}")]
+    RestartRefused { node: usize, reason: String },
+    #[error("bad cluster settings: {0}")]
+    Settings(String),
+    #[error("messages kept moving for {0} moves without settling")]
+    NoProgress(usize),
+    #[error("the cluster went quiet before {0}")]
+    TriggerNotReached(String),
+    #[error("N-{0} has no command to wait for")]
+    NoCommand(usize),
+}
+
+/// What to stop at while moving messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// A message with this trace code was forwarded, optionally by / to given nodes.
+    Sent {
+        code: String,
+        from: Option<usize>,
+        to: Option<usize>,
+    },
+    /// A message with this trace code was handled, optionally by / from given nodes.
+    Handled {
+        code: String,
+        by: Option<usize>,
+        from: Option<usize>,
+    },
+    IsLeader(usize),
+    HasLeader(usize),
+    LogIndex(usize, u64),
+    Commit(usize, u64),
+    Applied(usize, u64),
+    /// A leader exists and no running voter has a queued message.
+    ElectionDone,
+}
+
+#[derive(Debug, Clone)]
+struct Move {
+    sent: bool,
+    code: &'static str,
+    from: usize,
+    to: usize,
+}
+
+struct SimNode {
+    config: Config,
+    raft: Option<RaftNode>,
+    storage: MemoryStorage,
+    counter: Counter,
+    inbound: VecDeque<Message>,
+    outbound: VecDeque<Message>,
+    block: Block,
+    timers: bool,
+    last_command: Option<RequestId>,
+    results: BTreeMap<RequestId, CommandOutcome>,
+    last_view: NodeView,
+}
+
+/// The harness. Nodes are numbered 1..=N as in the trace (`N-1`...).
+pub struct Cluster {
+    nodes: Vec<SimNode>,
+    segments: Option<Vec<Vec<usize>>>,
+    pub recorder: Recorder,
+    /// Everything the nodes reported, as (node, event), in order.
+    pub events: Vec<(usize, Event)>,
+    /// Inputs a node refused (should stay empty in a healthy run).
+    pub step_errors: Vec<(usize, StepError)>,
+    next_request: u64,
+    last_move: Option<Move>,
+    armed: Option<Trigger>,
+    fired: bool,
+}
+
+impl Cluster {
+    pub fn new(settings: &ClusterSettings) -> Result<Cluster, HarnessError> {
+        if settings.nodes == 0 {
+            return Err(HarnessError::Settings(
+                "a cluster needs at least one node".into(),
+            ));
+        }
+        let voters: Vec<NodeId> = (1..=settings.nodes as u64).map(NodeId).collect();
+        let mut nodes = Vec::new();
+        for id in &voters {
+            let mut config = Config::new(*id, voters.clone());
+            config.pre_vote = settings.pre_vote;
+            config.check_quorum = settings.check_quorum;
+            config.max_entries_per_message = settings.max_entries_per_message;
+            (
+                config.election_timeout_min_ticks,
+                config.election_timeout_max_ticks,
+            ) = settings.election_timeout_ticks;
+            config.heartbeat_interval_ticks = settings.heartbeat_interval_ticks;
+            let raft = RaftNode::new(config.clone()).map_err(|e| settings_error(&e))?;
+            let last_view = view_of(&raft, 1);
+            nodes.push(SimNode {
+                config,
+                raft: Some(raft),
+                storage: MemoryStorage::new(),
+                counter: Counter::default(),
+                inbound: VecDeque::new(),
+                outbound: VecDeque::new(),
+                block: Block::None,
+                timers: false,
+                last_command: None,
+                results: BTreeMap::new(),
+                last_view,
+            });
+        }
+        Ok(Cluster {
+            nodes,
+            segments: None,
+            recorder: Recorder::new(settings.nodes),
+            events: Vec::new(),
+            step_errors: Vec::new(),
+            next_request: 1,
+            last_move: None,
+            armed: None,
+            fired: false,
+        })
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn index(&self, node: usize) -> Result<usize, HarnessError> {
+        if node == 0 || node > self.nodes.len() {
+            return Err(HarnessError::NoSuchNode(node));
+        }
+        Ok(node - 1)
+    }
+
+    fn raft_mut(&mut self, node: usize) -> Result<&mut RaftNode, HarnessError> {
+        let i = self.index(node)?;
+        self.nodes[i]
+            .raft
+            .as_mut()
+            .ok_or(HarnessError::NodeDown(node))
+    }
+
+    /// The node's status, or `None` while it is crashed.
+    pub fn status(&self, node: usize) -> Result<Option<Status>, HarnessError> {
+        let i = self.index(node)?;
+        Ok(self.nodes[i].raft.as_ref().map(RaftNode::status))
+    }
+
+    pub fn raft(&self, node: usize) -> Result<Option<&RaftNode>, HarnessError> {
+        let i = self.index(node)?;
+        Ok(self.nodes[i].raft.as_ref())
+    }
+
+    pub fn storage(&self, node: usize) -> Result<&MemoryStorage, HarnessError> {
+        Ok(&self.nodes[self.index(node)?].storage)
+    }
+
+    pub fn counter(&self, node: usize) -> Result<&Counter, HarnessError> {
+        Ok(&self.nodes[self.index(node)?].counter)
+    }
+
+    pub fn queued(&self, node: usize) -> Result<(usize, usize), HarnessError> {
+        let n = &self.nodes[self.index(node)?];
+        Ok((n.inbound.len(), n.outbound.len()))
+    }
+
+    // ----- moving messages -------------------------------------------------------------------
+
+    /// Forwards the oldest outbound message of `node`. Returns whether anything moved.
+    pub fn forward_one(&mut self, node: usize) -> Result<bool, HarnessError> {
+        let i = self.index(node)?;
+        let n = &mut self.nodes[i];
+        if n.raft.is_none() || n.block == Block::Hold {
+            return Ok(false);
+        }
+        let Some(msg) = n.outbound.pop_front() else {
+            return Ok(false);
+        };
+        let to = msg.to.0 as usize;
+        let delivered = self.reachable(node, to);
+        let text = op_text(&msg);
+        let cell = match msg.body {
+            MessageBody::AppendEntriesResponse { .. } => format!("N-{node}+{text}"),
+            _ => format!("{}+N-{to} {}", msg.body.code(), fields(&msg)),
+        };
+        self.last_move = Some(Move {
+            sent: true,
+            code: msg.body.code(),
+            from: node,
+            to,
+        });
+        let event = RowEvent::Sent {
+            from: node,
+            to,
+            label: text,
+            delivered,
+        };
+        self.record(event, &[(i, cell)]);
+        if delivered {
+            self.nodes[to - 1].inbound.push_back(msg);
+        }
+        Ok(true)
+    }
+
+    pub fn forward_all(&mut self, node: usize) -> Result<usize, HarnessError> {
+        let mut moved = 0;
+        while self.forward_one(node)? {
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
+    /// Whether a message from `from` can reach `to` right now.
+    fn reachable(&self, from: usize, to: usize) -> bool {
+        let Some(target) = to.checked_sub(1).and_then(|t| self.nodes.get(t)) else {
+            return false;
+        };
+        if target.raft.is_none() || target.block == Block::Drop {
+            return false;
+        }
+        if self.nodes[from - 1].block == Block::Drop {
+            return false;
+        }
+        match &self.segments {
+            Some(segments) => segments
+                .iter()
+                .any(|s| s.contains(&from) && s.contains(&to)),
+            None => true,
+        }
+    }
+
+    /// Has `node` handle its oldest inbound message. Returns whether anything moved.
+    pub fn handle_one(&mut self, node: usize) -> Result<bool, HarnessError> {
+        let i = self.index(node)?;
+        let n = &mut self.nodes[i];
+        if n.block == Block::Hold {
+            return Ok(false);
+        }
+        let Some(raft) = n.raft.as_mut() else {
+            return Ok(false);
+        };
+        let Some(msg) = n.inbound.pop_front() else {
+            return Ok(false);
+        };
+        let before = raft.role();
+        let from = msg.from.0 as usize;
+        let code = msg.body.code();
+        let text = op_text(&msg);
+        let cell = match msg.body {
+            MessageBody::AppendEntriesResponse { .. } => format!("N-{from}+{text}"),
+            _ => format!("N-{from}+{code} {}", fields(&msg)),
+        };
+        if let Err(e) = raft.step(msg) {
+            self.step_errors.push((node, e));
+        }
+        self.process_output(node)?;
+        self.last_move = Some(Move {
+            sent: false,
+            code,
+            from,
+            to: node,
+        });
+        self.record(
+            RowEvent::Handled {
+                node,
+                from,
+                label: text,
+            },
+            &[(i, cell)],
+        );
+        self.note_role_change(node, before);
+        Ok(true)
+    }
+
+    fn note_role_change(&mut self, node: usize, before: RoleKind) {
+        let i = node - 1;
+        let Some(raft) = self.nodes[i].raft.as_ref() else {
+            return;
+        };
+        if role_label(before) != role_label(raft.role()) {
+            self.note(node, "NEW ROLE");
+        }
+    }
+
+    /// Records a node-local event row (`NEW ROLE`, `CMD START`, `CRASH`...).
+    pub fn note(&mut self, node: usize, text: &str) {
+        let event = RowEvent::Note {
+            node,
+            text: text.to_string(),
+        };
+        self.record(event, &[(node - 1, text.to_string())]);
+    }
+
+    fn record(&mut self, event: RowEvent, ops: &[(usize, String)]) {
+        let views = self.views();
+        self.recorder.row(event, ops, views);
+    }
+
+    fn views(&mut self) -> Vec<NodeView> {
+        let segments = self.segments.clone();
+        let total = self.nodes.len();
+        let mut views = Vec::with_capacity(total);
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let net = match &segments {
+                Some(s) => {
+                    let side = s
+                        .iter()
+                        .find(|seg| seg.contains(&(i + 1)))
+                        .map_or(0, Vec::len);
+                    if side * 2 > total {
+                        1
+                    } else {
+                        2
+                    }
+                }
+                None => 1,
+            };
+            let view = match &n.raft {
+                Some(raft) => view_of(raft, net),
+                None => NodeView {
+                    role: "FLWR",
+                    net,
+                    ..n.last_view
+                },
+            };
+            n.last_view = view;
+            views.push(view);
+        }
+        views
+    }
+
+    /// Carries out everything the node asked for: persist (instantly: in-memory storage), send,
+    /// apply, answer clients.
+    fn process_output(&mut self, node: usize) -> Result<(), HarnessError> {
+        let i = self.index(node)?;
+        loop {
+            let n = &mut self.nodes[i];
+            let Some(raft) = n.raft.as_mut() else {
+                return Ok(());
+            };
+            let out = raft.take_output();
+            if out.is_empty() {
+                return Ok(());
+            }
+            if let Some(batch) = &out.persist {
+                if let Err(e) = n.storage.persist(batch) {
+                    self.stop_node(node, &format!("storage failed: {e}"));
+                    return Ok(());
+                }
+                raft.persisted(batch.seq);
+            }
+            n.outbound.extend(out.messages);
+            for (id, rejection) in out.rejected {
+                n.results.insert(id, rejection_outcome(&rejection));
+            }
+            self.events
+                .extend(out.events.into_iter().map(|e| (node, e)));
+            if let Some(fatal) = out.fatal {
+                self.stop_node(node, &fatal.to_string());
+                return Ok(());
+            }
+            self.apply(node, out.committed);
+        }
+    }
+
+    fn apply(&mut self, node: usize, committed: Vec<raftengine::CommittedEntry>) {
+        let n = &mut self.nodes[node - 1];
+        for ce in committed {
+            let EntryPayload::Command(command) = &ce.entry.payload else {
+                n.counter.applied = ce.entry.index;
+                continue;
+            };
+            let outcome = match n.counter.apply(ce.entry.index, command) {
+                Ok(value) => CommandOutcome::Value(String::from_utf8_lossy(&value).into_owned()),
+                Err(ApplyError::Rejected(reason)) => CommandOutcome::Error(reason),
+                Err(ApplyError::Fatal(reason)) => {
+                    if let Some(raft) = n.raft.as_mut() {
+                        raft.fail(FatalError::StateMachine {
+                            index: ce.entry.index,
+                            reason,
+                        });
+                    }
+                    return;
+                }
+            };
+            if let Some(id) = ce.request {
+                n.results.insert(id, outcome);
+            }
+        }
+    }
+
+    /// A fatal error: mark the storage broken (so restart refuses) and take the node down.
+    fn stop_node(&mut self, node: usize, reason: &str) {
+        let n = &mut self.nodes[node - 1];
+        // MemoryStorage::mark_broken cannot fail.
+        let _ = n.storage.mark_broken(reason);
+        n.raft = None;
+        n.inbound.clear();
+        n.outbound.clear();
+        self.note(node, "CRASH");
+    }
+}
+
+impl Cluster {
+    // ----- schedules ---------------------------------------------------------------------------
+
+    /// The seed's pump: round-robin over the nodes in id order; per pass each node handles one
+    /// inbound message, then forwards one outbound message; until nothing is queued (or the
+    /// trigger fires).
+    pub fn pump(&mut self, trigger: Option<&Trigger>) -> Result<usize, HarnessError> {
+        self.schedule(trigger, |c, node| {
+            let a = c.handle_one(node)?;
+            let b = c.forward_one(node)?;
+            Ok(usize::from(a) + usize::from(b))
+        })
+    }
+
+    /// Each node in id order forwards everything it has queued, then handles its inbound
+    /// messages one by one, forwarding what each produces at once: as if every node ran until
+    /// idle. Repeats until nothing is queued (or the trigger fires).
+    pub fn run(&mut self, trigger: Option<&Trigger>) -> Result<usize, HarnessError> {
+        self.schedule(trigger, |c, node| {
+            let mut moved = c.forward_all(node)?;
+            while c.handle_one(node)? {
+                moved += 1 + c.forward_all(node)?;
+                if c.trigger_pending() {
+                    break;
+                }
+            }
+            Ok(moved)
+        })
+    }
+
+    fn schedule(
+        &mut self,
+        trigger: Option<&Trigger>,
+        mut turn: impl FnMut(&mut Cluster, usize) -> Result<usize, HarnessError>,
+    ) -> Result<usize, HarnessError> {
+        self.armed = trigger.cloned();
+        self.fired = false;
+        let mut moves = 0;
+        let result = loop {
+            let mut moved = 0;
+            for node in 1..=self.nodes.len() {
+                moved += turn(self, node)?;
+                if self.fired {
+                    break;
+                }
+            }
+            moves += moved;
+            if self.fired {
+                break Ok(moves);
+            }
+            if moved == 0 {
+                break match trigger {
+                    Some(t) if !self.trigger_holds(t) => {
+                        Err(HarnessError::TriggerNotReached(format!("{t:?}")))
+                    }
+                    _ => Ok(moves),
+                };
+            }
+            if moves > MAX_MOVES_PER_RUN {
+                break Err(HarnessError::NoProgress(moves));
+            }
+        };
+        self.armed = None;
+        result
+    }
+
+    /// Called after every single move: has the armed trigger fired?
+    fn trigger_pending(&mut self) -> bool {
+        if let Some(t) = self.armed.clone() {
+            if self.trigger_holds(&t) {
+                self.fired = true;
+            }
+        }
+        self.fired
+    }
+
+    pub fn trigger_holds(&self, trigger: &Trigger) -> bool {
+        let status = |n: usize| {
+            self.nodes
+                .get(n.wrapping_sub(1))
+                .and_then(|s| s.raft.as_ref())
+        };
+        match trigger {
+            Trigger::Sent { code, from, to } => self.last_move.as_ref().is_some_and(|m| {
+                m.sent
+                    && m.code == code
+                    && from.is_none_or(|f| f == m.from)
+                    && to.is_none_or(|t| t == m.to)
+            }),
+            Trigger::Handled { code, by, from } => self.last_move.as_ref().is_some_and(|m| {
+                !m.sent
+                    && m.code == code
+                    && by.is_none_or(|b| b == m.to)
+                    && from.is_none_or(|f| f == m.from)
+            }),
+            Trigger::IsLeader(n) => status(*n).is_some_and(|r| r.role() == RoleKind::Leader),
+            Trigger::HasLeader(n) => status(*n).is_some_and(|r| r.leader().is_some()),
+            Trigger::LogIndex(n, k) => status(*n).is_some_and(|r| r.log().last_index().0 >= *k),
+            Trigger::Commit(n, k) => status(*n).is_some_and(|r| r.commit_index().0 >= *k),
+            Trigger::Applied(n, k) => {
+                status(*n).is_some() && self.nodes[*n - 1].counter.applied.0 >= *k
+            }
+            Trigger::ElectionDone => {
+                let leader = self.nodes.iter().any(|n| {
+                    n.raft
+                        .as_ref()
+                        .is_some_and(|r| r.role() == RoleKind::Leader)
+                });
+                let quiet = self
+                    .nodes
+                    .iter()
+                    .all(|n| n.raft.is_none() || (n.inbound.is_empty() && n.outbound.is_empty()));
+                leader && quiet
+            }
+        }
+    }
+
+    // ----- controls ----------------------------------------------------------------------------
+
+    /// Applies `f` to a running node, carries out its output and notes a role change.
+    fn control(&mut self, node: usize, f: impl FnOnce(&mut RaftNode)) -> Result<(), HarnessError> {
+        let raft = self.raft_mut(node)?;
+        let before = raft.role();
+        f(raft);
+        self.process_output(node)?;
+        self.note_role_change(node, before);
+        Ok(())
+    }
+
+    pub fn campaign(&mut self, node: usize, transfer: bool) -> Result<(), HarnessError> {
+        self.control(node, |r| r.campaign(transfer))
+    }
+
+    pub fn force_follower(&mut self, node: usize) -> Result<(), HarnessError> {
+        self.control(node, RaftNode::force_follower)
+    }
+
+    pub fn force_term(&mut self, node: usize, term: u64) -> Result<(), HarnessError> {
+        self.control(node, |r| r.force_term(Term(term)))
+    }
+
+    pub fn heartbeat(&mut self, node: usize) -> Result<(), HarnessError> {
+        self.control(node, RaftNode::broadcast_heartbeat)
+    }
+
+    pub fn clear_queues(&mut self, node: usize) -> Result<(), HarnessError> {
+        let i = self.index(node)?;
+        self.nodes[i].inbound.clear();
+        self.nodes[i].outbound.clear();
+        Ok(())
+    }
+
+    /// Submits a client command; its outcome is read with [`Cluster::outcome`].
+    pub fn submit(&mut self, node: usize, command: &str) -> Result<RequestId, HarnessError> {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let i = self.index(node)?;
+        self.nodes[i].last_command = Some(id);
+        self.nodes[i].results.insert(id, CommandOutcome::Pending);
+        self.note(node, "CMD START");
+        self.control(node, |r| r.propose(id, command.as_bytes().to_vec()))?;
+        Ok(id)
+    }
+
+    pub fn outcome(&self, node: usize, id: RequestId) -> Result<CommandOutcome, HarnessError> {
+        let n = &self.nodes[self.index(node)?];
+        Ok(n.results
+            .get(&id)
+            .cloned()
+            .unwrap_or(CommandOutcome::Pending))
+    }
+
+    /// Waits for the last command submitted at `node`: pumps until its outcome is known or
+    /// nothing moves (then it is a timeout), and records `CMD DONE`.
+    pub fn wait_result(&mut self, node: usize) -> Result<CommandOutcome, HarnessError> {
+        let i = self.index(node)?;
+        let id = self.nodes[i]
+            .last_command
+            .ok_or(HarnessError::NoCommand(node))?;
+        let mut moves = 0;
+        while self.outcome(node, id)? == CommandOutcome::Pending {
+            let moved = self.pump_pass()?;
+            moves += moved;
+            if moved == 0 || moves > MAX_MOVES_PER_RUN {
+                self.nodes[i].results.insert(id, CommandOutcome::Timeout);
+            }
+        }
+        self.note(node, "CMD DONE");
+        self.outcome(node, id)
+    }
+
+    fn pump_pass(&mut self) -> Result<usize, HarnessError> {
+        let mut moved = 0;
+        for node in 1..=self.nodes.len() {
+            moved += usize::from(self.handle_one(node)?) + usize::from(self.forward_one(node)?);
+        }
+        Ok(moved)
+    }
+
+    /// The outcome of the last command submitted at `node`.
+    pub fn last_outcome(&self, node: usize) -> Result<CommandOutcome, HarnessError> {
+        let i = self.index(node)?;
+        let id = self.nodes[i]
+            .last_command
+            .ok_or(HarnessError::NoCommand(node))?;
+        self.outcome(node, id)
+    }
+
+    /// Loses the node's volatile state and queues; its storage is kept.
+    pub fn crash(&mut self, node: usize) -> Result<(), HarnessError> {
+        self.raft_mut(node)?;
+        let n = &mut self.nodes[node - 1];
+        n.raft = None;
+        n.inbound.clear();
+        n.outbound.clear();
+        self.note(node, "CRASH");
+        Ok(())
+    }
+
+    /// Restarts a crashed node from its storage (or from an empty disk).
+    pub fn restart(&mut self, node: usize, empty: bool) -> Result<(), HarnessError> {
+        let i = self.index(node)?;
+        let n = &mut self.nodes[i];
+        if n.raft.is_some() {
+            return Err(HarnessError::NodeUp(node));
+        }
+        if empty {
+            n.storage.wipe();
+        }
+        let refused = |reason: String| HarnessError::RestartRefused { node, reason };
+        let stored = n
+            .storage
+            .load()
+            .map_err(|e: StorageError| refused(e.to_string()))?;
+        let raft = RaftNode::restart(n.config.clone(), stored)
+            .map_err(|e: StartError| refused(e.to_string()))?;
+        n.raft = Some(raft);
+        n.counter = Counter::default();
+        self.note(node, "RESTART");
+        Ok(())
+    }
+
+    /// The operator's switch after checking a node that stopped on a fatal error.
+    pub fn clear_broken(&mut self, node: usize) -> Result<(), HarnessError> {
+        let i = self.index(node)?;
+        // MemoryStorage::clear_broken cannot fail.
+        let _ = self.nodes[i].storage.clear_broken();
+        Ok(())
+    }
+
+    pub fn block(&mut self, node: usize, mode: Block) -> Result<(), HarnessError> {
+        let i = self.index(node)?;
+        self.nodes[i].block = mode;
+        let text = match mode {
+            Block::None => "UNBLOCK",
+            Block::Hold => "BLOCK",
+            Block::Drop => "BLOCK DROP",
+        };
+        self.note(node, text);
+        Ok(())
+    }
+
+    /// Splits the network; messages between segments are lost. Nodes not named form one more
+    /// segment.
+    pub fn split(&mut self, mut segments: Vec<Vec<usize>>) -> Result<(), HarnessError> {
+        for s in &segments {
+            for n in s {
+                self.index(*n)?;
+            }
+        }
+        let rest: Vec<usize> = (1..=self.nodes.len())
+            .filter(|n| !segments.iter().any(|s| s.contains(n)))
+            .collect();
+        if !rest.is_empty() {
+            segments.push(rest);
+        }
+        self.segments = Some(segments.clone());
+        self.recorder_network("NETSPLIT", segments);
+        Ok(())
+    }
+
+    pub fn heal(&mut self) -> Result<(), HarnessError> {
+        self.segments = None;
+        self.recorder_network("NETJOIN", vec![(1..=self.nodes.len()).collect()]);
+        Ok(())
+    }
+
+    fn recorder_network(&mut self, text: &str, segments: Vec<Vec<usize>>) {
+        let ops: Vec<(usize, String)> = (0..self.nodes.len())
+            .map(|i| (i, text.to_string()))
+            .collect();
+        self.record(
+            RowEvent::Network {
+                text: text.to_string(),
+                segments,
+            },
+            &ops,
+        );
+    }
+
+    /// Turns a node's timers on or off, optionally with its own election timeout range.
+    pub fn set_timers(
+        &mut self,
+        node: usize,
+        on: bool,
+        range: Option<(u64, u64)>,
+    ) -> Result<(), HarnessError> {
+        let i = self.index(node)?;
+        self.nodes[i].timers = on;
+        if let Some((min, max)) = range {
+            let config = &mut self.nodes[i].config;
+            (
+                config.election_timeout_min_ticks,
+                config.election_timeout_max_ticks,
+            ) = (min, max);
+            config
+                .validate()
+                .map_err(|e| HarnessError::Settings(e.to_string()))?;
+            if let Some(raft) = self.nodes[i].raft.as_mut() {
+                raft.set_election_timeout(min, max);
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances virtual time by `ticks`: each tick, every node with timers on ticks in id order.
+    /// Messages do not move by themselves: pump or run to deliver them.
+    pub fn advance(&mut self, ticks: u64) -> Result<(), HarnessError> {
+        for _ in 0..ticks {
+            for node in 1..=self.nodes.len() {
+                let n = &self.nodes[node - 1];
+                if n.timers && n.raft.is_some() {
+                    self.control(node, RaftNode::tick)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn settings_error(e: &StartError) -> HarnessError {
+    HarnessError::Settings(e.to_string())
+}
+
+fn rejection_outcome(rejection: &CommandRejected) -> CommandOutcome {
+    match rejection {
+        CommandRejected::Redirect { leader } => CommandOutcome::Redirect(leader.0 as usize),
+        CommandRejected::Retry => CommandOutcome::Retry,
+        CommandRejected::LeadershipLost => CommandOutcome::LeadershipLost,
+    }
+}
+
+pub fn role_label(role: RoleKind) -> &'static str {
+    match role {
+        RoleKind::Follower => "FLWR",
+        RoleKind::PreCandidate | RoleKind::Candidate => "CNDI",
+        RoleKind::Leader => "LEAD",
+    }
+}
+
+fn view_of(raft: &RaftNode, net: u8) -> NodeView {
+    NodeView {
+        role: role_label(raft.role()),
+        term: raft.term().0,
+        last_term: raft.log().last_term().0,
+        last_index: raft.log().last_index().0,
+        commit: raft.commit_index().0,
+        net,
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// A message's fields in trace notation (`shared/trace-format.md`).
+pub fn fields(msg: &Message) -> String {
+    let t = msg.term.0;
+    match &msg.body {
+        MessageBody::PreVoteRequest {
+            last_log_index,
+            last_log_term,
+            ..
+        }
+        | MessageBody::VoteRequest {
+            last_log_index,
+            last_log_term,
+            ..
+        } => {
+            format!("t-{t} li-{} lt-{}", last_log_index.0, last_log_term.0)
+        }
+        MessageBody::PreVoteResponse { granted } | MessageBody::VoteResponse { granted } => {
+            format!("yes-{}", yes(*granted))
+        }
+        MessageBody::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        } => format!(
+            "t-{t} i-{} lt-{} e-{} c-{}",
+            prev_log_index.0,
+            prev_log_term.0,
+            entries.len(),
+            leader_commit.0
+        ),
+        MessageBody::AppendEntriesResponse {
+            success,
+            last_log_index,
+            ..
+        } => {
+            format!("ok-{} mi-{}", yes(*success), last_log_index.0)
+        }
+    }
+}
+
+/// `code fields`, e.g. `ae t-1 i-0 lt-0 e-1 c-0`.
+pub fn op_text(msg: &Message) -> String {
+    format!("{} {}", msg.body.code(), fields(msg))
+}
