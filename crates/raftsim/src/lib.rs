@@ -6,3 +6,7 @@ pub mod recorder;
 pub mod trace;
 
 pub use cluster::{Block, Cluster, ClusterSettings, CommandOutcome, HarnessError, Trigger};
+pub mod bench;
+pub mod docs;
+pub mod runner;
+pub mod scenario;

@@ -1,0 +1,443 @@
+//! The scenario language: one command per line, `#` comments, in the spirit of etcd raft's
+//! datadriven testdata. Parsing only; `runner.rs` executes.
+
+use crate::cluster::{ClusterSettings, Trigger};
+use std::fmt;
+use thiserror::Error;
+
+/// A parse or run failure, located in the scenario file.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    pub file: String,
+    pub name: String,
+    pub source: String,
+    pub description: Vec<String>,
+    pub features: Vec<String>,
+    pub settings: ClusterSettings,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub line: usize,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Section {
+        title: String,
+    },
+    SectionText(String),
+    SectionFeatures(Vec<String>),
+    Campaign {
+        node: usize,
+        transfer: bool,
+    },
+    Follower(usize),
+    SetTerm {
+        node: usize,
+        term: u64,
+    },
+    Heartbeat(usize),
+    ClearQueues(usize),
+    Send {
+        node: usize,
+        all: bool,
+    },
+    Deliver {
+        node: usize,
+        all: bool,
+    },
+    Pump(Option<Trigger>),
+    Run(Option<Trigger>),
+    Submit {
+        node: usize,
+        command: String,
+    },
+    WaitResult(usize),
+    Crash(usize),
+    Restart {
+        node: usize,
+        empty: bool,
+    },
+    ClearBroken(usize),
+    Block {
+        node: usize,
+        drop: bool,
+    },
+    Unblock(usize),
+    Split(Vec<Vec<usize>>),
+    Heal,
+    Timers {
+        nodes: Vec<usize>,
+        on: bool,
+        range: Option<(u64, u64)>,
+    },
+    Advance(u64),
+    Expect {
+        node: usize,
+        checks: Vec<(String, String)>,
+    },
+    ExpectResult {
+        node: usize,
+        outcome: String,
+    },
+    ExpectQueued {
+        node: usize,
+        inbound: usize,
+        outbound: usize,
+    },
+}
+
+/// Parses a scenario file's text. `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let stem = std::path::Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(file);
+    let mut scenario = Scenario {
+        file: file.to_string(),
+        name: stem.to_string(),
+        source: file.to_string(),
+        description: Vec::new(),
+        features: Vec::new(),
+        settings: ClusterSettings::default(),
+        steps: Vec::new(),
+    };
+    let mut cluster_seen = false;
+    let mut in_section = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let err = |message: String| ScenarioError {
+            file: file.to_string(),
+            line,
+            message,
+        };
+        if let Some(prose) = raw.strip_prefix('>') {
+            let prose = prose.strip_prefix(' ').unwrap_or(prose).to_string();
+            if in_section {
+                scenario.steps.push(Step {
+                    line,
+                    command: Command::SectionText(prose),
+                });
+            } else {
+                scenario.description.push(prose);
+            }
+            continue;
+        }
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let (word, rest) = content
+            .split_once(char::is_whitespace)
+            .unwrap_or((content, ""));
+        let rest = rest.trim();
+        match word {
+            "name" => scenario.name = rest.to_string(),
+            "source" => scenario.source = rest.to_string(),
+            "features" if !in_section => scenario.features.extend(feature_list(rest)),
+            "features" => {
+                let command = Command::SectionFeatures(feature_list(rest));
+                scenario.steps.push(Step { line, command });
+            }
+            "cluster" => {
+                if cluster_seen {
+                    return Err(err("the cluster is already defined".into()));
+                }
+                cluster_seen = true;
+                scenario.settings = parse_cluster(rest).map_err(err)?;
+            }
+            _ => {
+                if !cluster_seen {
+                    return Err(err(format!("expected `cluster N` before `{word}`")));
+                }
+                let command = parse_command(word, rest).map_err(err)?;
+                in_section |= matches!(command, Command::Section { .. });
+                scenario.steps.push(Step { line, command });
+            }
+        }
+    }
+    if !cluster_seen {
+        return Err(ScenarioError {
+            file: file.into(),
+            line: 1,
+            message: "no `cluster N` line".into(),
+        });
+    }
+    Ok(scenario)
+}
+
+fn feature_list(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn parse_cluster(rest: &str) -> Result<ClusterSettings, String> {
+    let mut words = rest.split_whitespace();
+    let count = words
+        .next()
+        .ok_or("expected the node count after `cluster`")?;
+    let mut settings = ClusterSettings {
+        nodes: number(count)? as usize,
+        ..ClusterSettings::default()
+    };
+    for option in words {
+        let (key, value) = option
+            .split_once('=')
+            .ok_or(format!("expected key=value, found `{option}`"))?;
+        match key {
+            "pre_vote" => settings.pre_vote = on_off(value)?,
+            "check_quorum" => settings.check_quorum = on_off(value)?,
+            "max_entries" => settings.max_entries_per_message = number(value)? as usize,
+            "election" => settings.election_timeout_ticks = range(value)?,
+            "heartbeat" => settings.heartbeat_interval_ticks = number(value)?,
+            _ => return Err(format!("unknown cluster option `{key}` (expected pre_vote, check_quorum, max_entries, election or heartbeat)")),
+        }
+    }
+    Ok(settings)
+}
+
+fn parse_command(word: &str, rest: &str) -> Result<Command, String> {
+    let args: Vec<&str> = rest.split_whitespace().collect();
+    let node = || {
+        args.first()
+            .ok_or(format!("expected a node (N-k) after `{word}`"))
+            .and_then(|a| node_ref(a))
+    };
+    let flag = |name: &str| args.get(1) == Some(&name);
+    Ok(match word {
+        "section" if !rest.is_empty() => Command::Section {
+            title: rest.to_string(),
+        },
+        "section" => return Err("expected a title after `section`".into()),
+        "campaign" => Command::Campaign {
+            node: node()?,
+            transfer: flag("transfer"),
+        },
+        "follower" => Command::Follower(node()?),
+        "set-term" => Command::SetTerm {
+            node: node()?,
+            term: number(args.get(1).ok_or("expected a term")?)?,
+        },
+        "heartbeat" => Command::Heartbeat(node()?),
+        "clear-queues" => Command::ClearQueues(node()?),
+        "send" => Command::Send {
+            node: node()?,
+            all: flag("all"),
+        },
+        "deliver" => Command::Deliver {
+            node: node()?,
+            all: flag("all"),
+        },
+        "pump" => Command::Pump(parse_until(&args)?),
+        "run" => Command::Run(parse_until(&args)?),
+        "command" => {
+            let text = rest
+                .split_once(char::is_whitespace)
+                .map(|(_, c)| c.trim())
+                .unwrap_or("");
+            if text.is_empty() {
+                return Err("expected `command N-k <text>`".into());
+            }
+            Command::Submit {
+                node: node()?,
+                command: text.to_string(),
+            }
+        }
+        "wait-result" => Command::WaitResult(node()?),
+        "crash" => Command::Crash(node()?),
+        "restart" => Command::Restart {
+            node: node()?,
+            empty: flag("empty"),
+        },
+        "clear-broken" => Command::ClearBroken(node()?),
+        "block" => Command::Block {
+            node: node()?,
+            drop: flag("drop"),
+        },
+        "unblock" => Command::Unblock(node()?),
+        "split" => Command::Split(parse_segments(rest)?),
+        "heal" => Command::Heal,
+        "timers" => parse_timers(&args)?,
+        "advance" => Command::Advance(number(args.first().ok_or("expected a tick count")?)?),
+        "expect" => parse_expect(&args)?,
+        _ => return Err(format!("unknown command `{word}`")),
+    })
+}
+
+fn parse_until(args: &[&str]) -> Result<Option<Trigger>, String> {
+    match args.split_first() {
+        None => Ok(None),
+        Some((&"until", rest)) => parse_trigger(rest).map(Some),
+        Some((other, _)) => Err(format!("expected `until <trigger>`, found `{other}`")),
+    }
+}
+
+fn parse_trigger(args: &[&str]) -> Result<Trigger, String> {
+    let arg = |i: usize| {
+        args.get(i)
+            .copied()
+            .ok_or_else(|| format!("trigger `{}` needs more arguments", args.join(" ")))
+    };
+    let opt_node = |key: &str| -> Result<Option<usize>, String> {
+        match args.iter().position(|a| *a == key) {
+            Some(i) => node_ref(arg(i + 1)?).map(Some),
+            None => Ok(None),
+        }
+    };
+    Ok(match arg(0)? {
+        "election-done" => Trigger::ElectionDone,
+        "leader" => Trigger::IsLeader(node_ref(arg(1)?)?),
+        "has-leader" => Trigger::HasLeader(node_ref(arg(1)?)?),
+        "log" => Trigger::LogIndex(node_ref(arg(1)?)?, number(arg(2)?)?),
+        "commit" => Trigger::Commit(node_ref(arg(1)?)?, number(arg(2)?)?),
+        "applied" => Trigger::Applied(node_ref(arg(1)?)?, number(arg(2)?)?),
+        "sent" => Trigger::Sent { code: message_code(arg(1)?)?, from: opt_node("from")?, to: opt_node("to")? },
+        "handled" => Trigger::Handled { code: message_code(arg(1)?)?, by: opt_node("by")?, from: opt_node("from")? },
+        other => return Err(format!("unknown trigger `{other}` (expected election-done, leader, has-leader, log, commit, applied, sent or handled)")),
+    })
+}
+
+fn message_code(code: &str) -> Result<String, String> {
+    const CODES: [&str; 6] = ["p_v_r", "p_v", "poll", "vote", "ae", "ae_reply"];
+    if CODES.contains(&code) {
+        Ok(code.to_string())
+    } else {
+        Err(format!(
+            "unknown message code `{code}` (expected one of {})",
+            CODES.join(", ")
+        ))
+    }
+}
+
+fn parse_segments(rest: &str) -> Result<Vec<Vec<usize>>, String> {
+    rest.split('|')
+        .map(|side| {
+            side.split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(node_ref)
+                .collect()
+        })
+        .collect()
+}
+
+fn parse_timers(args: &[&str]) -> Result<Command, String> {
+    let who = args.first().ok_or("expected `timers N-k|all on|off`")?;
+    let nodes = if *who == "all" {
+        Vec::new()
+    } else {
+        vec![node_ref(who)?]
+    };
+    let on = on_off(args.get(1).ok_or("expected on or off")?)?;
+    let range = match args.get(2) {
+        Some(opt) => Some(range(
+            opt.strip_prefix("election=")
+                .ok_or(format!("expected election=A..B, found `{opt}`"))?,
+        )?),
+        None => None,
+    };
+    Ok(Command::Timers { nodes, on, range })
+}
+
+fn parse_expect(args: &[&str]) -> Result<Command, String> {
+    match args {
+        ["result", node, outcome] => Ok(Command::ExpectResult { node: node_ref(node)?, outcome: outcome.to_string() }),
+        ["queued", node, inbound, outbound] => Ok(Command::ExpectQueued {
+            node: node_ref(node)?,
+            inbound: number(inbound.strip_prefix("in=").ok_or("expected in=K")?)? as usize,
+            outbound: number(outbound.strip_prefix("out=").ok_or("expected out=K")?)? as usize,
+        }),
+        [node, checks @ ..] if !checks.is_empty() => {
+            let checks = checks
+                .iter()
+                .map(|c| c.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or(format!("expected key=value, found `{c}`")))
+                .collect::<Result<_, _>>()?;
+            Ok(Command::Expect { node: node_ref(node)?, checks })
+        }
+        _ => Err("expected `expect N-k key=value...`, `expect result N-k OUTCOME` or `expect queued N-k in=A out=B`".into()),
+    }
+}
+
+pub fn node_ref(text: &str) -> Result<usize, String> {
+    text.strip_prefix("N-")
+        .and_then(|n| n.parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .ok_or(format!("expected a node like N-1, found `{text}`"))
+}
+
+fn number(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|_| format!("expected a number, found `{text}`"))
+}
+
+fn on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, found `{text}`")),
+    }
+}
+
+fn range(text: &str) -> Result<(u64, u64), String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or(format!("expected a range A..B, found `{text}`"))?;
+    Ok((number(a)?, number(b)?))
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} steps)", self.name, self.steps.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_error_names_file_line_and_expectation() {
+        let e = parse("x.scn", "cluster 3\ncampaign 3\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x.scn:2: expected a node like N-1, found `3`"
+        );
+        let e = parse("x.scn", "campaign N-1\n").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("expected `cluster N`"));
+        let e = parse("x.scn", "cluster 3\npump until sent bogus\n").unwrap_err();
+        assert!(e.message.contains("unknown message code `bogus`"));
+    }
+
+    #[test]
+    fn parses_descriptions_features_and_commands() {
+        let text = "> intro\nfeatures a.b, c.d\ncluster 5 pre_vote=off\nsection One\n> more\nrun until election-done\nsplit N-1,N-2 | N-3\n";
+        let s = parse("dir/t.scn", text).unwrap();
+        assert_eq!(s.name, "t");
+        assert_eq!(s.description, vec!["intro"]);
+        assert_eq!(s.features, vec!["a.b", "c.d"]);
+        assert_eq!(s.settings.nodes, 5);
+        assert!(!s.settings.pre_vote);
+        assert_eq!(s.steps[1].command, Command::SectionText("more".into()));
+        assert_eq!(
+            s.steps[2].command,
+            Command::Run(Some(Trigger::ElectionDone))
+        );
+        assert_eq!(
+            s.steps[3].command,
+            Command::Split(vec![vec![1, 2], vec![3]])
+        );
+    }
+}
