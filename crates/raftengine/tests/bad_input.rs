@@ -343,7 +343,7 @@ fn conflicting_uncommitted_suffix_is_truncated_and_replaced() {
     assert!(out
         .events
         .contains(&Event::LogTruncated { from: LogIndex(2) }));
-    let writes = &out.persist.expect("truncation is persisted").writes;
+    let writes = &out.persist.as_ref().expect("truncation is persisted").writes;
     assert!(writes.contains(&LogWrite::TruncateFrom(LogIndex(2))));
     assert_eq!(only_append_response(&out), (2, true, 2, 0, 2));
 }
@@ -512,26 +512,32 @@ fn pre_vote_and_vote_are_refused_by_a_follower_that_just_heard_from_a_live_leade
 }
 
 #[test]
-fn pre_vote_is_granted_once_the_leader_went_quiet_for_the_minimum_election_timeout() {
+fn pre_vote_is_granted_once_the_leader_was_silent_for_the_minimum_election_timeout() {
     let mut n = RaftNode::new(config(2, true, true)).unwrap();
     step_settled(&mut n, append(N1, N2, 1, (0, 0), &[(1, 1)], 0));
-    // Just below the minimum election timeout the leader still counts as alive.
-    for _ in 0..n.config().election_timeout_min_ticks - 1 {
+    let min = n.config().election_timeout_min_ticks;
+    // One tick short of the minimum election timeout the leader still counts as alive.
+    for _ in 0..min - 1 {
         n.tick();
     }
     settle(&mut n);
     let out = step_settled(&mut n, pre_vote_request(N3, N2, 2, (1, 1)));
     assert_eq!(only_vote_response(&out), (1, false));
     n.tick();
+    settle(&mut n);
+    n.step(pre_vote_request(N3, N2, 2, (1, 1))).unwrap();
     let out = settle(&mut n);
-    assert!(
-        out.messages.is_empty() || n.role() != RoleKind::Follower,
-        "unexpected output {out:?}"
-    );
-    if n.role() == RoleKind::Follower {
-        let out = step_settled(&mut n, pre_vote_request(N3, N2, 2, (1, 1)));
-        assert_eq!(only_vote_response(&out), (2, true));
-    }
+    let answer: Vec<(u64, bool)> = out
+        .messages
+        .iter()
+        .filter(|m| m.to == N3)
+        .filter_map(|m| match m.body {
+            MessageBody::PreVoteResponse { granted } => Some((m.term.0, granted)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answer, vec![(2, true)]);
+    assert_eq!(n.term(), Term(1), "still no term change");
 }
 
 // ----- the held-messages rule ----------------------------------------------------------------
@@ -643,8 +649,8 @@ fn leader_sends_append_entries_before_its_own_persist() {
         "followers in probe state wait for the outstanding probe"
     );
 
-    // The leader does not count itself before its own write is durable: one follower ack is
-    // not enough to commit the term-start entry in a cluster of three without it.
+    // The leader counts itself only up to what it made durable: one follower ack is not enough
+    // to commit the term-start entry in a cluster of three until the leader's write is done.
     n.step(msg(
         N2,
         N1,
@@ -665,6 +671,15 @@ fn leader_sends_append_entries_before_its_own_persist() {
         "the follower now replicating gets the proposal before any persist: {:?}",
         out.messages
     );
+    assert_eq!(
+        n.commit_index(),
+        LogIndex(0),
+        "the leader's own copy counts only once durable"
+    );
+    n.persisted(batch.seq);
+    let out = n.take_output();
     assert_eq!(n.commit_index(), LogIndex(1), "leader + follower hold index 1");
-    let _ = batch;
+    assert!(out.events.contains(&Event::CommitAdvanced {
+        commit: LogIndex(1)
+    }));
 }
