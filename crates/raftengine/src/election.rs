@@ -84,7 +84,9 @@ impl RaftNode {
             // Pre-vote changes no state on the voter; a granted pre-vote answers our proposed term.
             MessageBody::PreVoteRequest { .. } => true,
             MessageBody::PreVoteResponse { granted: true } => true,
-            MessageBody::VoteRequest { transfer, .. } if !transfer && self.leader_is_alive() => {
+            MessageBody::VoteRequest { transfer, .. }
+                if !transfer && self.config.check_quorum && self.leader_is_alive() =>
+            {
                 // Thesis §4.2.3: a server that heard from a live leader within the minimum election
                 // timeout neither updates its term nor grants its vote.
                 self.out.events.push(Event::VoteRefused {
@@ -133,14 +135,14 @@ impl RaftNode {
         }
     }
 
-    /// Heard from a leader recently enough that an election would only disrupt it.
+    /// This node leads, or heard from a leader within the minimum election timeout: an election
+    /// now would only disrupt a working leader. Pre-vote refuses on this; with check-quorum on,
+    /// so does a higher-term RequestVote (leader stickiness, thesis §4.2.3).
     pub(crate) fn leader_is_alive(&self) -> bool {
         if matches!(self.role, Role::Leader(_)) {
             return true;
         }
-        self.config.check_quorum
-            && self.leader.is_some()
-            && self.election_elapsed < self.config.election_timeout_min_ticks
+        self.leader.is_some() && self.election_elapsed < self.config.election_timeout_min_ticks
     }
 
     fn handle_pre_vote_request(

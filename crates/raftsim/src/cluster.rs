@@ -268,12 +268,13 @@ impl Cluster {
         if delivered {
             self.nodes[to - 1].inbound.push_back(msg);
         }
+        self.trigger_pending();
         Ok(true)
     }
 
     pub fn forward_all(&mut self, node: usize) -> Result<usize, HarnessError> {
         let mut moved = 0;
-        while self.forward_one(node)? {
+        while !self.fired && self.forward_one(node)? {
             moved += 1;
         }
         Ok(moved)
@@ -338,6 +339,7 @@ impl Cluster {
             &[(i, cell)],
         );
         self.note_role_change(node, before);
+        self.trigger_pending();
         Ok(true)
     }
 
@@ -478,9 +480,9 @@ impl Cluster {
     /// trigger fires).
     pub fn pump(&mut self, trigger: Option<&Trigger>) -> Result<usize, HarnessError> {
         self.schedule(trigger, |c, node| {
-            let a = c.handle_one(node)?;
-            let b = c.forward_one(node)?;
-            Ok(usize::from(a) + usize::from(b))
+            let handled = c.handle_one(node)?;
+            let forwarded = !c.fired && c.forward_one(node)?;
+            Ok(usize::from(handled) + usize::from(forwarded))
         })
     }
 
@@ -490,11 +492,8 @@ impl Cluster {
     pub fn run(&mut self, trigger: Option<&Trigger>) -> Result<usize, HarnessError> {
         self.schedule(trigger, |c, node| {
             let mut moved = c.forward_all(node)?;
-            while c.handle_one(node)? {
+            while !c.fired && c.handle_one(node)? {
                 moved += 1 + c.forward_all(node)?;
-                if c.trigger_pending() {
-                    break;
-                }
             }
             Ok(moved)
         })
@@ -533,17 +532,17 @@ impl Cluster {
             }
         };
         self.armed = None;
+        self.fired = false;
         result
     }
 
-    /// Called after every single move: has the armed trigger fired?
-    fn trigger_pending(&mut self) -> bool {
+    /// Called after every single move: fires the armed trigger if it now holds.
+    fn trigger_pending(&mut self) {
         if let Some(t) = self.armed.clone() {
             if self.trigger_holds(&t) {
                 self.fired = true;
             }
         }
-        self.fired
     }
 
     pub fn trigger_holds(&self, trigger: &Trigger) -> bool {
