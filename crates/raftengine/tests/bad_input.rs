@@ -4,9 +4,9 @@
 //! durable state leaves the node only after the driver reported that state persisted.
 
 use raftengine::{
-    CommandRejected, Config, Entry, EntryPayload, Event, FatalError, HardState, LogIndex,
-    LogWrite, Message, MessageBody, NodeId, Output, RaftNode, RequestId, RoleKind, Status,
-    StepError, Term,
+    CommandRejected, Config, Entry, EntryPayload, Event, FatalError, HardState, LogIndex, LogWrite,
+    Message, MessageBody, NodeId, Output, RaftNode, RequestId, RoleKind, Status, StepError,
+    StoredState, Term,
 };
 
 // ----- helpers -----------------------------------------------------------------------------
@@ -131,7 +131,12 @@ fn terms(node: &RaftNode) -> Vec<u64> {
 /// The only message in `out`, which must be an AppendEntriesResponse:
 /// (term, success, match_index, reject_hint, last_log_index).
 fn only_append_response(out: &Output) -> (u64, bool, u64, u64, u64) {
-    assert_eq!(out.messages.len(), 1, "one reply expected: {:?}", out.messages);
+    assert_eq!(
+        out.messages.len(),
+        1,
+        "one reply expected: {:?}",
+        out.messages
+    );
     match &out.messages[0].body {
         MessageBody::AppendEntriesResponse {
             success,
@@ -151,7 +156,12 @@ fn only_append_response(out: &Output) -> (u64, bool, u64, u64, u64) {
 
 /// The only message in `out`, which must be a (pre-)vote response: (term, granted).
 fn only_vote_response(out: &Output) -> (u64, bool) {
-    assert_eq!(out.messages.len(), 1, "one reply expected: {:?}", out.messages);
+    assert_eq!(
+        out.messages.len(),
+        1,
+        "one reply expected: {:?}",
+        out.messages
+    );
     match &out.messages[0].body {
         MessageBody::VoteResponse { granted } | MessageBody::PreVoteResponse { granted } => {
             (out.messages[0].term.0, *granted)
@@ -166,6 +176,21 @@ fn follower_with(term: u64, entries: &[(u64, u64)], commit: u64) -> RaftNode {
     let mut n = node(2);
     let out = step_settled(&mut n, append(N1, N2, term, (0, 0), entries, commit));
     assert!(only_append_response(&out).1);
+    n
+}
+
+/// Node 2 restarted from storage holding `term` (no vote) and entries `(index, term)`: it knows
+/// no leader, so leader stickiness does not interfere with the vote rule under test.
+fn voter_with(term: u64, entries: &[(u64, u64)]) -> RaftNode {
+    let stored = StoredState {
+        hard_state: HardState {
+            term: Term(term),
+            voted_for: None,
+        },
+        entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
+    };
+    let n = RaftNode::restart(config(2, false, false), stored).expect("valid stored state");
+    assert_eq!(n.leader(), None);
     n
 }
 
@@ -217,7 +242,10 @@ fn stale_term_append_is_answered_with_failure_carrying_newer_term_and_changes_no
     let out = step_settled(&mut n, append(N3, N2, 2, (2, 2), &[(3, 2)], 3));
     assert_eq!(out.messages[0].to, N3);
     let (term, success, _, _, _) = only_append_response(&out);
-    assert_eq!(term, 3, "the reply carries the newer term so the old leader steps down");
+    assert_eq!(
+        term, 3,
+        "the reply carries the newer term so the old leader steps down"
+    );
     assert!(!success);
     same_state(&before, &n.status());
     assert_eq!(n.leader(), Some(N1), "a stale leader is not followed");
@@ -272,7 +300,11 @@ fn append_with_mismatching_prev_term_is_rejected_with_hint_before_the_conflictin
     assert!(!success);
     assert_eq!(hint, 2, "skip the whole conflicting term 2");
     assert_eq!(last, 4);
-    assert_eq!(terms(&n), before, "a failed consistency check truncates nothing");
+    assert_eq!(
+        terms(&n),
+        before,
+        "a failed consistency check truncates nothing"
+    );
 }
 
 #[test]
@@ -286,7 +318,10 @@ fn append_with_non_contiguous_indexes_is_malformed_and_changes_nothing() {
         "{err:?}"
     );
     let err = n.step(append(N1, N2, 2, (1, 1), &[(3, 2)], 0));
-    assert!(matches!(err, Err(StepError::MalformedAppend { .. })), "{err:?}");
+    assert!(
+        matches!(err, Err(StepError::MalformedAppend { .. })),
+        "{err:?}"
+    );
     same_state(&before, &n.status());
     assert!(n.take_output().is_empty());
 }
@@ -295,7 +330,10 @@ fn append_with_non_contiguous_indexes_is_malformed_and_changes_nothing() {
 fn append_with_decreasing_entry_terms_is_malformed() {
     let mut n = node(2);
     let err = n.step(append(N1, N2, 3, (0, 0), &[(1, 3), (2, 2)], 0));
-    assert!(matches!(err, Err(StepError::MalformedAppend { .. })), "{err:?}");
+    assert!(
+        matches!(err, Err(StepError::MalformedAppend { .. })),
+        "{err:?}"
+    );
     assert_eq!(n.term(), Term(0));
     assert_eq!(n.log().last_index(), LogIndex(0));
 }
@@ -307,7 +345,10 @@ fn duplicated_append_is_idempotent_and_answered_each_time() {
     let first = step_settled(&mut n, m.clone());
     let log_after_first = n.log().slice(LogIndex(1), LogIndex(10)).to_vec();
     let second = step_settled(&mut n, m);
-    assert_eq!(n.log().slice(LogIndex(1), LogIndex(10)), &log_after_first[..]);
+    assert_eq!(
+        n.log().slice(LogIndex(1), LogIndex(10)),
+        &log_after_first[..]
+    );
     assert_eq!(only_append_response(&first), (1, true, 2, 0, 2));
     assert_eq!(only_append_response(&second), (1, true, 2, 0, 2));
     assert!(
@@ -326,13 +367,23 @@ fn reordered_older_append_does_not_truncate_matching_entries() {
     step_settled(&mut n, newer);
     assert_eq!(terms(&n), vec![1, 1, 1]);
     let out = step_settled(&mut n, older);
-    assert_eq!(terms(&n), vec![1, 1, 1], "entries 2..=3 match and must stay");
+    assert_eq!(
+        terms(&n),
+        vec![1, 1, 1],
+        "entries 2..=3 match and must stay"
+    );
     let (_, success, match_index, _, last) = only_append_response(&out);
     assert!(success);
-    assert_eq!(match_index, 1, "match index covers only what the request proved");
+    assert_eq!(
+        match_index, 1,
+        "match index covers only what the request proved"
+    );
     assert_eq!(last, 3);
     assert_eq!(n.commit_index(), LogIndex(2), "commit never goes back");
-    assert!(!out.events.iter().any(|e| matches!(e, Event::LogTruncated { .. })));
+    assert!(!out
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::LogTruncated { .. })));
 }
 
 #[test]
@@ -343,7 +394,11 @@ fn conflicting_uncommitted_suffix_is_truncated_and_replaced() {
     assert!(out
         .events
         .contains(&Event::LogTruncated { from: LogIndex(2) }));
-    let writes = &out.persist.as_ref().expect("truncation is persisted").writes;
+    let writes = &out
+        .persist
+        .as_ref()
+        .expect("truncation is persisted")
+        .writes;
     assert!(writes.contains(&LogWrite::TruncateFrom(LogIndex(2))));
     assert_eq!(only_append_response(&out), (2, true, 2, 0, 2));
 }
@@ -364,9 +419,10 @@ fn truncating_below_commit_index_stops_the_node_with_fatal_error() {
         })
     );
     assert!(
-        !out.messages
-            .iter()
-            .any(|m| matches!(m.body, MessageBody::AppendEntriesResponse { success: true, .. })),
+        !out.messages.iter().any(|m| matches!(
+            m.body,
+            MessageBody::AppendEntriesResponse { success: true, .. }
+        )),
         "no success for an append the node refused"
     );
     assert_eq!(terms(&n), vec![1, 1], "the committed entry is kept");
@@ -412,7 +468,7 @@ fn append_at_same_term_to_a_leader_is_a_dueling_leader_error() {
 
 #[test]
 fn vote_request_from_candidate_with_older_last_term_is_refused() {
-    let mut n = follower_with(2, &[(1, 1), (2, 2)], 0);
+    let mut n = voter_with(2, &[(1, 1), (2, 2)]);
     // Longer log, older last term.
     let out = step_settled(&mut n, vote_request(N3, N2, 5, (9, 1)));
     assert_eq!(only_vote_response(&out), (5, false));
@@ -428,7 +484,7 @@ fn vote_request_from_candidate_with_older_last_term_is_refused() {
 
 #[test]
 fn vote_request_from_candidate_with_shorter_log_of_same_last_term_is_refused() {
-    let mut n = follower_with(2, &[(1, 1), (2, 2), (3, 2)], 0);
+    let mut n = voter_with(2, &[(1, 1), (2, 2), (3, 2)]);
     let out = step_settled(&mut n, vote_request(N3, N2, 3, (2, 2)));
     assert_eq!(only_vote_response(&out), (3, false));
     assert_eq!(n.hard_state().voted_for, None);
@@ -450,7 +506,7 @@ fn only_the_first_of_two_candidates_in_one_term_gets_the_vote() {
 
 #[test]
 fn pre_vote_is_granted_without_changing_the_voters_term_or_vote() {
-    let mut n = follower_with(2, &[(1, 2)], 0);
+    let mut n = voter_with(2, &[(1, 2)]);
     let before = n.status();
     let out = step_settled(&mut n, pre_vote_request(N3, N2, 5, (1, 2)));
     assert_eq!(
@@ -465,7 +521,7 @@ fn pre_vote_is_granted_without_changing_the_voters_term_or_vote() {
 
 #[test]
 fn pre_vote_from_candidate_with_stale_log_is_refused_without_term_change() {
-    let mut n = follower_with(2, &[(1, 2)], 0);
+    let mut n = voter_with(2, &[(1, 2)]);
     let before = n.status();
     let out = step_settled(&mut n, pre_vote_request(N3, N2, 5, (4, 1)));
     assert_eq!(only_vote_response(&out), (2, false));
@@ -565,7 +621,10 @@ fn append_success_is_held_until_the_entries_are_persisted() {
     n.step(append(N1, N2, 1, (0, 0), &[(1, 1), (2, 1)], 0))
         .unwrap();
     let out = n.take_output();
-    assert!(out.messages.is_empty(), "success sent before entries were durable");
+    assert!(
+        out.messages.is_empty(),
+        "success sent before entries were durable"
+    );
     let batch = out.persist.expect("entries to persist");
     // A duplicate arriving before the disk write finished is held as well: its success also
     // promises the entries are durable.
@@ -634,7 +693,10 @@ fn leader_sends_append_entries_before_its_own_persist() {
         .iter()
         .filter(|m| matches!(m.body, MessageBody::AppendEntries { .. }))
         .count();
-    assert_eq!(appends, 2, "appends go out in parallel with the leader's write");
+    assert_eq!(
+        appends, 2,
+        "appends go out in parallel with the leader's write"
+    );
 
     // A proposal before the first batch is durable is sent at once too.
     n.propose(RequestId(1), b"x".to_vec());
@@ -665,9 +727,9 @@ fn leader_sends_append_entries_before_its_own_persist() {
     .unwrap();
     let out = n.take_output();
     assert!(
-        out.messages
-            .iter()
-            .any(|m| matches!(&m.body, MessageBody::AppendEntries { entries, .. } if !entries.is_empty())),
+        out.messages.iter().any(
+            |m| matches!(&m.body, MessageBody::AppendEntries { entries, .. } if !entries.is_empty())
+        ),
         "the follower now replicating gets the proposal before any persist: {:?}",
         out.messages
     );
@@ -678,8 +740,60 @@ fn leader_sends_append_entries_before_its_own_persist() {
     );
     n.persisted(batch.seq);
     let out = n.take_output();
-    assert_eq!(n.commit_index(), LogIndex(1), "leader + follower hold index 1");
+    assert_eq!(
+        n.commit_index(),
+        LogIndex(1),
+        "leader + follower hold index 1"
+    );
     assert!(out.events.contains(&Event::CommitAdvanced {
         commit: LogIndex(1)
     }));
+}
+
+// ----- leader stickiness and check-quorum --------------------------------------------------
+
+/// Paper §5.1 / figure 2: a server that sees a newer term in a request adopts it and steps down.
+/// The thesis §4.2.3 exception ("a leader is alive: ignore the vote request") belongs to
+/// check-quorum (`Config::check_quorum`); with it off a leader too must step down and may vote.
+/// (Regression: the leader used to ignore every newer-term vote request regardless of
+/// check-quorum; fixed in b16e074.)
+#[test]
+fn leader_without_check_quorum_steps_down_on_a_newer_term_vote_request() {
+    let mut n = node(1); // pre-vote off, check-quorum off
+    n.campaign(false);
+    settle(&mut n);
+    step_settled(
+        &mut n,
+        msg(N2, N1, 1, MessageBody::VoteResponse { granted: true }),
+    );
+    assert_eq!(n.role(), RoleKind::Leader);
+    assert!(!n.config().check_quorum);
+    // Node 3's log (index 1, term 1) is as up to date as the leader's.
+    let out = step_settled(&mut n, vote_request(N3, N1, 2, (1, 1)));
+    assert_eq!(n.term(), Term(2), "the newer term is adopted");
+    assert_eq!(n.role(), RoleKind::Follower, "the old leader steps down");
+    assert_eq!(only_vote_response(&out), (2, true));
+}
+
+#[test]
+fn without_check_quorum_a_follower_of_a_live_leader_refuses_pre_votes_but_honours_newer_vote_requests(
+) {
+    let mut n = node(2); // pre-vote off, check-quorum off
+    step_settled(&mut n, append(N1, N2, 1, (0, 0), &[(1, 1)], 0));
+    assert_eq!(n.leader(), Some(N1));
+    // Pre-vote (thesis §9.6): "would you vote for me?" is refused while the leader is heard from.
+    let out = step_settled(&mut n, pre_vote_request(N3, N2, 2, (1, 1)));
+    assert_eq!(only_vote_response(&out), (1, false));
+    assert_eq!(n.term(), Term(1));
+    // A real RequestVote of a newer term is not subject to stickiness without check-quorum.
+    let out = step_settled(&mut n, vote_request(N3, N2, 2, (1, 1)));
+    assert_eq!(only_vote_response(&out), (2, true));
+    assert_eq!(
+        n.hard_state(),
+        HardState {
+            term: Term(2),
+            voted_for: Some(N3)
+        }
+    );
+    assert_eq!(n.leader(), None);
 }
