@@ -445,6 +445,10 @@ impl Cluster {
                 Ok(value) => CommandOutcome::Value(String::from_utf8_lossy(&value).into_owned()),
                 Err(ApplyError::Rejected(reason)) => CommandOutcome::Error(reason),
                 Err(ApplyError::Fatal(reason)) => {
+                    if let Some(id) = ce.request {
+                        let failure = format!("state machine failed: {reason}");
+                        n.results.insert(id, CommandOutcome::Error(failure));
+                    }
                     if let Some(raft) = n.raft.as_mut() {
                         raft.fail(FatalError::StateMachine {
                             index: ce.entry.index,
