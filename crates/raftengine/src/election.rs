@@ -285,15 +285,7 @@ impl RaftNode {
             self.become_candidate(transfer);
             return;
         }
-        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        for peer in self.other_voters() {
-            let body = MessageBody::PreVoteRequest {
-                last_log_index,
-                last_log_term,
-                transfer,
-            };
-            self.send(peer, proposed, body);
-        }
+        self.request_votes(proposed, true, transfer);
     }
 
     fn become_candidate(&mut self, transfer: bool) {
@@ -313,12 +305,25 @@ impl RaftNode {
             self.become_leader();
             return;
         }
+        self.request_votes(term, false, transfer);
+    }
+
+    /// Asks every other voter for a (pre-)vote in `term`, with this node's last log position.
+    fn request_votes(&mut self, term: Term, pre_vote: bool, transfer: bool) {
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.other_voters() {
-            let body = MessageBody::VoteRequest {
-                last_log_index,
-                last_log_term,
-                transfer,
+            let body = if pre_vote {
+                MessageBody::PreVoteRequest {
+                    last_log_index,
+                    last_log_term,
+                    transfer,
+                }
+            } else {
+                MessageBody::VoteRequest {
+                    last_log_index,
+                    last_log_term,
+                    transfer,
+                }
             };
             self.send(peer, term, body);
         }
