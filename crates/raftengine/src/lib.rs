@@ -7,6 +7,7 @@
 //! thread, socket or file; drivers (the `raftsim` simulator, a tokio runtime) supply those.
 
 mod config;
+pub mod conformance;
 mod election;
 mod event;
 mod log;
@@ -27,5 +28,7 @@ pub use message::{Message, MessageBody};
 pub use node::{RaftNode, StartError, Status, StepError};
 pub use output::{CommandRejected, CommittedEntry, FatalError, Output};
 pub use state_machine::{ApplyError, StateMachine};
-pub use storage::{LogStorage, LogWrite, MemoryStorage, PersistBatch, StorageError, StoredState};
+pub use storage::{
+    LogId, LogStorage, LogWrite, MemoryStorage, PersistBatch, StorageError, StoredState,
+};
 pub use types::{Entry, EntryPayload, HardState, LogIndex, NodeId, RequestId, Term};

@@ -63,6 +63,10 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("stored log is not contiguous at index {0}")]
     GapInLog(LogIndex),
+    /// Restarting behind a purged prefix needs the snapshot that replaced it; the core does not
+    /// take snapshots yet, so it refuses rather than run with a log it cannot replicate from.
+    #[error("stored log starts after a purged prefix (through index {0}); restart from a snapshot is not supported yet")]
+    PurgedLog(LogIndex),
 }
 
 /// A snapshot of a node's state for status pages, tests and traces.
@@ -120,6 +124,9 @@ impl RaftNode {
     /// starts afresh, as the paper prescribes.
     pub fn restart(config: Config, stored: StoredState) -> Result<RaftNode, StartError> {
         config.validate()?;
+        if stored.log_start.index > LogIndex(0) {
+            return Err(StartError::PurgedLog(stored.log_start.index));
+        }
         let log = RaftLog::from_entries(stored.entries).map_err(StartError::GapInLog)?;
         let persisted_index = log.last_index();
         let mut node = RaftNode {

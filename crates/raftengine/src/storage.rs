@@ -4,7 +4,7 @@
 //! batch (in order), makes it durable, then reports `persisted(seq)`. Messages that depend on the
 //! batch (a vote, an append success) are held inside the core until then.
 
-use crate::types::{Entry, HardState, LogIndex};
+use crate::types::{Entry, HardState, LogIndex, Term};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -15,6 +15,22 @@ pub enum LogWrite {
     /// Remove every entry from this index on (conflict repair).
     TruncateFrom(LogIndex),
     Append(Vec<Entry>),
+    /// Entries up to and including `through` are covered by a snapshot whose last entry has
+    /// `term`: storage may drop them. `through` may lie beyond the last entry (a follower that
+    /// installs a snapshot ahead of its log); the log is then empty and continues at `through + 1`.
+    Purge {
+        through: LogIndex,
+        term: Term,
+    },
+}
+
+/// The position of an entry: its index and term.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogId {
+    pub index: LogIndex,
+    pub term: Term,
 }
 
 /// Writes to make durable together (group commit), identified by a sequence number that grows by
@@ -29,6 +45,8 @@ pub struct PersistBatch {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredState {
     pub hard_state: HardState,
+    /// The last purged entry (index 0 when nothing was purged); `entries` start right after it.
+    pub log_start: LogId,
     pub entries: Vec<Entry>,
 }
 
@@ -49,9 +67,15 @@ pub trait LogStorage {
     /// Everything needed to restart the node; refuses while the storage is marked broken.
     fn load(&self) -> Result<StoredState, StorageError>;
     /// Applies writes in order. They need not be durable until [`LogStorage::sync`] returns.
+    /// A write that does not fit the log (an append that leaves a gap, a truncation at or below
+    /// the purged prefix) is refused with [`StorageError::Corrupt`]; earlier writes of the same
+    /// call stay applied.
     fn write(&mut self, writes: &[LogWrite]) -> Result<(), StorageError>;
     /// Makes every earlier write durable.
     fn sync(&mut self) -> Result<(), StorageError>;
+    /// Entries with indexes in `from..=to`, clipped to the stored log (catch-up reads of entries
+    /// the caller does not hold in memory). Entries written but not yet synced are included.
+    fn entries(&self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError>;
     /// Records that the node stopped on a fatal error, so `load` refuses until an operator clears it.
     fn mark_broken(&mut self, reason: &str) -> Result<(), StorageError>;
     /// The operator's "I checked the data" switch.
@@ -69,6 +93,8 @@ pub trait LogStorage {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStorage {
     hard_state: HardState,
+    log_start: LogId,
+    /// `entries[i]` has index `log_start.index + 1 + i`.
     entries: Vec<Entry>,
     broken: Option<String>,
 }
@@ -86,8 +112,17 @@ impl MemoryStorage {
         &self.entries
     }
 
+    pub fn log_start(&self) -> LogId {
+        self.log_start
+    }
+
     pub fn last_index(&self) -> LogIndex {
-        LogIndex(self.entries.len() as u64)
+        self.log_start.index.plus(self.entries.len() as u64)
+    }
+
+    /// Position in `entries` of `index`, if it lies after the purged prefix.
+    fn offset_of(&self, index: LogIndex) -> Option<usize> {
+        (index > self.log_start.index).then(|| (index.0 - self.log_start.index.0 - 1) as usize)
     }
 
     /// Forgets every entry and the hard state (a replaced, empty disk).
@@ -103,6 +138,7 @@ impl LogStorage for MemoryStorage {
         }
         Ok(StoredState {
             hard_state: self.hard_state,
+            log_start: self.log_start,
             entries: self.entries.clone(),
         })
     }
@@ -112,7 +148,13 @@ impl LogStorage for MemoryStorage {
             match write {
                 LogWrite::HardState(hs) => self.hard_state = *hs,
                 LogWrite::TruncateFrom(index) => {
-                    self.entries.truncate((index.0.max(1) - 1) as usize);
+                    let Some(keep) = self.offset_of(*index) else {
+                        return Err(StorageError::Corrupt(format!(
+                            "truncation from index {index} reaches into the purged prefix (through {})",
+                            self.log_start.index
+                        )));
+                    };
+                    self.entries.truncate(keep);
                 }
                 LogWrite::Append(entries) => {
                     for e in entries {
@@ -126,6 +168,18 @@ impl LogStorage for MemoryStorage {
                         self.entries.push(e.clone());
                     }
                 }
+                LogWrite::Purge { through, term } => {
+                    if *through <= self.log_start.index {
+                        continue;
+                    }
+                    let drop =
+                        ((through.0 - self.log_start.index.0) as usize).min(self.entries.len());
+                    self.entries.drain(..drop);
+                    self.log_start = LogId {
+                        index: *through,
+                        term: *term,
+                    };
+                }
             }
         }
         Ok(())
@@ -133,6 +187,21 @@ impl LogStorage for MemoryStorage {
 
     fn sync(&mut self) -> Result<(), StorageError> {
         Ok(())
+    }
+
+    fn entries(&self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
+        let start = self
+            .offset_of(from.max(self.log_start.index.next()))
+            .unwrap_or(0);
+        let end = match self.offset_of(to) {
+            Some(offset) => (offset + 1).min(self.entries.len()),
+            None => 0,
+        };
+        Ok(self
+            .entries
+            .get(start..end)
+            .map(<[Entry]>::to_vec)
+            .unwrap_or_default())
     }
 
     fn mark_broken(&mut self, reason: &str) -> Result<(), StorageError> {

@@ -188,6 +188,7 @@ fn voter_with(term: u64, entries: &[(u64, u64)]) -> RaftNode {
             voted_for: None,
         },
         entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
+        ..StoredState::default()
     };
     let n = RaftNode::restart(config(2, false, false), stored).expect("valid stored state");
     assert_eq!(n.leader(), None);

@@ -1,0 +1,157 @@
+//! Snapshot files, written atomically: a temporary file, `fsync`, rename, directory `fsync`. A
+//! crash leaves either the old snapshot or the new one, never a half-written file under a
+//! snapshot's name.
+//!
+//! File layout (little endian): magic `RESNAP\0\0`, u8 format version, 3 zero bytes, u32 CRC-32C
+//! of everything after it, u64 last included index, u64 its term, u64 data length, data.
+
+use crate::error::WalError;
+use crate::segment::sync_dir;
+use raftengine::{LogId, LogIndex, Term};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"RESNAP\0\0";
+const VERSION: u8 = 1;
+const HEADER_BYTES: usize = 40;
+const SUFFIX: &str = ".snap";
+
+/// A snapshot read back from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last log entry the snapshot covers.
+    pub last_included: LogId,
+    pub data: Vec<u8>,
+    pub path: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct SnapshotStore {
+    dir: PathBuf,
+}
+
+impl SnapshotStore {
+    /// Opens `dir` (creating it) and removes temporary files a crash left behind.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<SnapshotStore, WalError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(WalError::io(&dir))?;
+        for (path, _) in list(&dir, ".tmp")? {
+            fs::remove_file(&path).map_err(WalError::io(&path))?;
+        }
+        Ok(SnapshotStore { dir })
+    }
+
+    /// Writes a snapshot durably and atomically, then keeps only the newest `keep` (at least 1).
+    pub fn save(
+        &self,
+        last_included: LogId,
+        data: &[u8],
+        keep: usize,
+    ) -> Result<PathBuf, WalError> {
+        let name = format!(
+            "{:016x}-{:016x}",
+            last_included.index.0, last_included.term.0
+        );
+        let temp = self.dir.join(format!("{name}.tmp"));
+        let path = self.dir.join(format!("{name}{SUFFIX}"));
+        let mut body = Vec::with_capacity(24 + data.len());
+        body.extend_from_slice(&last_included.index.0.to_le_bytes());
+        body.extend_from_slice(&last_included.term.0.to_le_bytes());
+        body.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        let mut crc = crc32c::crc32c(&body);
+        crc = crc32c::crc32c_append(crc, data);
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&temp)?;
+            file.write_all(MAGIC)?;
+            file.write_all(&[VERSION, 0, 0, 0])?;
+            file.write_all(&crc.to_le_bytes())?;
+            file.write_all(&body)?;
+            file.write_all(data)?;
+            file.sync_all()?;
+            fs::rename(&temp, &path)
+        };
+        write().map_err(WalError::io(&path))?;
+        sync_dir(&self.dir)?;
+        let mut all = list(&self.dir, SUFFIX)?;
+        all.sort_by_key(|(_, id)| *id);
+        let excess = all.len().saturating_sub(keep.max(1));
+        for (old, _) in all.into_iter().take(excess) {
+            fs::remove_file(&old).map_err(WalError::io(&old))?;
+        }
+        if excess > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(path)
+    }
+
+    /// The newest snapshot, checked. A damaged newest snapshot is an error, not a fallback to an
+    /// older one: the log behind it may already be purged.
+    pub fn latest(&self) -> Result<Option<Snapshot>, WalError> {
+        let Some((path, _)) = list(&self.dir, SUFFIX)?
+            .into_iter()
+            .max_by_key(|(_, id)| *id)
+        else {
+            return Ok(None);
+        };
+        let bytes = fs::read(&path).map_err(WalError::io(&path))?;
+        let corrupt = |reason: &str| WalError::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason: reason.to_string(),
+        };
+        if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+            return Err(corrupt("not a snapshot file (bad magic or too short)"));
+        }
+        if bytes[8] != VERSION {
+            return Err(WalError::UnsupportedVersion {
+                path: path.clone(),
+                offset: 8,
+                found: bytes[8],
+                supported: VERSION,
+            });
+        }
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let stored_crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&bytes[16..]) != stored_crc {
+            return Err(corrupt("snapshot checksum mismatch"));
+        }
+        let len = word(32) as usize;
+        if bytes.len() - HEADER_BYTES != len {
+            return Err(corrupt("snapshot length does not match its header"));
+        }
+        Ok(Some(Snapshot {
+            last_included: LogId {
+                index: LogIndex(word(16)),
+                term: Term(word(24)),
+            },
+            data: bytes[HEADER_BYTES..].to_vec(),
+            path,
+        }))
+    }
+}
+
+/// A snapshot file and its `(index, term)` id.
+type Listed = (PathBuf, (u64, u64));
+
+/// Files in `dir` ending with `suffix` whose names are `<index>-<term>`, with their ids.
+fn list(dir: &Path, suffix: &str) -> Result<Vec<Listed>, WalError> {
+    let mut found = Vec::new();
+    for item in fs::read_dir(dir).map_err(WalError::io(dir))? {
+        let item = item.map_err(WalError::io(dir))?;
+        let name = item.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(suffix)) else {
+            continue;
+        };
+        let Some((index, term)) = stem.split_once('-') else {
+            continue;
+        };
+        if let (Ok(index), Ok(term)) = (
+            u64::from_str_radix(index, 16),
+            u64::from_str_radix(term, 16),
+        ) {
+            found.push((item.path(), (index, term)));
+        }
+    }
+    Ok(found)
+}
