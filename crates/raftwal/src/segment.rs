@@ -23,8 +23,8 @@ pub struct Segment {
     pub file: File,
     /// Size of the file (its preallocated capacity).
     pub capacity: u64,
-    /// The log start recorded at the head of this segment; `None` until its first frame exists.
-    pub header_start: Option<u64>,
+    /// Whether the segment holds a frame (a segment is created right before its first frame).
+    pub has_frames: bool,
 }
 
 pub fn segment_name(seq: u64, first_index: u64) -> String {
@@ -59,7 +59,7 @@ impl Segment {
             path,
             file,
             capacity,
-            header_start: None,
+            has_frames: false,
         })
     }
 

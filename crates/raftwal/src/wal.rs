@@ -126,10 +126,24 @@ struct LogMap {
 
 impl LogMap {
     /// Applies one record; `Err` when it does not fit the log. Returns a run key it created.
-    fn apply(&mut self, record: &Record<'_>, frame: FrameRef) -> Result<Option<u64>, String> {
+    ///
+    /// When `replaying`, the log start may already be ahead of the records (it comes from the
+    /// `START` file written before old segments were deleted), so records about entries at or
+    /// below it are history that no longer matters: appends there are skipped and a truncation
+    /// there empties the log down to the start. The end state is the same as replaying from the
+    /// very first segment.
+    fn apply(
+        &mut self,
+        record: &Record<'_>,
+        frame: FrameRef,
+        replaying: bool,
+    ) -> Result<Option<u64>, String> {
         let state = &mut self.state;
         match *record {
             Record::Entry { index, .. } => {
+                if replaying && index <= state.log_start.index.0 {
+                    return Ok(None);
+                }
                 if index != state.last_index.0 + 1 {
                     return Err(format!(
                         "entry {index} does not follow the last index {}",
@@ -153,6 +167,11 @@ impl LogMap {
                 Ok(None)
             }
             Record::TruncateFrom { index } => {
+                if replaying && index <= state.log_start.index.0 {
+                    self.runs.clear();
+                    state.last_index = state.log_start.index;
+                    return Ok(None);
+                }
                 if index <= state.log_start.index.0 {
                     return Err(format!(
                         "truncation from {index} reaches into the purged prefix (through {})",
@@ -230,7 +249,8 @@ impl Wal {
     /// tail left by a crash is cut and reported, and corruption of durable data is an error
     /// naming the file and offset.
     pub fn open(options: WalOptions) -> Result<Wal, WalError> {
-        if options.segment_bytes < 4096 || !options.segment_bytes.is_multiple_of(FRAME_ALIGN as u64) {
+        if options.segment_bytes < 4096 || !options.segment_bytes.is_multiple_of(FRAME_ALIGN as u64)
+        {
             return Err(WalError::Options(format!(
                 "segment_bytes must be a multiple of {FRAME_ALIGN} and at least 4096, got {}",
                 options.segment_bytes
@@ -273,6 +293,20 @@ impl Wal {
             segments: count,
             ..RecoveryReport::default()
         };
+        self.map.state.log_start = read_start(&self.wal_dir)?;
+        self.map.state.last_index = self.map.state.log_start.index;
+        if let Some(oldest) = self.segments.first() {
+            if oldest.seq > 1 && oldest.first_index > self.map.state.log_start.index.0 + 1 {
+                return Err(WalError::Corrupt {
+                    path: oldest.path.clone(),
+                    offset: 0,
+                    reason: format!(
+                        "the segments before this one are gone but the log start ({}) does not cover them",
+                        self.map.state.log_start.index
+                    ),
+                });
+            }
+        }
         let mut end_of_last = 0u64;
         for position in 0..count {
             let is_last = position + 1 == count;
@@ -280,8 +314,8 @@ impl Wal {
             let data = segment.read_all()?;
             report.bytes_scanned += data.len() as u64;
             let scan = scan_segment(&data, segment, &mut self.map, is_last, &mut report)?;
-            self.segments[position].header_start = scan.header_start;
-            if scan.header_start.is_none() && !is_last {
+            self.segments[position].has_frames = scan.has_frames;
+            if !scan.has_frames && !is_last {
                 return Err(WalError::Corrupt {
                     path: self.segments[position].path.clone(),
                     offset: 0,
@@ -299,7 +333,7 @@ impl Wal {
             }
         }
         if let Some(last) = self.segments.last() {
-            if last.header_start.is_none() {
+            if !last.has_frames {
                 // Created by a roll whose first frame never became durable: nothing in it counts.
                 let last = self.segments.pop().expect("checked non-empty above");
                 fs::remove_file(&last.path).map_err(WalError::io(&last.path))?;
@@ -382,7 +416,7 @@ impl Wal {
     fn stage(&mut self, record: &Record<'_>) -> Result<(), WalError> {
         let created = self
             .map
-            .apply(record, FrameRef::Pending)
+            .apply(record, FrameRef::Pending, false)
             .map_err(WalError::Refused)?;
         if let Some(key) = created {
             if self.map.runs.get(&key) == Some(&FrameRef::Pending) {
@@ -469,22 +503,27 @@ impl Wal {
             self.preallocator.install(&path)?;
         }
         let mut segment = Segment::open(&self.wal_dir, seq, first)?;
-        segment.header_start = Some(self.flushed.log_start.index.0);
+        segment.has_frames = true;
         self.segments.push(segment);
         self.write_offset = 0;
         Ok(())
     }
 
-    /// Deletes the oldest segments once a later segment's header shows that everything before
-    /// it is purged.
+    /// Deletes the oldest segments whose entries are all purged. Every entry of a segment lies
+    /// below the first index of the next one (the log ended there when the next one was opened),
+    /// so segment `k` may go once the purged prefix reaches `first_index(k + 1) - 1`. The log
+    /// start is first written to `START`, so recovery knows where the remaining log begins.
     fn delete_purged_segments(&mut self) -> Result<(), WalError> {
-        let covered = self.segments.iter().rposition(|s| {
-            s.header_start
-                .is_some_and(|start| start + 1 >= s.first_index)
-        });
-        let Some(keep_from) = covered.filter(|&p| p > 0) else {
+        let start = self.flushed.log_start;
+        let keep_from = self
+            .segments
+            .iter()
+            .rposition(|s| s.first_index <= start.index.0 + 1)
+            .unwrap_or(0);
+        if keep_from == 0 {
             return Ok(());
-        };
+        }
+        write_start(&self.wal_dir, start)?;
         for old in self.segments.drain(..keep_from) {
             fs::remove_file(&old.path).map_err(WalError::io(&old.path))?;
         }
@@ -699,7 +738,7 @@ fn list_segments(wal_dir: &Path) -> Result<Vec<Segment>, WalError> {
 struct SegmentScan {
     /// Offset just past the last valid frame.
     end: u64,
-    header_start: Option<u64>,
+    has_frames: bool,
     torn: Option<TornTail>,
 }
 
@@ -714,28 +753,27 @@ fn scan_segment(
 ) -> Result<SegmentScan, WalError> {
     let path = &segment.path;
     let mut offset = 0usize;
-    let mut header_start = None;
+    let mut has_frames = false;
     let stop_reason = loop {
         match format::frame_at(data, offset, path)? {
             FrameAt::Valid { body, len } => {
                 let records = format::decode_records(body, path, offset as u64)?;
-                if header_start.is_none() {
-                    let start = segment_header(&records).ok_or_else(|| WalError::Corrupt {
+                if !has_frames && !starts_with_header(&records) {
+                    return Err(WalError::Corrupt {
                         path: path.clone(),
                         offset: offset as u64,
-                        reason:
-                            "the first frame of a segment does not start with the segment header"
-                                .into(),
-                    })?;
-                    header_start = Some(start);
+                        reason: "the first frame of a segment does not start with the segment header"
+                            .into(),
+                    });
                 }
+                has_frames = true;
                 let frame = FrameRef::Disk {
                     seq: segment.seq,
                     offset: offset as u64,
                     len: len as u32,
                 };
                 for record in &records {
-                    map.apply(record, frame)
+                    map.apply(record, frame, true)
                         .map_err(|reason| WalError::Corrupt {
                             path: path.clone(),
                             offset: offset as u64,
@@ -754,7 +792,7 @@ fn scan_segment(
     if stop_reason.is_none() && garbage_end <= offset {
         return Ok(SegmentScan {
             end: offset as u64,
-            header_start,
+            has_frames,
             torn: None,
         });
     }
@@ -777,7 +815,7 @@ fn scan_segment(
     }
     Ok(SegmentScan {
         end: offset as u64,
-        header_start,
+        has_frames,
         torn: Some(TornTail {
             path: path.clone(),
             offset: offset as u64,
@@ -786,12 +824,65 @@ fn scan_segment(
     })
 }
 
-/// The log start a segment header records, `None` if `records` do not start with a header.
-fn segment_header(records: &[Record<'_>]) -> Option<u64> {
-    match records {
-        [Record::HardState { .. }, Record::Purge { through, .. }, ..] => Some(*through),
-        _ => None,
+/// A segment's first frame starts with the hard state and log start as of its creation.
+fn starts_with_header(records: &[Record<'_>]) -> bool {
+    matches!(
+        records,
+        [Record::HardState { .. }, Record::Purge { .. }, ..]
+    )
+}
+
+const START_FILE: &str = "START";
+
+/// The log start recorded before old segments were deleted (16 bytes: index, term, then a
+/// CRC-32C of both); zero when no segment was ever deleted.
+fn read_start(wal_dir: &Path) -> Result<LogId, WalError> {
+    let path = wal_dir.join(START_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LogId::default()),
+        Err(e) => return Err(WalError::io(&path)(e)),
+    };
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let (Some(index), Some(term), Some(crc)) = (word(0), word(8), bytes.get(16..20)) else {
+        return Err(WalError::Corrupt {
+            path,
+            offset: 0,
+            reason: "START file is too short".into(),
+        });
+    };
+    if crc32c::crc32c(&bytes[..16]).to_le_bytes() != crc {
+        return Err(WalError::Corrupt {
+            path,
+            offset: 16,
+            reason: "START file checksum mismatch".into(),
+        });
     }
+    Ok(LogId {
+        index: LogIndex(index),
+        term: Term(term),
+    })
+}
+
+fn write_start(wal_dir: &Path, start: LogId) -> Result<(), WalError> {
+    let path = wal_dir.join(START_FILE);
+    let temp = wal_dir.join("START.tmp");
+    let mut bytes = Vec::with_capacity(20);
+    bytes.extend_from_slice(&start.index.0.to_le_bytes());
+    bytes.extend_from_slice(&start.term.0.to_le_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+    let write = || -> std::io::Result<()> {
+        let mut file = File::create(&temp)?;
+        std::io::Write::write_all(&mut file, &bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp, &path)
+    };
+    write().map_err(WalError::io(&path))?;
+    segment::sync_dir(wal_dir)
 }
 
 fn find_valid_frame(data: &[u8], from: usize, path: &Path) -> Option<usize> {

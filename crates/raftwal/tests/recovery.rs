@@ -1,0 +1,234 @@
+//! Recovery reports, refusals with clear errors, the directory lock, snapshots and group commit.
+
+use raftengine::{
+    Entry, EntryPayload, LogId, LogIndex, LogStorage, LogWrite, PersistBatch, StorageError, Term,
+};
+use raftwal::{Durable, GroupCommit, SnapshotStore, Wal, WalError, WalOptions};
+use std::fs;
+use std::path::Path;
+use std::sync::mpsc;
+
+fn entries(from: u64, to: u64) -> LogWrite {
+    LogWrite::Append(
+        (from..=to)
+            .map(|i| Entry {
+                term: Term(1),
+                index: LogIndex(i),
+                payload: EntryPayload::Command(format!("value {i}").into_bytes()),
+            })
+            .collect(),
+    )
+}
+
+fn open(dir: &Path) -> Result<Wal, WalError> {
+    Wal::open(WalOptions::new(dir).segment_bytes(4096))
+}
+
+fn filled(dir: &Path, batches: u64) -> Wal {
+    let mut wal = open(dir).expect("open");
+    for b in 0..batches {
+        wal.write(&entries(b * 10 + 1, b * 10 + 10)).expect("write");
+        wal.sync().expect("sync");
+    }
+    wal
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_reported() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = filled(root.path(), 3);
+    let segment = wal.segment_paths().pop().expect("a segment");
+    drop(wal);
+    let mut bytes = fs::read(&segment).expect("read");
+    let end = bytes.iter().rposition(|&b| b != 0).expect("data") + 1;
+    let offset = end.next_multiple_of(8);
+    bytes[offset..offset + 5].copy_from_slice(&[0x17, 0, 0, 0, 0xEE]);
+    fs::write(&segment, &bytes).expect("write");
+
+    let wal = open(root.path()).expect("a torn tail is not an error");
+    let torn = wal.recovery_report().torn_tail.clone().expect("reported");
+    assert_eq!((torn.path, torn.offset, torn.bytes), (segment, offset as u64, 5));
+    assert_eq!(wal.last_index(), LogIndex(30));
+    assert!(wal.recovery_report().to_string().contains("cut a torn tail of 5 bytes"));
+    drop(wal);
+    let wal = open(root.path()).expect("reopen");
+    assert_eq!(wal.recovery_report().torn_tail, None, "the tail was zeroed");
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_directory() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let _first = open(root.path()).expect("open");
+    match open(root.path()) {
+        Err(WalError::Locked { dir }) => assert_eq!(dir, root.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_middle_segment_is_corruption() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = filled(root.path(), 80);
+    let segments = wal.segment_paths();
+    assert!(segments.len() >= 3, "{segments:?}");
+    drop(wal);
+    fs::remove_file(&segments[1]).expect("remove");
+    let err = open(root.path()).expect_err("a hole in the segments must be refused");
+    assert!(matches!(err, WalError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("is missing"), "{err}");
+}
+
+#[test]
+fn a_frame_of_a_newer_format_is_refused_with_its_version() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = filled(root.path(), 1);
+    let segment = wal.segment_paths().pop().expect("a segment");
+    drop(wal);
+    let mut bytes = fs::read(&segment).expect("read");
+    bytes[8] = 2;
+    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = crc32c::crc32c(&bytes[8..12 + len]);
+    bytes[4..8].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&segment, &bytes).expect("write");
+    match open(root.path()) {
+        Err(WalError::UnsupportedVersion {
+            path,
+            offset,
+            found,
+            supported,
+        }) => {
+            assert_eq!((path, offset, found, supported), (segment, 0, 2, 1));
+        }
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_options_and_refused_writes_are_typed_errors() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let err = Wal::open(WalOptions::new(root.path()).segment_bytes(1000)).expect_err("too small");
+    assert!(matches!(err, WalError::Options(_)), "{err}");
+    let mut wal = filled(root.path(), 1);
+    let err = wal.write(&entries(12, 12)).expect_err("a gap");
+    assert!(matches!(err, WalError::Refused(_)), "{err}");
+    let err: StorageError = err.into();
+    assert!(matches!(err, StorageError::Corrupt(_)));
+}
+
+#[test]
+fn purging_deletes_old_segments_and_reopens_from_the_rest() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut wal = filled(root.path(), 40);
+    let before = wal.segment_paths().len();
+    wal.write(&LogWrite::Purge {
+        through: LogIndex(350),
+        term: Term(1),
+    })
+    .expect("purge");
+    wal.write(&entries(401, 401)).expect("write");
+    wal.sync().expect("sync");
+    let after = wal.segment_paths().len();
+    assert!(after < before, "{before} segments before, {after} after");
+    let expected = wal.load_state().expect("load");
+    drop(wal);
+    let wal = open(root.path()).expect("reopen");
+    let state = wal.load_state().expect("load");
+    assert_eq!(state, expected);
+    assert_eq!(state.log_start.index, LogIndex(350));
+    assert_eq!(state.entries.first().map(|e| e.index), Some(LogIndex(351)));
+}
+
+#[test]
+fn snapshots_are_atomic_checked_and_pruned() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let store = SnapshotStore::open(root.path().join("snapshots")).expect("open");
+    assert_eq!(store.latest().expect("empty"), None);
+    for i in 1..=4u64 {
+        let id = LogId {
+            index: LogIndex(i * 100),
+            term: Term(i),
+        };
+        store.save(id, &vec![i as u8; 1000], 2).expect("save");
+    }
+    let latest = store.latest().expect("read").expect("a snapshot");
+    assert_eq!(latest.last_included.index, LogIndex(400));
+    assert_eq!(latest.data, vec![4u8; 1000]);
+    let files = fs::read_dir(root.path().join("snapshots")).expect("list").count();
+    assert_eq!(files, 2, "older snapshots are pruned");
+
+    // A crash before the rename leaves a temporary file: ignored, then removed on open.
+    fs::write(root.path().join("snapshots/00000000000001f4-0000000000000005.tmp"), b"half").expect("write");
+    let store = SnapshotStore::open(root.path().join("snapshots")).expect("reopen");
+    assert_eq!(store.latest().expect("read").expect("a snapshot").last_included.index, LogIndex(400));
+    assert_eq!(fs::read_dir(root.path().join("snapshots")).expect("list").count(), 2);
+
+    // Damage is an error naming the file, not a silent fallback to an older snapshot.
+    let mut bytes = fs::read(&latest.path).expect("read");
+    bytes[100] ^= 1;
+    fs::write(&latest.path, &bytes).expect("write");
+    match store.latest() {
+        Err(WalError::Corrupt { path, .. }) => assert_eq!(path, latest.path),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn group_commit_reports_every_batch_durable_in_order() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = open(root.path()).expect("open");
+    let (done, completions) = mpsc::channel();
+    let committer = GroupCommit::spawn(wal, move |result| {
+        let _ = done.send(result);
+    });
+    let total = 200u64;
+    for seq in 1..=total {
+        committer
+            .submit(PersistBatch {
+                seq,
+                writes: vec![entries(seq, seq)],
+            })
+            .expect("submit");
+    }
+    let mut seen = 0;
+    let mut syncs = 0;
+    while seen < total {
+        let Durable {
+            seq,
+            last_index,
+            batches,
+        } = completions.recv().expect("completion").expect("durable");
+        assert_eq!(seq, seen + batches as u64, "completions cover batches in order");
+        assert_eq!(last_index, LogIndex(seq));
+        seen = seq;
+        syncs += 1;
+    }
+    assert!(syncs <= total);
+    let wal = committer.shutdown().expect("shutdown");
+    assert_eq!(wal.load().expect("load").entries.len(), total as usize);
+}
+
+#[test]
+fn group_commit_reports_a_refused_write_and_stops() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = open(root.path()).expect("open");
+    let (done, completions) = mpsc::channel();
+    let committer = GroupCommit::spawn(wal, move |result| {
+        let _ = done.send(result);
+    });
+    committer
+        .submit(PersistBatch {
+            seq: 1,
+            writes: vec![entries(5, 5)],
+        })
+        .expect("submit");
+    let result = completions.recv().expect("completion");
+    assert!(matches!(result, Err(StorageError::Corrupt(_))), "{result:?}");
+    let _ = completions.recv(); // the writer hung up
+    let err = committer
+        .submit(PersistBatch {
+            seq: 2,
+            writes: vec![entries(1, 1)],
+        })
+        .expect_err("the writer stopped");
+    assert!(matches!(err, WalError::Failed(_)), "{err}");
+}
