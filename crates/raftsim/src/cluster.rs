@@ -2,6 +2,7 @@
 //! unless the caller moves it; every move is recorded as a trace row.
 
 use crate::counter::Counter;
+use crate::disk::{SimDisk, SyncMode};
 use crate::recorder::{NodeView, Recorder};
 use crate::trace::RowEvent;
 use raftengine::{
@@ -116,7 +117,9 @@ struct Move {
 struct SimNode {
     config: Config,
     raft: Option<RaftNode>,
-    storage: MemoryStorage,
+    storage: SimDisk,
+    /// The newest batch written but not yet synced (manual disks only).
+    unsynced_seq: Option<u64>,
     counter: Counter,
     inbound: VecDeque<Message>,
     outbound: VecDeque<Message>,
@@ -166,7 +169,8 @@ impl Cluster {
             nodes.push(SimNode {
                 config,
                 raft: Some(raft),
-                storage: MemoryStorage::new(),
+                storage: SimDisk::default(),
+                unsynced_seq: None,
                 counter: Counter::default(),
                 inbound: VecDeque::new(),
                 outbound: VecDeque::new(),
@@ -220,8 +224,9 @@ impl Cluster {
         Ok(self.nodes[i].raft.as_ref())
     }
 
+    /// The node's durable storage (what a restart would load).
     pub fn storage(&self, node: usize) -> Result<&MemoryStorage, HarnessError> {
-        Ok(&self.nodes[self.index(node)?].storage)
+        Ok(self.nodes[self.index(node)?].storage.durable())
     }
 
     pub fn counter(&self, node: usize) -> Result<&Counter, HarnessError> {
@@ -400,8 +405,8 @@ impl Cluster {
         views
     }
 
-    /// Carries out everything the node asked for: persist (instantly: in-memory storage), send,
-    /// apply, answer clients.
+    /// Carries out everything the node asked for: persist (written to the simulated disk and,
+    /// unless the disk is manual, synced at once), send, apply, answer clients.
     fn process_output(&mut self, node: usize) -> Result<(), HarnessError> {
         let i = self.index(node)?;
         loop {
@@ -414,11 +419,18 @@ impl Cluster {
                 return Ok(());
             }
             if let Some(batch) = &out.persist {
-                if let Err(e) = n.storage.persist(batch) {
+                let result = match n.storage.mode {
+                    SyncMode::Immediate => n.storage.persist(batch),
+                    SyncMode::Manual => n.storage.write(&batch.writes),
+                };
+                if let Err(e) = result {
                     self.stop_node(node, &format!("storage failed: {e}"));
                     return Ok(());
                 }
-                raft.persisted(batch.seq);
+                match n.storage.mode {
+                    SyncMode::Immediate => raft.persisted(batch.seq),
+                    SyncMode::Manual => n.unsynced_seq = Some(batch.seq),
+                }
             }
             n.outbound.extend(out.messages);
             for (id, rejection) in out.rejected {
@@ -681,10 +693,12 @@ impl Cluster {
         self.outcome(node, id)
     }
 
-    /// Loses the node's volatile state and queues; its storage is kept.
+    /// Loses the node's volatile state, queues and unsynced writes; its durable storage is kept.
     pub fn crash(&mut self, node: usize) -> Result<(), HarnessError> {
         self.raft_mut(node)?;
         let n = &mut self.nodes[node - 1];
+        n.storage.crash();
+        n.unsynced_seq = None;
         n.raft = None;
         n.inbound.clear();
         n.outbound.clear();
@@ -712,6 +726,35 @@ impl Cluster {
         n.raft = Some(raft);
         n.counter = Counter::default();
         self.note(node, "RESTART");
+        Ok(())
+    }
+
+    /// Makes a node's disk sync at once (the default) or only on [`Cluster::sync`].
+    pub fn set_disk(&mut self, node: usize, mode: SyncMode) -> Result<(), HarnessError> {
+        let i = self.index(node)?;
+        self.nodes[i].storage.mode = mode;
+        if mode == SyncMode::Immediate && self.nodes[i].raft.is_some() {
+            self.sync(node)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the node's disk and tells the core, which releases the messages that waited for it.
+    pub fn sync(&mut self, node: usize) -> Result<(), HarnessError> {
+        self.raft_mut(node)?;
+        let n = &mut self.nodes[node - 1];
+        let Some(seq) = n.unsynced_seq.take() else {
+            return Ok(());
+        };
+        if let Err(e) = n.storage.sync() {
+            self.stop_node(node, &format!("storage failed: {e}"));
+            return Ok(());
+        }
+        if let Some(raft) = n.raft.as_mut() {
+            raft.persisted(seq);
+        }
+        self.process_output(node)?;
+        self.note(node, "SYNC");
         Ok(())
     }
 

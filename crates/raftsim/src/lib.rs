@@ -2,10 +2,12 @@
 
 pub mod cluster;
 pub mod counter;
+pub mod disk;
 pub mod recorder;
 pub mod trace;
 
 pub use cluster::{Block, Cluster, ClusterSettings, CommandOutcome, HarnessError, Trigger};
+pub use disk::{SimDisk, SyncMode};
 pub mod bench;
 pub mod docs;
 pub mod runner;

@@ -1,6 +1,7 @@
 //! Runs a parsed scenario on a [`Cluster`] and returns its trace.
 
 use crate::cluster::{Block, Cluster, CommandOutcome, HarnessError};
+use crate::disk::SyncMode;
 use crate::scenario::{node_ref, Command, Scenario, ScenarioError};
 use crate::trace::Trace;
 use raftengine::RoleKind;
@@ -71,6 +72,15 @@ fn execute(c: &mut Cluster, command: &Command) -> Result<(), String> {
         Command::Crash(node) => h(c.crash(*node))?,
         Command::Restart { node, empty } => h(c.restart(*node, *empty))?,
         Command::ClearBroken(node) => h(c.clear_broken(*node))?,
+        Command::Disk { node, manual } => {
+            let mode = if *manual {
+                SyncMode::Manual
+            } else {
+                SyncMode::Immediate
+            };
+            h(c.set_disk(*node, mode))?
+        }
+        Command::Sync(node) => h(c.sync(*node))?,
         Command::Block { node, drop } => {
             h(c.block(*node, if *drop { Block::Drop } else { Block::Hold }))?
         }

@@ -70,6 +70,11 @@ pub enum Command {
         empty: bool,
     },
     ClearBroken(usize),
+    Disk {
+        node: usize,
+        manual: bool,
+    },
+    Sync(usize),
     Block {
         node: usize,
         drop: bool,
@@ -263,6 +268,20 @@ fn parse_command(word: &str, rest: &str) -> Result<Command, String> {
             empty: flag("empty"),
         },
         "clear-broken" => Command::ClearBroken(node()?),
+        "disk" => Command::Disk {
+            node: node()?,
+            manual: match args.get(1).copied() {
+                Some("manual") => true,
+                Some("immediate") => false,
+                other => {
+                    return Err(format!(
+                        "expected `disk N-k manual|immediate`, found {:?}",
+                        other.unwrap_or("nothing")
+                    ))
+                }
+            },
+        },
+        "sync" => Command::Sync(node()?),
         "block" => Command::Block {
             node: node()?,
             drop: flag("drop"),
