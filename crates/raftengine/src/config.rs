@@ -26,6 +26,14 @@ pub struct Config {
     pub max_in_flight_messages: usize,
     /// Seed for election-timeout jitter, chosen by the driver so runs are reproducible.
     pub jitter_seed: u64,
+    /// Opt-in lease reads (thesis §6.4.1): a leader that a majority acknowledged less than
+    /// `lease_ticks` ago serves reads without a confirmation round. Safe only if no node's clock
+    /// runs faster than the others' by more than the gap between `lease_ticks` and the minimum
+    /// election timeout; needs `check_quorum`.
+    pub lease_reads: bool,
+    /// Lease length in ticks, counted from when the confirmed heartbeat was *sent*; must be
+    /// below the minimum election timeout.
+    pub lease_ticks: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -40,6 +48,8 @@ pub enum ConfigError {
     BadHeartbeat { heartbeat: u64, min: u64 },
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    #[error("lease reads need check_quorum and lease_ticks ({lease}) in 1..{min} (the minimum election timeout)")]
+    BadLease { lease: u64, min: u64 },
 }
 
 impl Config {
@@ -56,6 +66,8 @@ impl Config {
             max_entries_per_message: 64,
             max_in_flight_messages: 256,
             jitter_seed: id.0,
+            lease_reads: false,
+            lease_ticks: 12,
         }
     }
 
@@ -84,6 +96,14 @@ impl Config {
         }
         if self.max_in_flight_messages == 0 {
             return Err(ConfigError::ZeroLimit("max_in_flight_messages"));
+        }
+        if self.lease_reads
+            && (!self.check_quorum || self.lease_ticks == 0 || self.lease_ticks >= min)
+        {
+            return Err(ConfigError::BadLease {
+                lease: self.lease_ticks,
+                min,
+            });
         }
         Ok(())
     }

@@ -51,6 +51,7 @@ impl RaftNode {
                 prev_log_term,
                 entries,
                 leader_commit,
+                read_round,
             } => {
                 if matches!(self.role, Role::Leader(_)) {
                     return Err(StepError::DuelingLeader {
@@ -64,16 +65,26 @@ impl RaftNode {
                     prev_log_term,
                     entries,
                     leader_commit,
+                    read_round,
                 );
             }
             MessageBody::AppendEntriesResponse {
                 success,
                 match_index,
                 reject_hint,
+                read_round,
                 ..
             } => {
+                self.note_read_round_echo(msg.from, read_round);
                 self.handle_append_response(msg.from, success, match_index, reject_hint);
             }
+            MessageBody::ReadIndexRequest { request } => {
+                self.handle_read_index_request(msg.from, request);
+            }
+            MessageBody::ReadIndexResponse {
+                request,
+                read_index,
+            } => self.handle_read_index_response(request, read_index),
         }
         Ok(())
     }
@@ -118,9 +129,11 @@ impl RaftNode {
                     match_index: LogIndex(0),
                     reject_hint: last,
                     last_log_index: last,
+                    read_round: 0,
                 };
                 self.send(msg.from, term, body);
             }
+            MessageBody::ReadIndexRequest { request } => self.refuse_read(msg.from, request),
             MessageBody::PreVoteRequest { .. } => {
                 self.send(
                     msg.from,
@@ -343,6 +356,7 @@ impl RaftNode {
             quorum_elapsed: 0,
             heartbeat_elapsed: 0,
             append_dirty: true,
+            reads: Default::default(),
         }));
         self.set_leader(Some(self.config.id));
         self.out.events.push(Event::ElectionWon { term });
@@ -360,10 +374,14 @@ impl RaftNode {
         if term > self.hard.term {
             self.set_hard_state(term, None);
         }
-        let pending = match &mut self.role {
-            Role::Leader(leadership) => std::mem::take(&mut leadership.pending),
-            _ => BTreeMap::new(),
+        let (pending, reads) = match &mut self.role {
+            Role::Leader(leadership) => (
+                std::mem::take(&mut leadership.pending),
+                std::mem::take(&mut leadership.reads),
+            ),
+            _ => (BTreeMap::new(), Default::default()),
         };
+        self.fail_leader_reads(reads);
         for (_, id) in pending {
             self.out
                 .rejected

@@ -16,6 +16,7 @@ mod node;
 mod output;
 mod progress;
 mod quorum;
+mod read;
 mod replication;
 mod state_machine;
 mod storage;
@@ -26,7 +27,7 @@ pub use event::{Event, RoleKind};
 pub use log::RaftLog;
 pub use message::{Message, MessageBody};
 pub use node::{RaftNode, StartError, Status, StepError};
-pub use output::{CommandRejected, CommittedEntry, FatalError, Output};
+pub use output::{CommandRejected, CommittedEntry, FatalError, Output, ReadReady};
 pub use state_machine::{ApplyError, StateMachine};
 pub use storage::{
     LogId, LogStorage, LogWrite, MemoryStorage, PersistBatch, StorageError, StoredState,

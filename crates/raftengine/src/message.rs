@@ -41,6 +41,10 @@ pub enum MessageBody {
         prev_log_term: Term,
         entries: Vec<Entry>,
         leader_commit: LogIndex,
+        /// The leader's read round when it sent this (0 before any linearizable read). An answer
+        /// echoes it; a majority of echoes of round `r` proves the sender still led after every
+        /// read registered before round `r` started (thesis §6.4).
+        read_round: u64,
     },
     AppendEntriesResponse {
         success: bool,
@@ -51,6 +55,18 @@ pub enum MessageBody {
         reject_hint: LogIndex,
         /// The follower's last log index after handling the request.
         last_log_index: LogIndex,
+        /// The `read_round` of the request this answers.
+        read_round: u64,
+    },
+    /// A follower asks the leader for a read index on behalf of its client (thesis §6.4).
+    ReadIndexRequest {
+        request: u64,
+    },
+    /// The leader's answer once its leadership is confirmed: reads may be served after applying
+    /// up to `read_index`. `None`: the receiver does not lead (any more); retry elsewhere.
+    ReadIndexResponse {
+        request: u64,
+        read_index: Option<LogIndex>,
     },
 }
 
@@ -64,6 +80,8 @@ impl MessageBody {
             MessageBody::VoteResponse { .. } => "vote",
             MessageBody::AppendEntries { .. } => "ae",
             MessageBody::AppendEntriesResponse { .. } => "ae_reply",
+            MessageBody::ReadIndexRequest { .. } => "ri_r",
+            MessageBody::ReadIndexResponse { .. } => "ri",
         }
     }
 }

@@ -9,10 +9,11 @@ use crate::log::RaftLog;
 use crate::message::{Message, MessageBody};
 use crate::output::{CommandRejected, CommittedEntry, FatalError, Output};
 use crate::progress::Progress;
+use crate::read::ReadRounds;
 use crate::storage::{LogWrite, PersistBatch, StoredState};
 use crate::types::{Entry, EntryPayload, HardState, LogIndex, NodeId, RequestId, Term};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
 
 /// Role-only state lives inside the role, so a follower cannot touch a leader's progress map.
@@ -40,6 +41,7 @@ pub(crate) struct Leadership {
     /// Entries were appended since the last broadcast; sent when the output is taken, so that
     /// proposals made between two outputs travel in one message.
     pub append_dirty: bool,
+    pub reads: ReadRounds,
 }
 
 /// Bad input the node refuses; nothing in the node changed.
@@ -112,6 +114,8 @@ pub struct RaftNode {
     held: VecDeque<(u64, Message)>,
     pub(crate) out: Output,
     stopped: Option<FatalError>,
+    /// Reads this follower asked its leader to confirm.
+    pub(crate) forwarded_reads: BTreeSet<RequestId>,
 }
 
 impl RaftNode {
@@ -148,6 +152,7 @@ impl RaftNode {
             held: VecDeque::new(),
             out: Output::default(),
             stopped: None,
+            forwarded_reads: BTreeSet::new(),
         };
         node.reset_election_timer();
         Ok(node)
@@ -426,6 +431,7 @@ impl RaftNode {
         if self.leader != leader {
             self.leader = leader;
             self.out.events.push(Event::LeaderChanged { leader });
+            self.fail_forwarded_reads();
         }
     }
 

@@ -17,8 +17,10 @@ pub struct Output {
     pub messages: Vec<Message>,
     /// Committed entries to apply to the state machine, in order.
     pub committed: Vec<CommittedEntry>,
-    /// Client commands this node will not (or can no longer) carry to a known outcome.
+    /// Client commands and reads this node will not (or can no longer) carry to a known outcome.
     pub rejected: Vec<(RequestId, CommandRejected)>,
+    /// Linearizable reads that may be served once the state machine has applied `index`.
+    pub reads: Vec<ReadReady>,
     pub events: Vec<Event>,
     /// The node stopped on a fatal error; the driver should mark its storage broken.
     pub fatal: Option<FatalError>,
@@ -30,6 +32,7 @@ impl Output {
             && self.messages.is_empty()
             && self.committed.is_empty()
             && self.rejected.is_empty()
+            && self.reads.is_empty()
             && self.events.is_empty()
             && self.fatal.is_none()
     }
@@ -41,6 +44,13 @@ impl Output {
 pub struct CommittedEntry {
     pub entry: Entry,
     pub request: Option<RequestId>,
+}
+
+/// A read confirmed linearizable: serve it from the state machine once it has applied `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReady {
+    pub request: RequestId,
+    pub index: LogIndex,
 }
 
 /// Why a client command gets no result from this node.

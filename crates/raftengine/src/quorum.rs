@@ -22,11 +22,17 @@ pub fn majority_impossible(voters: &[NodeId], votes: &BTreeMap<NodeId, bool>) ->
     voters.len() - refused < majority(voters.len())
 }
 
+/// The highest value a majority of voters has reached: the highest index stored on a majority
+/// (given match indexes), or the highest read round a majority echoed.
+pub fn majority_reached<T: Ord + Copy>(voters: &[NodeId], reached: impl Fn(NodeId) -> T) -> T {
+    let mut values: Vec<T> = voters.iter().map(|v| reached(*v)).collect();
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    values[majority(voters.len()) - 1]
+}
+
 /// The highest index stored on a majority of voters, given each voter's match index.
 pub fn committed_index(voters: &[NodeId], match_index: impl Fn(NodeId) -> LogIndex) -> LogIndex {
-    let mut indexes: Vec<LogIndex> = voters.iter().map(|v| match_index(*v)).collect();
-    indexes.sort_unstable_by(|a, b| b.cmp(a));
-    indexes[majority(voters.len()) - 1]
+    majority_reached(voters, match_index)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ impl RaftNode {
         prev_term: Term,
         entries: Vec<Entry>,
         leader_commit: LogIndex,
+        read_round: u64,
     ) {
         if !matches!(self.role, Role::Follower) {
             // A candidate that hears from a leader of its own term steps down (paper §5.2).
@@ -31,6 +32,7 @@ impl RaftNode {
                 match_index: LogIndex(0),
                 reject_hint,
                 last_log_index,
+                read_round,
             };
             self.send(from, term, body);
             return;
@@ -45,6 +47,7 @@ impl RaftNode {
             match_index,
             reject_hint: LogIndex(0),
             last_log_index: self.log.last_index(),
+            read_round,
         };
         self.send(from, term, body);
     }
@@ -157,12 +160,14 @@ impl RaftNode {
                 last.min(next.plus(max_batch - 1))
             };
             progress.sent(batch_end);
+            let read_round = leadership.reads.round;
             let prev = next.prev();
             let body = MessageBody::AppendEntries {
                 prev_log_index: prev,
                 prev_log_term: self.log.term(prev).unwrap_or_default(),
                 entries: self.log.slice(next, batch_end).to_vec(),
                 leader_commit: commit,
+                read_round,
             };
             self.send(peer, term, body);
             if probing {
@@ -190,12 +195,14 @@ impl RaftNode {
             .iter()
             .map(|(id, p)| (*id, p.next_index.prev()))
             .collect();
+        let read_round = leadership.reads.round;
         for (peer, prev) in targets {
             let body = MessageBody::AppendEntries {
                 prev_log_index: prev,
                 prev_log_term: self.log.term(prev).unwrap_or_default(),
                 entries: Vec::new(),
                 leader_commit: commit,
+                read_round,
             };
             self.send(peer, term, body);
         }
@@ -221,6 +228,7 @@ impl RaftNode {
         });
         if index > self.commit && self.log.term(index) == Some(self.hard.term) {
             self.advance_commit(index);
+            self.register_unready_reads();
         }
     }
 
@@ -248,8 +256,13 @@ impl RaftNode {
                 return;
             }
         }
+        let lease_reads = self.tick_reads();
         if heartbeat_due {
-            self.broadcast_heartbeat();
+            if lease_reads {
+                self.start_read_round();
+            } else {
+                self.broadcast_heartbeat();
+            }
         }
     }
 

@@ -63,6 +63,7 @@ fn append(
             prev_log_term: Term(prev.1),
             entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
             leader_commit: LogIndex(commit),
+            read_round: 0,
         },
     )
 }
@@ -143,6 +144,7 @@ fn only_append_response(out: &Output) -> (u64, bool, u64, u64, u64) {
             match_index,
             reject_hint,
             last_log_index,
+            ..
         } => (
             out.messages[0].term.0,
             *success,
@@ -723,6 +725,7 @@ fn leader_sends_append_entries_before_its_own_persist() {
             match_index: LogIndex(1),
             reject_hint: LogIndex(0),
             last_log_index: LogIndex(1),
+            read_round: 0,
         },
     ))
     .unwrap();

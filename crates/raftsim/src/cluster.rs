@@ -7,8 +7,8 @@ use crate::recorder::{NodeView, Recorder};
 use crate::trace::RowEvent;
 use raftengine::{
     ApplyError, CommandRejected, Config, EntryPayload, Event, FatalError, LogStorage,
-    MemoryStorage, Message, MessageBody, NodeId, RaftNode, RequestId, RoleKind, StartError,
-    StateMachine, Status, StepError, StorageError, Term,
+    MemoryStorage, Message, MessageBody, NodeId, RaftNode, ReadReady, RequestId, RoleKind,
+    StartError, StateMachine, Status, StepError, StorageError, Term,
 };
 use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
@@ -127,6 +127,8 @@ struct SimNode {
     timers: bool,
     last_command: Option<RequestId>,
     results: BTreeMap<RequestId, CommandOutcome>,
+    /// Linearizable reads confirmed by the core, served once the counter has applied their index.
+    confirmed_reads: Vec<ReadReady>,
     last_view: NodeView,
 }
 
@@ -178,6 +180,7 @@ impl Cluster {
                 timers: false,
                 last_command: None,
                 results: BTreeMap::new(),
+                confirmed_reads: Vec::new(),
                 last_view,
             });
         }
@@ -436,6 +439,7 @@ impl Cluster {
             for (id, rejection) in out.rejected {
                 n.results.insert(id, rejection_outcome(&rejection));
             }
+            n.confirmed_reads.extend(out.reads);
             self.events
                 .extend(out.events.into_iter().map(|e| (node, e)));
             if let Some(fatal) = out.fatal {
@@ -443,7 +447,23 @@ impl Cluster {
                 return Ok(());
             }
             self.apply(node, out.committed);
+            self.serve_reads(node);
         }
+    }
+
+    /// Answers confirmed reads whose index the counter has reached, with the total it shows.
+    fn serve_reads(&mut self, node: usize) {
+        let n = &mut self.nodes[node - 1];
+        let applied = n.counter.applied;
+        let total = n.counter.total;
+        n.confirmed_reads.retain(|read| {
+            if read.index > applied {
+                return true;
+            }
+            n.results
+                .insert(read.request, CommandOutcome::Value(total.to_string()));
+            false
+        });
     }
 
     fn apply(&mut self, node: usize, committed: Vec<raftengine::CommittedEntry>) {
@@ -646,6 +666,19 @@ impl Cluster {
         self.nodes[i].results.insert(id, CommandOutcome::Pending);
         self.note(node, "CMD START");
         self.control(node, |r| r.propose(id, command.as_bytes().to_vec()))?;
+        Ok(id)
+    }
+
+    /// A linearizable read of the counter at `node` (ReadIndex; a follower asks its leader). Its
+    /// outcome is the total once the read is confirmed and applied; wait with `wait_result`.
+    pub fn read(&mut self, node: usize) -> Result<RequestId, HarnessError> {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let i = self.index(node)?;
+        self.nodes[i].last_command = Some(id);
+        self.nodes[i].results.insert(id, CommandOutcome::Pending);
+        self.note(node, "READ START");
+        self.control(node, |r| r.read(id))?;
         Ok(id)
     }
 
@@ -919,20 +952,46 @@ pub fn fields(msg: &Message) -> String {
             prev_log_term,
             entries,
             leader_commit,
+            read_round,
         } => format!(
-            "t-{t} i-{} lt-{} e-{} c-{}",
+            "t-{t} i-{} lt-{} e-{} c-{}{}",
             prev_log_index.0,
             prev_log_term.0,
             entries.len(),
-            leader_commit.0
+            leader_commit.0,
+            read_round_field(*read_round)
         ),
         MessageBody::AppendEntriesResponse {
             success,
             last_log_index,
+            read_round,
             ..
         } => {
-            format!("ok-{} mi-{}", yes(*success), last_log_index.0)
+            format!(
+                "ok-{} mi-{}{}",
+                yes(*success),
+                last_log_index.0,
+                read_round_field(*read_round)
+            )
         }
+        MessageBody::ReadIndexRequest { request } => format!("t-{t} r-{request}"),
+        MessageBody::ReadIndexResponse {
+            request,
+            read_index,
+        } => match read_index {
+            Some(index) => format!("r-{request} ri-{}", index.0),
+            None => format!("r-{request} refused"),
+        },
+    }
+}
+
+/// ` rr-N` for a read round, nothing before the first read (so traces without reads keep the
+/// seed's notation).
+fn read_round_field(round: u64) -> String {
+    if round == 0 {
+        String::new()
+    } else {
+        format!(" rr-{round}")
     }
 }
 

@@ -69,6 +69,7 @@ fn execute(c: &mut Cluster, command: &Command) -> Result<(), String> {
         Command::Run(trigger) => h(c.run(trigger.as_ref()).map(drop))?,
         Command::Submit { node, command } => h(c.submit(*node, command).map(drop))?,
         Command::WaitResult(node) => h(c.wait_result(*node).map(drop))?,
+        Command::Read(node) => h(c.read(*node).map(drop))?,
         Command::Crash(node) => h(c.crash(*node))?,
         Command::Restart { node, empty } => h(c.restart(*node, *empty))?,
         Command::ClearBroken(node) => h(c.clear_broken(*node))?,

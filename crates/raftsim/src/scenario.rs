@@ -64,6 +64,7 @@ pub enum Command {
         command: String,
     },
     WaitResult(usize),
+    Read(usize),
     Crash(usize),
     Restart {
         node: usize,
@@ -262,6 +263,7 @@ fn parse_command(word: &str, rest: &str) -> Result<Command, String> {
             }
         }
         "wait-result" => Command::WaitResult(node()?),
+        "read" => Command::Read(node()?),
         "crash" => Command::Crash(node()?),
         "restart" => Command::Restart {
             node: node()?,
