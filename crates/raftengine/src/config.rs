@@ -26,6 +26,8 @@ pub struct Config {
     pub max_in_flight_messages: usize,
     /// Seed for election-timeout jitter, chosen by the driver so runs are reproducible.
     pub jitter_seed: u64,
+    /// Followers forward client commands to the leader instead of answering with a redirect.
+    pub forward_proposals: bool,
     /// Opt-in lease reads (thesis §6.4.1): a leader that a majority acknowledged less than
     /// `lease_ticks` ago serves reads without a confirmation round. Safe only if no node's clock
     /// runs faster than the others' by more than the gap between `lease_ticks` and the minimum
@@ -66,6 +68,7 @@ impl Config {
             max_entries_per_message: 64,
             max_in_flight_messages: 256,
             jitter_seed: id.0,
+            forward_proposals: false,
             lease_reads: false,
             lease_ticks: 12,
         }

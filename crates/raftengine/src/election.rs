@@ -78,6 +78,12 @@ impl RaftNode {
                 self.note_read_round_echo(msg.from, read_round);
                 self.handle_append_response(msg.from, success, match_index, reject_hint);
             }
+            MessageBody::Propose { request, command } => {
+                self.handle_propose(msg.from, request, command);
+            }
+            MessageBody::ProposeResponse { request, placed } => {
+                self.handle_propose_response(request, placed);
+            }
             MessageBody::ReadIndexRequest { request } => {
                 self.handle_read_index_request(msg.from, request);
             }
@@ -134,6 +140,7 @@ impl RaftNode {
                 self.send(msg.from, term, body);
             }
             MessageBody::ReadIndexRequest { request } => self.refuse_read(msg.from, request),
+            MessageBody::Propose { request, .. } => self.refuse_proposal(msg.from, request),
             MessageBody::PreVoteRequest { .. } => {
                 self.send(
                     msg.from,

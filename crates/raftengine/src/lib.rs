@@ -10,6 +10,7 @@ mod config;
 pub mod conformance;
 mod election;
 mod event;
+mod forward;
 mod log;
 mod message;
 mod node;

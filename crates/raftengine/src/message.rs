@@ -1,5 +1,6 @@
 //! Messages between nodes: plain data with serde derives, no behaviour.
 
+use crate::storage::LogId;
 use crate::types::{Entry, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +59,16 @@ pub enum MessageBody {
         /// The `read_round` of the request this answers.
         read_round: u64,
     },
+    /// A follower forwards its client's command to the leader (`Config::forward_proposals`).
+    Propose {
+        request: u64,
+        command: Vec<u8>,
+    },
+    /// Where the leader placed a forwarded command; `None`: the receiver does not lead.
+    ProposeResponse {
+        request: u64,
+        placed: Option<LogId>,
+    },
     /// A follower asks the leader for a read index on behalf of its client (thesis §6.4).
     ReadIndexRequest {
         request: u64,
@@ -80,6 +91,8 @@ impl MessageBody {
             MessageBody::VoteResponse { .. } => "vote",
             MessageBody::AppendEntries { .. } => "ae",
             MessageBody::AppendEntriesResponse { .. } => "ae_reply",
+            MessageBody::Propose { .. } => "fwd",
+            MessageBody::ProposeResponse { .. } => "fwd_reply",
             MessageBody::ReadIndexRequest { .. } => "ri_r",
             MessageBody::ReadIndexResponse { .. } => "ri",
         }

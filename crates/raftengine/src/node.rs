@@ -5,6 +5,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::event::{Event, RoleKind};
+use crate::forward::Forwarded;
 use crate::log::RaftLog;
 use crate::message::{Message, MessageBody};
 use crate::output::{CommandRejected, CommittedEntry, FatalError, Output};
@@ -95,7 +96,7 @@ pub struct RaftNode {
     pub(crate) log: RaftLog,
     pub(crate) commit: LogIndex,
     /// Highest index handed to the driver in `Output::committed`.
-    committed_emitted: LogIndex,
+    pub(crate) committed_emitted: LogIndex,
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
     /// Ticks since the last election-timer reset (a valid heartbeat, a vote granted, a campaign).
@@ -116,6 +117,8 @@ pub struct RaftNode {
     stopped: Option<FatalError>,
     /// Reads this follower asked its leader to confirm.
     pub(crate) forwarded_reads: BTreeSet<RequestId>,
+    /// Commands this follower forwarded to its leader.
+    pub(crate) forwarded: Forwarded,
 }
 
 impl RaftNode {
@@ -153,6 +156,7 @@ impl RaftNode {
             out: Output::default(),
             stopped: None,
             forwarded_reads: BTreeSet::new(),
+            forwarded: Forwarded::default(),
         };
         node.reset_election_timer();
         Ok(node)
@@ -212,6 +216,10 @@ impl RaftNode {
             }
             _ => {
                 let rejection = match self.leader {
+                    Some(leader) if leader != self.config.id && self.config.forward_proposals => {
+                        self.forward_proposal(leader, id, command);
+                        return;
+                    }
                     Some(leader) if leader != self.config.id => {
                         CommandRejected::Redirect { leader }
                     }
@@ -432,6 +440,7 @@ impl RaftNode {
             self.leader = leader;
             self.out.events.push(Event::LeaderChanged { leader });
             self.fail_forwarded_reads();
+            self.fail_forwarded_proposals();
         }
     }
 
@@ -460,7 +469,8 @@ impl RaftNode {
             let request = match &mut self.role {
                 Role::Leader(l) => l.pending.remove(&entry.index),
                 _ => None,
-            };
+            }
+            .or_else(|| self.forwarded_request_at(&entry));
             self.out.committed.push(CommittedEntry { entry, request });
         }
         self.committed_emitted = commit;

@@ -2,78 +2,10 @@
 //! pending reads when leadership changes. (Multi-node ReadIndex flows are shown step by step in
 //! `scenarios/reads/`.)
 
-use raftengine::{
-    CommandRejected, Config, ConfigError, LogIndex, Message, NodeId, Output, RaftNode, ReadReady,
-    RequestId,
-};
-use std::collections::VecDeque;
+use raftengine::{CommandRejected, ConfigError, LogIndex, NodeId, ReadReady, RequestId};
 
-fn config(id: u64, voters: u64, lease: bool) -> Config {
-    let mut c = Config::new(NodeId(id), (1..=voters).map(NodeId).collect());
-    c.lease_reads = lease;
-    c
-}
-
-/// Nodes delivering to each other instantly, with instant persistence; `cut` drops traffic of
-/// the listed nodes.
-struct Net {
-    nodes: Vec<RaftNode>,
-    cut: Vec<NodeId>,
-    reads: Vec<(NodeId, ReadReady)>,
-    rejected: Vec<(NodeId, RequestId, CommandRejected)>,
-}
-
-impl Net {
-    fn new(count: u64, lease: bool) -> Net {
-        let nodes = (1..=count)
-            .map(|id| RaftNode::new(config(id, count, lease)).expect("valid config"))
-            .collect();
-        Net {
-            nodes,
-            cut: Vec::new(),
-            reads: Vec::new(),
-            rejected: Vec::new(),
-        }
-    }
-
-    fn node(&mut self, id: u64) -> &mut RaftNode {
-        &mut self.nodes[id as usize - 1]
-    }
-
-    fn settle(&mut self) {
-        let mut queue: VecDeque<Message> = VecDeque::new();
-        loop {
-            for i in 0..self.nodes.len() {
-                let id = self.nodes[i].id();
-                let out: Output = self.nodes[i].take_output();
-                if let Some(batch) = &out.persist {
-                    self.nodes[i].persisted(batch.seq);
-                }
-                queue.extend(out.messages);
-                self.reads.extend(out.reads.into_iter().map(|r| (id, r)));
-                self.rejected
-                    .extend(out.rejected.into_iter().map(|(r, why)| (id, r, why)));
-            }
-            let Some(msg) = queue.pop_front() else {
-                if self.nodes.iter_mut().all(|n| n.take_output().is_empty()) {
-                    return;
-                }
-                continue;
-            };
-            if self.cut.contains(&msg.from) || self.cut.contains(&msg.to) {
-                continue;
-            }
-            let to = msg.to.0;
-            let _ = self.node(to).step(msg);
-        }
-    }
-
-    fn elect(&mut self, id: u64) {
-        self.node(id).campaign(false);
-        self.settle();
-        assert!(self.node(id).status().role == raftengine::RoleKind::Leader);
-    }
-}
+mod common;
+use common::{config, Net};
 
 #[test]
 fn a_single_node_confirms_reads_by_itself() {

@@ -21,6 +21,8 @@ pub struct ClusterSettings {
     pub nodes: usize,
     pub pre_vote: bool,
     pub check_quorum: bool,
+    /// Followers forward commands to the leader instead of redirecting.
+    pub forward_proposals: bool,
     pub max_entries_per_message: usize,
     pub election_timeout_ticks: (u64, u64),
     pub heartbeat_interval_ticks: u64,
@@ -32,6 +34,7 @@ impl Default for ClusterSettings {
             nodes: 3,
             pre_vote: true,
             check_quorum: true,
+            forward_proposals: false,
             max_entries_per_message: 64,
             election_timeout_ticks: (15, 30),
             heartbeat_interval_ticks: 1,
@@ -160,6 +163,7 @@ impl Cluster {
             let mut config = Config::new(*id, voters.clone());
             config.pre_vote = settings.pre_vote;
             config.check_quorum = settings.check_quorum;
+            config.forward_proposals = settings.forward_proposals;
             config.max_entries_per_message = settings.max_entries_per_message;
             (
                 config.election_timeout_min_ticks,
@@ -974,6 +978,11 @@ pub fn fields(msg: &Message) -> String {
                 read_round_field(*read_round)
             )
         }
+        MessageBody::Propose { request, .. } => format!("t-{t} r-{request}"),
+        MessageBody::ProposeResponse { request, placed } => match placed {
+            Some(id) => format!("r-{request} i-{} t-{}", id.index.0, id.term.0),
+            None => format!("r-{request} refused"),
+        },
         MessageBody::ReadIndexRequest { request } => format!("t-{t} r-{request}"),
         MessageBody::ReadIndexResponse {
             request,

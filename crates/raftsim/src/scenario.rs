@@ -206,10 +206,11 @@ fn parse_cluster(rest: &str) -> Result<ClusterSettings, String> {
         match key {
             "pre_vote" => settings.pre_vote = on_off(value)?,
             "check_quorum" => settings.check_quorum = on_off(value)?,
+            "forward" => settings.forward_proposals = on_off(value)?,
             "max_entries" => settings.max_entries_per_message = number(value)? as usize,
             "election" => settings.election_timeout_ticks = range(value)?,
             "heartbeat" => settings.heartbeat_interval_ticks = number(value)?,
-            _ => return Err(format!("unknown cluster option `{key}` (expected pre_vote, check_quorum, max_entries, election or heartbeat)")),
+            _ => return Err(format!("unknown cluster option `{key}` (expected pre_vote, check_quorum, forward, max_entries, election or heartbeat)")),
         }
     }
     Ok(settings)

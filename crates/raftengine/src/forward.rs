@@ -1,0 +1,113 @@
+//! Forwarding client commands from followers to the leader, so any node can take a client's
+//! command (enabled by `Config::forward_proposals`; otherwise followers answer with a redirect).
+//!
+//! The follower sends the command to its leader; the leader appends it and answers with the
+//! entry's index and term. When the follower later applies that index, the entry is its client's
+//! command if the term matches; a different term means a later leader overwrote it, so it was
+//! never applied and the client may retry.
+
+use crate::message::MessageBody;
+use crate::node::{RaftNode, Role};
+use crate::output::CommandRejected;
+use crate::storage::LogId;
+use crate::types::{Entry, EntryPayload, LogIndex, NodeId, RequestId, Term};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default)]
+pub(crate) struct Forwarded {
+    /// Sent to the leader, waiting for its answer.
+    awaiting_leader: BTreeMap<RequestId, NodeId>,
+    /// Placed in the log by the leader: index -> (term, request).
+    placed: BTreeMap<LogIndex, (Term, RequestId)>,
+}
+
+impl RaftNode {
+    /// A follower forwards `command` to `leader`.
+    pub(crate) fn forward_proposal(
+        &mut self,
+        leader: NodeId,
+        request: RequestId,
+        command: Vec<u8>,
+    ) {
+        self.forwarded.awaiting_leader.insert(request, leader);
+        let term = self.hard.term;
+        let body = MessageBody::Propose {
+            request: request.0,
+            command,
+        };
+        self.send(leader, term, body);
+    }
+
+    pub(crate) fn handle_propose(&mut self, from: NodeId, request: u64, command: Vec<u8>) {
+        let term = self.hard.term;
+        let placed = match &mut self.role {
+            Role::Leader(leadership) => {
+                leadership.append_dirty = true;
+                let index = self.log.last_index().next();
+                self.append_entry(Entry {
+                    term,
+                    index,
+                    payload: EntryPayload::Command(command),
+                });
+                Some(LogId { index, term })
+            }
+            _ => None,
+        };
+        self.send(from, term, MessageBody::ProposeResponse { request, placed });
+    }
+
+    pub(crate) fn refuse_proposal(&mut self, to: NodeId, request: u64) {
+        let term = self.hard.term;
+        let body = MessageBody::ProposeResponse {
+            request,
+            placed: None,
+        };
+        self.send(to, term, body);
+    }
+
+    pub(crate) fn handle_propose_response(&mut self, request: u64, placed: Option<LogId>) {
+        let request = RequestId(request);
+        if self.forwarded.awaiting_leader.remove(&request).is_none() {
+            return;
+        }
+        let Some(LogId { index, term }) = placed else {
+            let rejection = match self.leader {
+                Some(leader) if leader != self.config.id => CommandRejected::Redirect { leader },
+                _ => CommandRejected::Retry,
+            };
+            self.out.rejected.push((request, rejection));
+            return;
+        };
+        if index <= self.committed_emitted {
+            // Committed and handed to the driver before the leader's answer arrived: the command
+            // may have been applied, but its result went out untagged.
+            self.out
+                .rejected
+                .push((request, CommandRejected::LeadershipLost));
+            return;
+        }
+        self.forwarded.placed.insert(index, (term, request));
+    }
+
+    /// The request a committed entry answers, if it was forwarded from here. A forwarded command
+    /// whose index now holds another term was overwritten: it will never apply, so retry is safe.
+    pub(crate) fn forwarded_request_at(&mut self, entry: &Entry) -> Option<RequestId> {
+        let (term, request) = self.forwarded.placed.remove(&entry.index)?;
+        if term == entry.term {
+            return Some(request);
+        }
+        self.out.rejected.push((request, CommandRejected::Retry));
+        None
+    }
+
+    /// Commands still waiting for the leader's answer have an unknown outcome when the leader
+    /// changes (it may have appended them).
+    pub(crate) fn fail_forwarded_proposals(&mut self) {
+        let waiting = std::mem::take(&mut self.forwarded.awaiting_leader);
+        for request in waiting.into_keys() {
+            self.out
+                .rejected
+                .push((request, CommandRejected::LeadershipLost));
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Forwarded commands: the follower answers its client when it applies the entry the leader
+//! placed, and tells it to retry when a new leader overwrote that entry.
+
+mod common;
+use common::Net;
+use raftengine::{CommandRejected, NodeId, RequestId};
+
+fn forwarding_net() -> Net {
+    let mut net = Net::new(3, false);
+    for node in &mut net.nodes {
+        // Config is fixed at start; rebuild the nodes with forwarding on.
+        let mut config = node.config().clone();
+        config.forward_proposals = true;
+        *node = raftengine::RaftNode::new(config).expect("valid config");
+    }
+    net
+}
+
+#[test]
+fn a_forwarded_command_is_answered_at_the_follower() {
+    let mut net = forwarding_net();
+    net.elect(1);
+    net.node(3).propose(RequestId(1), b"x".to_vec());
+    net.settle();
+    net.node(1).broadcast_heartbeat();
+    net.settle();
+    let answered: Vec<_> = net
+        .committed
+        .iter()
+        .filter(|(n, c)| *n == NodeId(3) && c.request == Some(RequestId(1)))
+        .collect();
+    assert_eq!(answered.len(), 1, "{:?}", net.committed);
+    assert!(net.rejected.is_empty(), "{:?}", net.rejected);
+}
+
+#[test]
+fn a_forwarded_command_overwritten_by_a_new_leader_gets_retry() {
+    let mut net = forwarding_net();
+    net.elect(1);
+    // N-1 keeps its AppendEntries to itself but still answers N-3 with the placement.
+    net.cut = vec![NodeId(2)];
+    net.node(3).propose(RequestId(9), b"lost".to_vec());
+    // Deliver N-3's forward and N-1's answer, but drop N-1's AppendEntries to N-3.
+    let fwd = net.node(3).take_output().messages;
+    for m in fwd {
+        let _ = net.node(1).step(m);
+    }
+    // The answer waits for the leader's own write (it promises an index it must keep).
+    let mut out = net.node(1).take_output();
+    let seq = out.persist.as_ref().expect("the entry is written").seq;
+    net.node(1).persisted(seq);
+    out.messages.extend(net.node(1).take_output().messages);
+    for m in out.messages {
+        if matches!(m.body, raftengine::MessageBody::ProposeResponse { .. }) {
+            let _ = net.node(3).step(m);
+        }
+    }
+    // N-1 is cut off; N-2 and N-3 elect N-2, whose term-start entry takes the same index.
+    net.cut = vec![NodeId(1)];
+    net.node(2).campaign(true);
+    net.settle();
+    net.node(2).broadcast_heartbeat();
+    net.settle();
+    assert!(
+        net.rejected
+            .contains(&(NodeId(3), RequestId(9), CommandRejected::Retry)),
+        "{:?} {:?} {:?}",
+        net.rejected,
+        net.committed,
+        net.nodes.iter().map(|n| n.status()).collect::<Vec<_>>()
+    );
+}
