@@ -65,22 +65,57 @@ pub fn frame_len(body_len: usize) -> usize {
     (FRAME_HEADER_BYTES + body_len).next_multiple_of(FRAME_ALIGN)
 }
 
-/// Appends one frame holding `parts` (concatenated) as its body.
-pub fn encode_frame(parts: &[&[u8]], out: &mut Vec<u8>) {
-    let body_len: usize = parts.iter().map(|p| p.len()).sum();
-    let start = out.len();
-    let meta = [FORMAT_VERSION, KIND_RECORDS, 0, 0];
-    let mut crc = crc32c::crc32c(&meta);
-    for part in parts {
-        crc = crc32c::crc32c_append(crc, part);
+/// Records waiting for the next sync, encoded behind room for the frame header, so the frame is
+/// written straight from this buffer without copying the body again.
+#[derive(Debug)]
+pub struct FrameBuffer {
+    buf: Vec<u8>,
+}
+
+impl Default for FrameBuffer {
+    fn default() -> FrameBuffer {
+        FrameBuffer {
+            buf: vec![0; FRAME_HEADER_BYTES],
+        }
     }
-    out.extend_from_slice(&(body_len as u32).to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&meta);
-    for part in parts {
-        out.extend_from_slice(part);
+}
+
+impl FrameBuffer {
+    pub fn is_empty(&self) -> bool {
+        self.buf.len() == FRAME_HEADER_BYTES
     }
-    out.resize(start + frame_len(body_len), 0);
+
+    pub fn body(&self) -> &[u8] {
+        &self.buf[FRAME_HEADER_BYTES..]
+    }
+
+    /// Bytes the frame will take on disk.
+    pub fn frame_len(&self) -> usize {
+        frame_len(self.buf.len() - FRAME_HEADER_BYTES)
+    }
+
+    pub fn push(&mut self, record: &Record<'_>) {
+        encode_record(record, &mut self.buf);
+    }
+
+    pub fn extend_body(&mut self, body: &[u8]) {
+        self.buf.extend_from_slice(body);
+    }
+
+    /// Fills in the header and the padding; the result is the frame to write.
+    pub fn seal(&mut self) -> &[u8] {
+        let body_len = self.buf.len() - FRAME_HEADER_BYTES;
+        self.buf[8..12].copy_from_slice(&[FORMAT_VERSION, KIND_RECORDS, 0, 0]);
+        let crc = crc32c::crc32c(&self.buf[8..]);
+        self.buf[0..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        self.buf.resize(frame_len(body_len), 0);
+        &self.buf
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.truncate(FRAME_HEADER_BYTES);
+    }
 }
 
 /// What lies at an offset of a segment.
@@ -177,18 +212,15 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_detect_damage() {
-        let mut body = Vec::new();
-        encode_record(
-            &Record::Entry {
-                index: 7,
-                term: 2,
-                payload: Payload::Command(b"hello"),
-            },
-            &mut body,
-        );
-        encode_record(&Record::TruncateFrom { index: 3 }, &mut body);
-        let mut data = Vec::new();
-        encode_frame(&[&body], &mut data);
+        let mut frame = FrameBuffer::default();
+        frame.push(&Record::Entry {
+            index: 7,
+            term: 2,
+            payload: Payload::Command(b"hello"),
+        });
+        frame.push(&Record::TruncateFrom { index: 3 });
+        let body = frame.body().to_vec();
+        let mut data = frame.seal().to_vec();
         assert_eq!(data.len() % FRAME_ALIGN, 0);
         data.extend_from_slice(&[0; 16]);
         let path = Path::new("test.wal");

@@ -101,8 +101,10 @@ fn run_writer(
                 batches,
             })),
             Err(e) => {
+                // Hang up first, so no submit succeeds once the error is reported.
+                drop(inbox);
                 on_durable(Err(e));
-                break;
+                return wal;
             }
         }
     }

@@ -7,7 +7,7 @@
 //! durable data; a bad frame with nothing valid after it is the torn tail of a crash.
 
 use crate::error::WalError;
-use crate::format::{self, FrameAt, Payload, Record, FRAME_ALIGN};
+use crate::format::{self, FrameAt, FrameBuffer, Payload, Record, FRAME_ALIGN};
 use crate::segment::{self, parse_segment_name, segment_name, Preallocator, Segment};
 use raftengine::{
     Entry, EntryPayload, HardState, LogId, LogIndex, LogStorage, LogWrite, NodeId, StorageError,
@@ -122,6 +122,8 @@ struct LogMap {
     state: LogState,
     /// First index of a run -> the frame holding it. A run ends where the next one starts.
     runs: BTreeMap<u64, FrameRef>,
+    /// The frame of the run holding the last entry (saves a map search per appended entry).
+    tail_frame: Option<FrameRef>,
 }
 
 impl LogMap {
@@ -151,8 +153,9 @@ impl LogMap {
                     ));
                 }
                 state.last_index = LogIndex(index);
-                let continues_run = index > state.log_start.index.0 + 1
-                    && self.runs.range(..index).next_back().map(|(_, f)| *f) == Some(frame);
+                let continues_run =
+                    index > state.log_start.index.0 + 1 && self.tail_frame == Some(frame);
+                self.tail_frame = Some(frame);
                 if continues_run {
                     return Ok(None);
                 }
@@ -169,6 +172,7 @@ impl LogMap {
             Record::TruncateFrom { index } => {
                 if replaying && index <= state.log_start.index.0 {
                     self.runs.clear();
+                    self.tail_frame = None;
                     state.last_index = state.log_start.index;
                     return Ok(None);
                 }
@@ -181,6 +185,7 @@ impl LogMap {
                 if index <= state.last_index.0 {
                     self.runs.split_off(&index);
                     state.last_index = LogIndex(index - 1);
+                    self.tail_frame = self.runs.last_key_value().map(|(_, f)| *f);
                 }
                 Ok(None)
             }
@@ -194,6 +199,7 @@ impl LogMap {
                 };
                 if through >= state.last_index.0 {
                     self.runs.clear();
+                    self.tail_frame = None;
                     state.last_index = LogIndex(through);
                     return Ok(None);
                 }
@@ -231,7 +237,7 @@ pub struct Wal {
     /// The state as of the last frame written (what a new segment's header records).
     flushed: LogState,
     /// Encoded records waiting for the next sync.
-    pending: Vec<u8>,
+    pending: FrameBuffer,
     /// Run keys that point at the pending buffer.
     pending_keys: Vec<u64>,
     preallocator: Preallocator,
@@ -276,7 +282,7 @@ impl Wal {
             write_offset: 0,
             map: LogMap::default(),
             flushed: LogState::default(),
-            pending: Vec::new(),
+            pending: FrameBuffer::default(),
             pending_keys: Vec::new(),
             preallocator,
             broken,
@@ -423,7 +429,7 @@ impl Wal {
                 self.pending_keys.push(key);
             }
         }
-        format::encode_record(record, &mut self.pending);
+        self.pending.push(record);
         Ok(())
     }
 
@@ -442,41 +448,42 @@ impl Wal {
     }
 
     fn flush_pending(&mut self) -> Result<(), WalError> {
-        let fits = self.segments.last().is_some_and(|s| {
-            self.write_offset + format::frame_len(self.pending.len()) as u64 <= s.capacity
-        });
-        let mut header = Vec::new();
+        let fits = self
+            .segments
+            .last()
+            .is_some_and(|s| self.write_offset + self.pending.frame_len() as u64 <= s.capacity);
+        let mut rolled = None;
         if !fits {
             // A new segment starts with the state so far, so it can be read without the older
-            // segments once those are purged.
+            // segments once those are purged. (A copy of the body, once per segment.)
+            let mut first = FrameBuffer::default();
             let hs = self.flushed.hard_state;
-            format::encode_record(
-                &Record::HardState {
-                    term: hs.term.0,
-                    voted_for: hs.voted_for.map(|n| n.0),
-                },
-                &mut header,
-            );
+            first.push(&Record::HardState {
+                term: hs.term.0,
+                voted_for: hs.voted_for.map(|n| n.0),
+            });
             let start = self.flushed.log_start;
-            format::encode_record(
-                &Record::Purge {
-                    through: start.index.0,
-                    term: start.term.0,
-                },
-                &mut header,
-            );
-            self.roll(format::frame_len(header.len() + self.pending.len()) as u64)?;
+            first.push(&Record::Purge {
+                through: start.index.0,
+                term: start.term.0,
+            });
+            first.extend_body(self.pending.body());
+            self.roll(first.frame_len() as u64)?;
+            rolled = Some(first);
         }
-        let mut frame = Vec::with_capacity(format::frame_len(header.len() + self.pending.len()));
-        format::encode_frame(&[&header, &self.pending], &mut frame);
+        let frame = match &mut rolled {
+            Some(first) => first.seal(),
+            None => self.pending.seal(),
+        };
         let segment = self.segments.last().expect("a segment exists after a roll");
-        segment.write_at(self.write_offset, &frame)?;
+        segment.write_at(self.write_offset, frame)?;
         segment.sync_data()?;
         let written = FrameRef::Disk {
             seq: segment.seq,
             offset: self.write_offset,
             len: frame.len() as u32,
         };
+        self.write_offset += frame.len() as u64;
         for key in self.pending_keys.drain(..) {
             if let Some(frame_ref) = self.map.runs.get_mut(&key) {
                 if *frame_ref == FrameRef::Pending {
@@ -484,7 +491,10 @@ impl Wal {
                 }
             }
         }
-        self.write_offset += frame.len() as u64;
+        self.map.tail_frame =
+            self.map
+                .tail_frame
+                .map(|f| if f == FrameRef::Pending { written } else { f });
         self.pending.clear();
         self.flushed = self.map.state;
         self.delete_purged_segments()
@@ -576,7 +586,7 @@ impl Wal {
             };
             match frame {
                 FrameRef::Pending => fill(format::decode_records(
-                    &self.pending,
+                    self.pending.body(),
                     Path::new("<pending>"),
                     0,
                 )?),
@@ -762,8 +772,9 @@ fn scan_segment(
                     return Err(WalError::Corrupt {
                         path: path.clone(),
                         offset: offset as u64,
-                        reason: "the first frame of a segment does not start with the segment header"
-                            .into(),
+                        reason:
+                            "the first frame of a segment does not start with the segment header"
+                                .into(),
                     });
                 }
                 has_frames = true;

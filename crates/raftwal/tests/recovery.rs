@@ -47,9 +47,15 @@ fn a_torn_tail_is_cut_and_reported() {
 
     let wal = open(root.path()).expect("a torn tail is not an error");
     let torn = wal.recovery_report().torn_tail.clone().expect("reported");
-    assert_eq!((torn.path, torn.offset, torn.bytes), (segment, offset as u64, 5));
+    assert_eq!(
+        (torn.path, torn.offset, torn.bytes),
+        (segment, offset as u64, 5)
+    );
     assert_eq!(wal.last_index(), LogIndex(30));
-    assert!(wal.recovery_report().to_string().contains("cut a torn tail of 5 bytes"));
+    assert!(wal
+        .recovery_report()
+        .to_string()
+        .contains("cut a torn tail of 5 bytes"));
     drop(wal);
     let wal = open(root.path()).expect("reopen");
     assert_eq!(wal.recovery_report().torn_tail, None, "the tail was zeroed");
@@ -153,14 +159,34 @@ fn snapshots_are_atomic_checked_and_pruned() {
     let latest = store.latest().expect("read").expect("a snapshot");
     assert_eq!(latest.last_included.index, LogIndex(400));
     assert_eq!(latest.data, vec![4u8; 1000]);
-    let files = fs::read_dir(root.path().join("snapshots")).expect("list").count();
+    let files = fs::read_dir(root.path().join("snapshots"))
+        .expect("list")
+        .count();
     assert_eq!(files, 2, "older snapshots are pruned");
 
     // A crash before the rename leaves a temporary file: ignored, then removed on open.
-    fs::write(root.path().join("snapshots/00000000000001f4-0000000000000005.tmp"), b"half").expect("write");
+    fs::write(
+        root.path()
+            .join("snapshots/00000000000001f4-0000000000000005.tmp"),
+        b"half",
+    )
+    .expect("write");
     let store = SnapshotStore::open(root.path().join("snapshots")).expect("reopen");
-    assert_eq!(store.latest().expect("read").expect("a snapshot").last_included.index, LogIndex(400));
-    assert_eq!(fs::read_dir(root.path().join("snapshots")).expect("list").count(), 2);
+    assert_eq!(
+        store
+            .latest()
+            .expect("read")
+            .expect("a snapshot")
+            .last_included
+            .index,
+        LogIndex(400)
+    );
+    assert_eq!(
+        fs::read_dir(root.path().join("snapshots"))
+            .expect("list")
+            .count(),
+        2
+    );
 
     // Damage is an error naming the file, not a silent fallback to an older snapshot.
     let mut bytes = fs::read(&latest.path).expect("read");
@@ -197,7 +223,11 @@ fn group_commit_reports_every_batch_durable_in_order() {
             last_index,
             batches,
         } = completions.recv().expect("completion").expect("durable");
-        assert_eq!(seq, seen + batches as u64, "completions cover batches in order");
+        assert_eq!(
+            seq,
+            seen + batches as u64,
+            "completions cover batches in order"
+        );
         assert_eq!(last_index, LogIndex(seq));
         seen = seq;
         syncs += 1;
@@ -222,7 +252,10 @@ fn group_commit_reports_a_refused_write_and_stops() {
         })
         .expect("submit");
     let result = completions.recv().expect("completion");
-    assert!(matches!(result, Err(StorageError::Corrupt(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(StorageError::Corrupt(_))),
+        "{result:?}"
+    );
     let _ = completions.recv(); // the writer hung up
     let err = committer
         .submit(PersistBatch {

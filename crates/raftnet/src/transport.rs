@@ -1,0 +1,326 @@
+//! Node-to-node TCP transport for [`raftengine::Message`]s.
+//!
+//! # Model
+//!
+//! Connections are one-directional: a node *sends* only on connections it dialed (one outbound
+//! task per peer) and *reads* only from connections it accepted. Every node therefore dials every
+//! peer and is dialed by every peer. This keeps both sides simple and symmetric: no tie-breaking
+//! about who owns a shared connection, and a restart of either side is handled the same way.
+//!
+//! Delivery is best effort, which is what Raft expects (it tolerates loss, duplication and
+//! reordering):
+//! - [`Transport::send`] never blocks or awaits. Each peer has a bounded queue; when it is full
+//!   the *oldest* queued message is dropped (counted in [`PeerStats::dropped`]). Messages sent
+//!   while a peer is unreachable wait in that queue.
+//! - A batch being written when a connection fails is lost.
+//! - Good inbound messages go to the channel returned by [`Transport::start`] with `try_send`;
+//!   when it is full they are dropped and counted ([`TransportStats::inbound_dropped`]).
+//!
+//! # Handshake and trust
+//!
+//! The dialer's first frame is a [`wire::Hello`] (magic, [`wire::PROTOCOL_VERSION`], cluster id,
+//! node id); the acceptor answers `Welcome` or `Refused { reason }` and closes. After that, each
+//! frame must be a [`raftengine::Message`] whose `from` is the handshake's node id and whose `to`
+//! is this node, or it is dropped. This *identifies* peers and keeps misconfigured nodes from
+//! talking to the wrong cluster; it is not cryptographic authentication (use a private network or
+//! a tunnel against an active attacker). See [`wire`] for the byte format.
+
+mod inbound;
+mod outbound;
+mod stats;
+pub mod wire;
+
+pub use stats::{PeerStats, TransportStats};
+
+use outbound::{DialSettings, Peer, PeerQueue};
+use raftengine::{Message, NodeId};
+use stats::{bump, Counters, PeerCounters};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Settings of a [`Transport`]. Build with [`TransportConfig::new`] and adjust the fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Identifies the cluster; nodes only talk to nodes with the same id.
+    pub cluster_id: u64,
+    /// The other nodes and where they listen. Must not contain `node_id`.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Largest frame payload sent or accepted (default 64 MiB). Larger outgoing messages are
+    /// dropped; a larger incoming frame closes the connection.
+    pub max_frame_bytes: usize,
+    /// Messages queued per peer before the oldest is dropped (default 4096).
+    pub peer_queue_capacity: usize,
+    /// Capacity of the inbound channel (default 4096).
+    pub inbound_capacity: usize,
+    /// First delay before redialing a peer (default 10 ms); doubles per failure.
+    pub reconnect_backoff_initial: Duration,
+    /// Cap of the redial delay (default 1 s).
+    pub reconnect_backoff_max: Duration,
+    /// Bound on connecting, on the whole handshake, and on waiting for a dialer's hello
+    /// (default 2 s).
+    pub handshake_timeout: Duration,
+    /// Accepted connections open at once; further ones are closed at once (default 1024). Bounds
+    /// what a flood of connections can cost.
+    pub max_inbound_connections: usize,
+}
+
+impl TransportConfig {
+    /// Default limit on a frame payload.
+    pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+    /// Default per-peer queue capacity, in messages.
+    pub const DEFAULT_PEER_QUEUE_CAPACITY: usize = 4096;
+    /// Default inbound channel capacity, in messages.
+    pub const DEFAULT_INBOUND_CAPACITY: usize = 4096;
+
+    /// A configuration with the defaults documented on each field.
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: u64,
+        peers: BTreeMap<NodeId, SocketAddr>,
+    ) -> TransportConfig {
+        TransportConfig {
+            node_id,
+            cluster_id,
+            peers,
+            max_frame_bytes: Self::DEFAULT_MAX_FRAME_BYTES,
+            peer_queue_capacity: Self::DEFAULT_PEER_QUEUE_CAPACITY,
+            inbound_capacity: Self::DEFAULT_INBOUND_CAPACITY,
+            reconnect_backoff_initial: Duration::from_millis(10),
+            reconnect_backoff_max: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(2),
+            max_inbound_connections: 1024,
+        }
+    }
+
+    /// Rejects settings that would panic (zero-capacity channels), spin (zero backoff) or cannot
+    /// be framed (a limit over the 4-byte length field).
+    fn validate(&self) -> Result<(), TransportError> {
+        let fail = |what: &str| Err(TransportError::InvalidConfig(what.to_string()));
+        if self.peers.contains_key(&self.node_id) {
+            return fail("peers must not contain this node's own id");
+        }
+        if self.max_frame_bytes == 0 || self.max_frame_bytes > u32::MAX as usize {
+            return fail("max_frame_bytes must be in 1..=u32::MAX");
+        }
+        if self.peer_queue_capacity == 0 || self.inbound_capacity == 0 {
+            return fail("peer_queue_capacity and inbound_capacity must be at least 1");
+        }
+        if self.reconnect_backoff_initial.is_zero()
+            || self.reconnect_backoff_max < self.reconnect_backoff_initial
+        {
+            return fail("need 0 < reconnect_backoff_initial <= reconnect_backoff_max");
+        }
+        if self.handshake_timeout.is_zero() {
+            return fail("handshake_timeout must not be zero");
+        }
+        if self.max_inbound_connections == 0 {
+            return fail("max_inbound_connections must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A setting is out of range.
+    #[error("invalid transport config: {0}")]
+    InvalidConfig(String),
+    /// `start` was called outside a tokio runtime, so there is nowhere to spawn the tasks.
+    #[error("Transport::start must be called from within a tokio runtime")]
+    NoRuntime,
+    /// The listener failed (e.g. its local address cannot be read).
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why one connection ended; internal, only logged.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("connection closed by the peer")]
+    Closed,
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("encode: {0}")]
+    Encode(#[from] postcard::Error),
+    #[error("decode: {0}")]
+    Decode(#[from] wire::DecodeError),
+}
+
+/// A running transport: an accept loop plus one dialing task per peer.
+///
+/// Dropping it aborts its tasks without waiting; [`Transport::shutdown`] stops them and waits.
+#[derive(Debug)]
+pub struct Transport {
+    node_id: NodeId,
+    local_addr: SocketAddr,
+    peers: BTreeMap<NodeId, Arc<Peer>>,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+    /// The accept loop and the peer tasks. Dropping a `JoinSet` aborts its tasks, which is what
+    /// makes dropping the transport stop it.
+    tasks: JoinSet<()>,
+}
+
+impl Transport {
+    /// Starts the transport on an already bound listener (binding is the caller's so that it can
+    /// pick port 0 and learn the port first). Returns the transport and the channel of inbound
+    /// messages. Must be called within a tokio runtime.
+    pub fn start(
+        config: TransportConfig,
+        listener: TcpListener,
+    ) -> Result<(Transport, mpsc::Receiver<Message>), TransportError> {
+        config.validate()?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+        let local_addr = listener.local_addr()?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_capacity);
+        let counters = Arc::new(Counters::default());
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        let ctx = Arc::new(inbound::InboundCtx {
+            node_id: config.node_id,
+            cluster_id: config.cluster_id,
+            peers: config.peers.keys().copied().collect(),
+            max_frame_bytes: config.max_frame_bytes,
+            handshake_timeout: config.handshake_timeout,
+            max_inbound_connections: config.max_inbound_connections,
+            inbound: inbound_tx,
+            counters: counters.clone(),
+        });
+        let span = tracing::info_span!("raftnet_accept", node = config.node_id.0, %local_addr);
+        tasks.spawn_on(
+            inbound::accept_loop(listener, ctx, cancel.clone()).instrument(span),
+            &runtime,
+        );
+
+        let settings = Arc::new(DialSettings {
+            node_id: config.node_id,
+            cluster_id: config.cluster_id,
+            max_frame_bytes: config.max_frame_bytes,
+            handshake_timeout: config.handshake_timeout,
+            backoff_initial: config.reconnect_backoff_initial,
+            backoff_max: config.reconnect_backoff_max,
+        });
+        let mut peers = BTreeMap::new();
+        for (&id, &addr) in &config.peers {
+            let peer = Arc::new(Peer {
+                id,
+                addr,
+                queue: PeerQueue::new(config.peer_queue_capacity),
+                counters: PeerCounters::default(),
+            });
+            peers.insert(id, peer.clone());
+            let (settings, cancel) = (settings.clone(), cancel.clone());
+            let span =
+                tracing::info_span!("raftnet_outbound", node = config.node_id.0, peer = id.0);
+            tasks.spawn_on(
+                async move {
+                    // Cancellation interrupts the task at whatever it awaits (dial, handshake,
+                    // write, backoff sleep); dropping its state closes the socket.
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = outbound::run(&peer, &settings) => {}
+                    }
+                }
+                .instrument(span),
+                &runtime,
+            );
+        }
+
+        let transport = Transport {
+            node_id: config.node_id,
+            local_addr,
+            peers,
+            counters,
+            cancel,
+            tasks,
+        };
+        Ok((transport, inbound_rx))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Queues `msg` for peer `msg.to`. Never blocks or awaits.
+    ///
+    /// If the peer's queue is full, its oldest message is dropped to make room (counted in
+    /// [`PeerStats::dropped`]). A message for an unknown node, or whose `from` is not this node
+    /// (the receiver would reject it), is dropped with a warning and counted in
+    /// [`TransportStats::unroutable`].
+    pub fn send(&self, msg: Message) {
+        if msg.from != self.node_id {
+            bump(&self.counters.unroutable);
+            tracing::warn!(
+                node = self.node_id.0,
+                msg_from = msg.from.0,
+                "message from another node id; dropped"
+            );
+            return;
+        }
+        let Some(peer) = self.peers.get(&msg.to) else {
+            bump(&self.counters.unroutable);
+            tracing::warn!(
+                node = self.node_id.0,
+                to = msg.to.0,
+                "message for an unknown node; dropped"
+            );
+            return;
+        };
+        if peer.queue.push(msg) {
+            bump(&peer.counters.dropped);
+            tracing::trace!(
+                peer = peer.id.0,
+                "peer queue full; dropped the oldest message"
+            );
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> TransportStats {
+        let mut stats = self.counters.snapshot();
+        stats.peers = self
+            .peers
+            .iter()
+            .map(|(&id, peer)| (id, peer.counters.snapshot(peer.queue.len())))
+            .collect();
+        stats
+    }
+
+    /// Stops the accept loop and every peer task, closing all sockets and the listener, and
+    /// waits until they are gone. Queued messages are discarded. After this returns the
+    /// listener's port can be bound again and the inbound channel yields `None` once drained.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(e) = result {
+                if e.is_panic() {
+                    tracing::error!(node = self.node_id.0, error = %e, "transport task panicked");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The wire format of the transport, public so that other implementations (and tests) can speak it.
+//!
+//! Every frame is a 4-byte big-endian length followed by that many payload bytes
+//! (`tokio_util::codec::LengthDelimitedCodec` with its defaults). Payloads are postcard-encoded.
+//!
+//! A connection goes one way: the dialer sends, the acceptor reads.
+//!
+//! 1. The dialer sends one [`Hello`] frame.
+//! 2. The acceptor answers one [`HelloReply`] frame: [`HelloReply::Welcome`], or
+//!    [`HelloReply::Refused`] followed by closing the connection.
+//! 3. After `Welcome`, every frame from the dialer is one postcard-encoded [`raftengine::Message`].
+//!    The acceptor never sends anything else; the dialer treats any further frame as an error.
+//!
+//! Handshake frames are limited to [`HANDSHAKE_MAX_FRAME_BYTES`] so that an unauthenticated
+//! connection cannot make the acceptor reserve a large buffer; message frames are limited to the
+//! configured `max_frame_bytes`.
+
+use bytes::Bytes;
+use raftengine::NodeId;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// The first 8 bytes of every [`Hello`] payload: rejects connections from something that is not
+/// a raftnet transport (a port scanner, an HTTP client) before anything else is looked at.
+pub const MAGIC: [u8; 8] = *b"RAFTENGN";
+
+/// The protocol version spoken by this build; the acceptor requires an exact match.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The largest handshake frame (in either direction) a peer accepts.
+pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 4 * 1024;
+
+/// The dialer's first frame: who it is and which cluster and protocol it belongs to.
+///
+/// The field order is part of the protocol: `magic` and `protocol_version` come first, so that a
+/// future version with a different layout is still reported as "wrong version", not as garbage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 8],
+    /// The dialer's [`PROTOCOL_VERSION`].
+    pub protocol_version: u16,
+    /// The cluster the dialer belongs to; must equal the acceptor's.
+    pub cluster_id: u64,
+    /// The dialer's node id; must be one of the acceptor's peers.
+    pub node_id: NodeId,
+}
+
+impl Hello {
+    /// A hello for this build's magic and protocol version.
+    pub fn new(cluster_id: u64, node_id: NodeId) -> Hello {
+        Hello {
+            magic: MAGIC,
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id,
+            node_id,
+        }
+    }
+}
+
+/// The version-independent start of a [`Hello`]; decoded first so that the version check does
+/// not depend on the rest of the layout.
+#[derive(Deserialize)]
+struct HelloHeader {
+    magic: [u8; 8],
+    protocol_version: u16,
+}
+
+/// The rest of a [`Hello`] for [`PROTOCOL_VERSION`].
+#[derive(Deserialize)]
+struct HelloBody {
+    cluster_id: u64,
+    node_id: NodeId,
+}
+
+/// The acceptor's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The handshake succeeded; message frames may follow.
+    Welcome,
+    /// The handshake failed; the acceptor closes the connection after sending this.
+    Refused {
+        /// Why, for the dialer's logs.
+        reason: String,
+    },
+}
+
+/// Why a [`Hello`] was not accepted (the text goes back to the dialer in
+/// [`HelloReply::Refused`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    /// The payload is not a postcard-encoded hello.
+    #[error("malformed hello: {0}")]
+    Malformed(String),
+    /// The magic bytes are wrong: not a raftnet peer.
+    #[error("bad magic {0:02x?}")]
+    BadMagic([u8; 8]),
+    /// The dialer speaks another protocol version.
+    #[error("protocol version {theirs} not supported (this node speaks {PROTOCOL_VERSION})")]
+    Version {
+        /// The dialer's version.
+        theirs: u16,
+    },
+    /// The dialer belongs to another cluster.
+    #[error("cluster id {theirs} does not match this node's cluster id {ours}")]
+    Cluster {
+        /// The dialer's cluster id.
+        theirs: u64,
+        /// The acceptor's cluster id.
+        ours: u64,
+    },
+    /// The dialer's node id is not one of the acceptor's peers.
+    #[error("node id {0} is not a known peer")]
+    UnknownNode(u64),
+}
+
+/// Decodes and checks a hello payload against this node's cluster id; `is_peer` says whether a
+/// node id is a configured peer. Returns the dialer's node id.
+pub fn check_hello(
+    payload: &[u8],
+    cluster_id: u64,
+    is_peer: impl Fn(NodeId) -> bool,
+) -> Result<NodeId, HelloError> {
+    let (header, rest): (HelloHeader, _) =
+        postcard::take_from_bytes(payload).map_err(|e| HelloError::Malformed(e.to_string()))?;
+    if header.magic != MAGIC {
+        return Err(HelloError::BadMagic(header.magic));
+    }
+    if header.protocol_version != PROTOCOL_VERSION {
+        return Err(HelloError::Version {
+            theirs: header.protocol_version,
+        });
+    }
+    let body: HelloBody = decode(rest).map_err(|e| HelloError::Malformed(e.to_string()))?;
+    if body.cluster_id != cluster_id {
+        return Err(HelloError::Cluster {
+            theirs: body.cluster_id,
+            ours: cluster_id,
+        });
+    }
+    if !is_peer(body.node_id) {
+        return Err(HelloError::UnknownNode(body.node_id.0));
+    }
+    Ok(body.node_id)
+}
+
+/// Why a frame payload could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// postcard rejected the bytes.
+    #[error("postcard: {0}")]
+    Postcard(#[from] postcard::Error),
+    /// The value decoded but bytes were left over: the frame is not what it claims to be.
+    #[error("{0} trailing bytes after the value")]
+    Trailing(usize),
+}
+
+/// Encodes one frame payload.
+pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, postcard::Error> {
+    postcard::to_stdvec(value).map(Bytes::from)
+}
+
+/// Decodes one frame payload, requiring that the whole payload is used (strict: a frame with
+/// garbage after a valid value is malformed).
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
+    let (value, rest) = postcard::take_from_bytes(payload)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Trailing(rest.len()));
+    }
+    Ok(value)
+}
+
+/// The frame codec with a given payload limit.
+pub fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(max_frame_bytes)
+        .new_codec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trip_and_checks() {
+        let payload = encode(&Hello::new(7, NodeId(2))).unwrap();
+        assert_eq!(&payload[..8], b"RAFTENGN");
+        assert_eq!(check_hello(&payload, 7, |n| n == NodeId(2)), Ok(NodeId(2)));
+        assert_eq!(
+            check_hello(&payload, 8, |_| true),
+            Err(HelloError::Cluster { theirs: 7, ours: 8 })
+        );
+        assert_eq!(
+            check_hello(&payload, 7, |_| false),
+            Err(HelloError::UnknownNode(2))
+        );
+        let mut v = Hello::new(7, NodeId(2));
+        v.protocol_version = 99;
+        let payload = encode(&v).unwrap();
+        assert_eq!(
+            check_hello(&payload, 7, |_| true),
+            Err(HelloError::Version { theirs: 99 })
+        );
+        assert!(matches!(
+            check_hello(b"GET / HTTP/1.1\r\n", 7, |_| true),
+            Err(HelloError::BadMagic(_))
+        ));
+        assert!(matches!(
+            check_hello(b"RAF", 7, |_| true),
+            Err(HelloError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn decode_is_strict() {
+        let mut payload = encode(&HelloReply::Welcome).unwrap().to_vec();
+        assert_eq!(decode::<HelloReply>(&payload).unwrap(), HelloReply::Welcome);
+        payload.push(0);
+        assert!(matches!(
+            decode::<HelloReply>(&payload),
+            Err(DecodeError::Trailing(1))
+        ));
+    }
+}
