@@ -90,8 +90,42 @@ impl Segment {
     }
 }
 
-/// Makes `path` a file of `size` zero bytes, durable (data and size).
-pub fn create_zeroed(path: &Path, size: u64) -> Result<(), WalError> {
+/// How a new segment gets its space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// Write zeros: later appends overwrite allocated blocks, so an `fdatasync` writes no
+    /// metadata. Costs a second write of every byte, which only pays off for small syncs.
+    Zeros,
+    /// `fallocate`: blocks are reserved but marked unwritten, so each sync also journals the
+    /// conversion of what it wrote. Cheap per byte, so better for large syncs.
+    Reserve,
+}
+
+impl Allocation {
+    /// Syncs this large (on average) amortize the per-sync extent conversion better than a
+    /// second write of every byte.
+    pub const RESERVE_FROM_FRAME_BYTES: u64 = 256 << 10;
+
+    pub fn for_average_frame(bytes: u64) -> Allocation {
+        if bytes >= Allocation::RESERVE_FROM_FRAME_BYTES {
+            Allocation::Reserve
+        } else {
+            Allocation::Zeros
+        }
+    }
+}
+
+/// Makes `path` a durable file of `size` bytes that read as zeros.
+pub fn create_segment_file(path: &Path, size: u64, allocation: Allocation) -> Result<(), WalError> {
+    if allocation == Allocation::Reserve {
+        let file = File::create(path).map_err(WalError::io(path))?;
+        match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size) {
+            Ok(()) => return file.sync_all().map_err(WalError::io(path)),
+            // A filesystem without fallocate: fall back to zeros.
+            Err(rustix::io::Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(WalError::io(path)(e.into())),
+        }
+    }
     let mut file = File::create(path).map_err(WalError::io(path))?;
     let chunk = vec![0u8; 1 << 20];
     let mut left = size;
@@ -110,8 +144,8 @@ pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(WalError::io(dir))
 }
 
-/// Keeps one zero-filled spare segment ready, made on a background thread, so rolling to a new
-/// segment costs a rename instead of writing a whole segment of zeros on the append path.
+/// Keeps one spare segment ready, made on a background thread, so rolling to a new segment costs
+/// a rename instead of allocating a whole segment on the append path.
 #[derive(Debug)]
 pub struct Preallocator {
     spare: PathBuf,
@@ -139,17 +173,19 @@ impl Preallocator {
     }
 
     /// Starts making the next spare unless one exists or is on its way.
-    pub fn prepare(&mut self) {
+    pub fn prepare(&mut self, allocation: Allocation) {
         if self.in_progress.is_none() && !self.spare.exists() {
             let (path, size) = (self.spare.clone(), self.size);
-            self.in_progress = Some(std::thread::spawn(move || create_zeroed(&path, size)));
+            self.in_progress = Some(std::thread::spawn(move || {
+                create_segment_file(&path, size, allocation)
+            }));
         }
     }
 
     /// Renames the spare (waiting for it if needed) to `target`, durably, and starts the next one.
-    pub fn install(&mut self, target: &Path) -> Result<(), WalError> {
+    pub fn install(&mut self, target: &Path, next: Allocation) -> Result<(), WalError> {
         if !self.spare.exists() {
-            self.prepare();
+            self.prepare(next);
         }
         let made = self
             .in_progress
@@ -165,7 +201,7 @@ impl Preallocator {
         if let Some(dir) = target.parent() {
             sync_dir(dir)?;
         }
-        self.prepare();
+        self.prepare(next);
         Ok(())
     }
 

@@ -8,7 +8,7 @@
 
 use crate::error::WalError;
 use crate::format::{self, FrameAt, FrameBuffer, Payload, Record, FRAME_ALIGN};
-use crate::segment::{self, parse_segment_name, segment_name, Preallocator, Segment};
+use crate::segment::{self, parse_segment_name, segment_name, Allocation, Preallocator, Segment};
 use raftengine::{
     Entry, EntryPayload, HardState, LogId, LogIndex, LogStorage, LogWrite, NodeId, StorageError,
     StoredState, Term,
@@ -233,6 +233,8 @@ pub struct Wal {
     /// Ordered by `seq`; the last one receives new frames.
     segments: Vec<Segment>,
     write_offset: u64,
+    /// Frames written to the last segment since it was opened here.
+    segment_frames: u64,
     map: LogMap,
     /// The state as of the last frame written (what a new segment's header records).
     flushed: LogState,
@@ -280,6 +282,7 @@ impl Wal {
             segment_bytes: options.segment_bytes,
             _lock: lock,
             write_offset: 0,
+            segment_frames: 0,
             map: LogMap::default(),
             flushed: LogState::default(),
             pending: FrameBuffer::default(),
@@ -353,7 +356,7 @@ impl Wal {
         self.flushed = self.map.state;
         self.recovery = report;
         if !self.segments.is_empty() {
-            self.preallocator.prepare();
+            self.preallocator.prepare(Allocation::Zeros);
         }
         Ok(())
     }
@@ -484,6 +487,7 @@ impl Wal {
             len: frame.len() as u32,
         };
         self.write_offset += frame.len() as u64;
+        self.segment_frames += 1;
         for key in self.pending_keys.drain(..) {
             if let Some(frame_ref) = self.map.runs.get_mut(&key) {
                 if *frame_ref == FrameRef::Pending {
@@ -506,12 +510,16 @@ impl Wal {
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let first = self.flushed.last_index.0 + 1;
         let path = self.wal_dir.join(segment_name(seq, first));
+        // The next spare is allocated for syncs like the ones that filled this segment.
+        let frames = self.segment_frames.max(1);
+        let next = Allocation::for_average_frame(self.write_offset / frames);
         if frame_bytes > self.segment_bytes {
-            segment::create_zeroed(&path, frame_bytes)?;
+            segment::create_segment_file(&path, frame_bytes, Allocation::Zeros)?;
             segment::sync_dir(&self.wal_dir)?;
         } else {
-            self.preallocator.install(&path)?;
+            self.preallocator.install(&path, next)?;
         }
+        self.segment_frames = 0;
         let mut segment = Segment::open(&self.wal_dir, seq, first)?;
         segment.has_frames = true;
         self.segments.push(segment);
