@@ -162,6 +162,50 @@ enum ConnError {
     Decode(#[from] wire::DecodeError),
 }
 
+/// The sending side of a [`Transport`]: it only queues messages for the peer tasks.
+#[derive(Debug, Clone)]
+pub struct TransportSender {
+    node_id: NodeId,
+    peers: Arc<BTreeMap<NodeId, Arc<Peer>>>,
+    counters: Arc<Counters>,
+}
+
+impl TransportSender {
+    /// Queues `msg` for peer `msg.to`. Never blocks or awaits.
+    ///
+    /// If the peer's queue is full, its oldest message is dropped to make room (counted in
+    /// [`PeerStats::dropped`]). A message for an unknown node, or whose `from` is not this node
+    /// (the receiver would reject it), is dropped with a warning and counted in
+    /// [`TransportStats::unroutable`].
+    pub fn send(&self, msg: Message) {
+        if msg.from != self.node_id {
+            bump(&self.counters.unroutable);
+            tracing::warn!(
+                node = self.node_id.0,
+                msg_from = msg.from.0,
+                "message from another node id; dropped"
+            );
+            return;
+        }
+        let Some(peer) = self.peers.get(&msg.to) else {
+            bump(&self.counters.unroutable);
+            tracing::warn!(
+                node = self.node_id.0,
+                to = msg.to.0,
+                "message for an unknown node; dropped"
+            );
+            return;
+        };
+        if peer.queue.push(msg) {
+            bump(&peer.counters.dropped);
+            tracing::trace!(
+                peer = peer.id.0,
+                "peer queue full; dropped the oldest message"
+            );
+        }
+    }
+}
+
 /// A running transport: an accept loop plus one dialing task per peer.
 ///
 /// Dropping it aborts its tasks without waiting; [`Transport::shutdown`] stops them and waits.
@@ -169,7 +213,7 @@ enum ConnError {
 pub struct Transport {
     node_id: NodeId,
     local_addr: SocketAddr,
-    peers: BTreeMap<NodeId, Arc<Peer>>,
+    sender: TransportSender,
     counters: Arc<Counters>,
     cancel: CancellationToken,
     /// The accept loop and the peer tasks. Dropping a `JoinSet` aborts its tasks, which is what
@@ -247,7 +291,11 @@ impl Transport {
         let transport = Transport {
             node_id: config.node_id,
             local_addr,
-            peers,
+            sender: TransportSender {
+                node_id: config.node_id,
+                peers: Arc::new(peers),
+                counters: counters.clone(),
+            },
             counters,
             cancel,
             tasks,
@@ -265,44 +313,21 @@ impl Transport {
         self.local_addr
     }
 
-    /// Queues `msg` for peer `msg.to`. Never blocks or awaits.
-    ///
-    /// If the peer's queue is full, its oldest message is dropped to make room (counted in
-    /// [`PeerStats::dropped`]). A message for an unknown node, or whose `from` is not this node
-    /// (the receiver would reject it), is dropped with a warning and counted in
-    /// [`TransportStats::unroutable`].
+    /// Queues `msg` for peer `msg.to`; see [`TransportSender::send`].
     pub fn send(&self, msg: Message) {
-        if msg.from != self.node_id {
-            bump(&self.counters.unroutable);
-            tracing::warn!(
-                node = self.node_id.0,
-                msg_from = msg.from.0,
-                "message from another node id; dropped"
-            );
-            return;
-        }
-        let Some(peer) = self.peers.get(&msg.to) else {
-            bump(&self.counters.unroutable);
-            tracing::warn!(
-                node = self.node_id.0,
-                to = msg.to.0,
-                "message for an unknown node; dropped"
-            );
-            return;
-        };
-        if peer.queue.push(msg) {
-            bump(&peer.counters.dropped);
-            tracing::trace!(
-                peer = peer.id.0,
-                "peer queue full; dropped the oldest message"
-            );
-        }
+        self.sender.send(msg);
+    }
+
+    /// A cheap, cloneable handle that only sends (for the node's event loop).
+    pub fn sender(&self) -> TransportSender {
+        self.sender.clone()
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> TransportStats {
         let mut stats = self.counters.snapshot();
         stats.peers = self
+            .sender
             .peers
             .iter()
             .map(|(&id, peer)| (id, peer.counters.snapshot(peer.queue.len())))

@@ -6,6 +6,7 @@ use crate::wal::Wal;
 use raftengine::{LogIndex, PersistBatch, StorageError};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// A completion: every batch up to and including `seq` is durable, and the log ends at
 /// `last_index`. Feed `seq` to `RaftNode::persisted`.
@@ -15,11 +16,19 @@ pub struct Durable {
     pub last_index: LogIndex,
     /// How many batches this one sync covered.
     pub batches: usize,
+    /// How long the write and `fdatasync` took.
+    pub sync_time: Duration,
+}
+
+enum WriterRequest {
+    Persist(PersistBatch),
+    /// The node stopped on a fatal error: record it so a restart refuses.
+    MarkBroken(String),
 }
 
 /// Owns a [`Wal`] on a writer thread. `submit` never blocks on the disk.
 pub struct GroupCommit {
-    requests: Option<Sender<PersistBatch>>,
+    requests: Option<Sender<WriterRequest>>,
     writer: Option<JoinHandle<Wal>>,
 }
 
@@ -49,9 +58,19 @@ impl GroupCommit {
 
     /// Queues a batch. Fails only when the writer has stopped (after a storage error).
     pub fn submit(&self, batch: PersistBatch) -> Result<(), WalError> {
+        self.send(WriterRequest::Persist(batch))
+    }
+
+    /// Marks the log broken (after the queued batches are written), so it refuses to load until
+    /// an operator clears it.
+    pub fn mark_broken(&self, reason: &str) -> Result<(), WalError> {
+        self.send(WriterRequest::MarkBroken(reason.to_string()))
+    }
+
+    fn send(&self, request: WriterRequest) -> Result<(), WalError> {
         self.requests
             .as_ref()
-            .and_then(|tx| tx.send(batch).ok())
+            .and_then(|tx| tx.send(request).ok())
             .ok_or_else(|| WalError::Failed("the log writer has stopped".into()))
     }
 
@@ -79,26 +98,43 @@ impl Drop for GroupCommit {
 
 fn run_writer(
     mut wal: Wal,
-    inbox: Receiver<PersistBatch>,
+    inbox: Receiver<WriterRequest>,
     mut on_durable: impl FnMut(Result<Durable, StorageError>),
 ) -> Wal {
+    let mut broken = None;
     while let Ok(first) = inbox.recv() {
-        let mut seq = first.seq;
-        let mut batches = 1;
-        let mut result = write_batch(&mut wal, &first);
+        let started = Instant::now();
+        let (mut seq, mut batches) = (0, 0);
+        let mut result = Ok(());
+        let mut next = Some(first);
         // Everything that queued up while the previous sync ran goes into this one.
-        while result.is_ok() {
-            let Ok(batch) = inbox.try_recv() else { break };
-            seq = batch.seq;
-            batches += 1;
-            result = write_batch(&mut wal, &batch);
+        while let Some(request) = next.take() {
+            match request {
+                WriterRequest::Persist(batch) => {
+                    seq = batch.seq;
+                    batches += 1;
+                    result = write_batch(&mut wal, &batch);
+                }
+                WriterRequest::MarkBroken(reason) => broken = Some(reason),
+            }
+            if result.is_err() {
+                break;
+            }
+            next = inbox.try_recv().ok();
         }
         let result = result.and_then(|()| wal.sync().map_err(StorageError::from));
+        if let Some(reason) = broken.take() {
+            if let Err(e) = wal.mark_broken(&reason) {
+                on_durable(Err(e.into()));
+            }
+        }
         match result {
+            Ok(()) if batches == 0 => {}
             Ok(()) => on_durable(Ok(Durable {
                 seq,
                 last_index: wal.last_index(),
                 batches,
+                sync_time: started.elapsed(),
             })),
             Err(e) => {
                 // Hang up first, so no submit succeeds once the error is reported.

@@ -222,6 +222,7 @@ fn group_commit_reports_every_batch_durable_in_order() {
             seq,
             last_index,
             batches,
+            ..
         } = completions.recv().expect("completion").expect("durable");
         assert_eq!(
             seq,

@@ -1,0 +1,609 @@
+//! The tokio driver of the sans-IO core: one task runs the [`RaftNode`], a thread makes its log
+//! durable (group commit), another task applies committed entries, and the transport moves
+//! messages. The simulator drives the very same core by hand.
+//!
+//! ```text
+//!  clients ──requests──> raft loop (RaftNode) ──persist──> log writer thread (one fdatasync per group)
+//!  transport ─messages─>     │  │   ^──────── durable up to seq ───────┘
+//!            <─messages──────┘  └──committed entries, confirmed reads──> apply task ──> replies
+//! ```
+//!
+//! Performance by design: every request and message that queued while the loop was busy is
+//! handled before the core's output is taken, so proposals made together become one append, one
+//! AppendEntries per follower and one durable write; the leader sends before its own write is
+//! durable (thesis §10.2.1); applying runs off the loop.
+
+mod apply;
+mod backend;
+mod metrics;
+
+pub use backend::{InProcessNetwork, LogBackend, Network};
+pub use metrics::{Histogram, Metrics};
+
+use crate::transport::{Transport, TransportConfig, TransportStats};
+use apply::{Applier, ApplyMsg};
+use raftengine::{
+    CommandRejected, Config, ConfigError, Event, LogIndex, LogStorage, Message, NodeId, Output,
+    RaftNode, RequestId, RoleKind, StartError, StateMachine, Status,
+};
+use raftwal::{Wal, WalError, WalOptions};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Settings of one node of a networked cluster.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub cluster_id: u64,
+    /// Raft addresses of the other voters.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    pub data_dir: PathBuf,
+    /// Length of one core tick. The core's defaults (heartbeat 1 tick, election 15–30 ticks)
+    /// give, with 10 ms, the seed engine's 10 ms heartbeat and 150–300 ms election timeout.
+    pub tick: Duration,
+    /// The core's settings; `voters` and `id` are filled in from this config.
+    pub raft: Config,
+    pub segment_bytes: u64,
+}
+
+impl NodeConfig {
+    /// Defaults: 10 ms ticks, forwarding of commands to the leader on, pre-vote and check-quorum
+    /// on, 64 MiB segments.
+    pub fn new(
+        id: NodeId,
+        cluster_id: u64,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        data_dir: impl Into<PathBuf>,
+    ) -> NodeConfig {
+        let mut voters: Vec<NodeId> = peers.keys().copied().collect();
+        voters.push(id);
+        voters.sort();
+        let mut raft = Config::new(id, voters);
+        raft.forward_proposals = true;
+        raft.jitter_seed = random_seed();
+        NodeConfig {
+            id,
+            cluster_id,
+            peers,
+            data_dir: data_dir.into(),
+            tick: Duration::from_millis(10),
+            raft,
+            segment_bytes: WalOptions::default().segment_bytes,
+        }
+    }
+}
+
+/// Election jitter must differ between nodes and restarts; std's hasher keys are random.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("storage: {0}")]
+    Storage(#[from] raftengine::StorageError),
+    #[error("transport: {0}")]
+    Transport(#[from] crate::transport::TransportError),
+}
+
+/// Why a client request got no result.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ClientError {
+    /// This node does not lead and does not forward; ask `leader` (if known).
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    /// No leader right now (an election is under way), or a read lost its leader: retry.
+    #[error("no leader available; retry")]
+    Retry,
+    /// The command was accepted but leadership changed before it committed: it may or may not
+    /// take effect.
+    #[error("leadership changed before the command committed; outcome unknown")]
+    OutcomeUnknown,
+    /// The state machine refused the command (a deterministic result).
+    #[error("{0}")]
+    Rejected(String),
+    /// The node stopped (shut down, or a fatal error).
+    #[error("node stopped: {0}")]
+    Stopped(String),
+}
+
+/// The `status` view: role, term, leader, indexes and, on a leader, each follower's progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub durable_index: u64,
+    /// (follower, match index, next index) on a leader.
+    pub progress: Vec<(u64, u64, u64)>,
+    pub stopped: Option<String>,
+}
+
+impl NodeStatus {
+    fn from_core(status: &Status, applied: LogIndex, durable: LogIndex) -> NodeStatus {
+        NodeStatus {
+            id: status.id.0,
+            role: role_name(status.role).to_string(),
+            term: status.term.0,
+            leader: status.leader.map(|l| l.0),
+            last_index: status.last_index.0,
+            commit_index: status.commit.0,
+            applied_index: applied.0,
+            durable_index: durable.0,
+            progress: status
+                .progress
+                .iter()
+                .map(|(id, m, n)| (id.0, m.0, n.0))
+                .collect(),
+            stopped: None,
+        }
+    }
+}
+
+pub fn role_name(role: RoleKind) -> &'static str {
+    match role {
+        RoleKind::Follower => "follower",
+        RoleKind::PreCandidate => "pre-candidate",
+        RoleKind::Candidate => "candidate",
+        RoleKind::Leader => "leader",
+    }
+}
+
+type WriteReply = oneshot::Sender<Result<Vec<u8>, ClientError>>;
+type ReadReply = oneshot::Sender<Result<(), ClientError>>;
+
+enum Request {
+    Write { command: Vec<u8>, reply: WriteReply },
+    Read { reply: ReadReply },
+}
+
+/// A cloneable handle for clients of one node.
+pub struct NodeHandle<S> {
+    requests: mpsc::UnboundedSender<Request>,
+    status: watch::Receiver<NodeStatus>,
+    state_machine: Arc<RwLock<S>>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Clone for NodeHandle<S> {
+    fn clone(&self) -> Self {
+        NodeHandle {
+            requests: self.requests.clone(),
+            status: self.status.clone(),
+            state_machine: self.state_machine.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> NodeHandle<S> {
+    /// Replicates `command` and returns the state machine's answer once it is applied here.
+    pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Write { command, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// A linearizable read: waits until this node has applied everything committed before the
+    /// read began (ReadIndex, confirmed by the leader), then runs `f` on the state machine.
+    pub async fn read<R>(&self, f: impl FnOnce(&S) -> R) -> Result<R, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Read { reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())??;
+        let state_machine = self
+            .state_machine
+            .read()
+            .map_err(|_| ClientError::Stopped("state machine lock poisoned".into()))?;
+        Ok(f(&state_machine))
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the status satisfies `ready` (for tests and tools).
+    pub async fn wait_for(&self, ready: impl Fn(&NodeStatus) -> bool) -> NodeStatus {
+        let mut status = self.status.clone();
+        let result = status.wait_for(|s| ready(s)).await.map(|s| s.clone());
+        result.unwrap_or_else(|_| self.status())
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+fn stopped() -> ClientError {
+    ClientError::Stopped("the node is shut down".into())
+}
+
+/// A running node. Dropping it without [`Node::shutdown`] aborts its tasks.
+pub struct Node<S> {
+    handle: NodeHandle<S>,
+    cancel: CancellationToken,
+    raft_loop: Option<JoinHandle<()>>,
+    apply_task: Option<JoinHandle<()>>,
+    transport: Option<Transport>,
+}
+
+impl<S> Node<S>
+where
+    S: StateMachine + Send + Sync + 'static,
+{
+    /// Opens the durable log in `config.data_dir`, restarts the core from it, and joins the
+    /// cluster over TCP on `listener`.
+    pub async fn start(
+        config: NodeConfig,
+        listener: TcpListener,
+        state_machine: S,
+    ) -> Result<Node<S>, NodeError> {
+        let wal = Wal::open(
+            WalOptions::new(config.data_dir.clone()).segment_bytes(config.segment_bytes),
+        )?;
+        let stored = wal.load()?;
+        let transport_config =
+            TransportConfig::new(config.id, config.cluster_id, config.peers.clone());
+        let (transport, inbound) = Transport::start(transport_config, listener)?;
+        let network: Arc<dyn Network> = Arc::new(transport.sender());
+        let mut node = Node::start_with(
+            config,
+            LogBackend::durable(wal),
+            stored,
+            network,
+            inbound,
+            state_machine,
+        )?;
+        node.transport = Some(transport);
+        Ok(node)
+    }
+
+    /// Starts a node on any log backend and network (the in-process benchmark uses an in-memory
+    /// log and channels).
+    pub fn start_with(
+        config: NodeConfig,
+        backend: LogBackend,
+        stored: raftengine::StoredState,
+        network: Arc<dyn Network>,
+        inbound: mpsc::Receiver<Message>,
+        state_machine: S,
+    ) -> Result<Node<S>, NodeError> {
+        let mut raft_config = config.raft.clone();
+        raft_config.id = config.id;
+        let raft = RaftNode::restart(raft_config, stored)?;
+        let durable = raft.log().last_index();
+        let state_machine = Arc::new(RwLock::new(state_machine));
+        let metrics = Arc::new(Metrics::default());
+        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let initial = NodeStatus::from_core(&raft.status(), LogIndex(0), durable);
+        let (status_tx, status) = watch::channel(initial);
+        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+        let (applied_tx, applied_rx) = watch::channel(LogIndex(0));
+        let cancel = CancellationToken::new();
+        let applier = Applier::new(state_machine.clone(), applied_tx, metrics.clone());
+        let apply_task = tokio::spawn(applier.run(apply_rx));
+        let (durable_tx, durable_rx) = mpsc::unbounded_channel();
+        let backend = backend.start(durable_tx, metrics.clone());
+        let raft_loop = RaftLoop {
+            raft,
+            backend,
+            network,
+            apply: apply_tx,
+            applied: applied_rx,
+            status: status_tx,
+            durable,
+            next_request: 1,
+            writes: HashMap::new(),
+            reads: HashMap::new(),
+            proposed_at: BTreeMap::new(),
+            metrics: metrics.clone(),
+            last_role: None,
+        };
+        let task =
+            tokio::spawn(raft_loop.run(config.tick, requests, inbound, durable_rx, cancel.clone()));
+        Ok(Node {
+            handle: NodeHandle {
+                requests: requests_tx,
+                status,
+                state_machine,
+                metrics,
+            },
+            cancel,
+            raft_loop: Some(task),
+            apply_task: Some(apply_task),
+            transport: None,
+        })
+    }
+
+    pub fn handle(&self) -> NodeHandle<S> {
+        self.handle.clone()
+    }
+
+    pub fn transport_stats(&self) -> Option<TransportStats> {
+        self.transport.as_ref().map(Transport::stats)
+    }
+
+    /// Stops accepting work, makes what was queued for the log durable, and stops every task.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.raft_loop.take() {
+            let _ = task.await;
+        }
+        if let Some(task) = self.apply_task.take() {
+            let _ = task.await;
+        }
+        if let Some(transport) = self.transport.take() {
+            transport.shutdown().await;
+        }
+    }
+}
+
+impl<S> Drop for Node<S> {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.raft_loop.take() {
+            task.abort();
+        }
+        if let Some(task) = self.apply_task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Inputs handled per loop turn before the output is taken (bounds latency under load).
+const MAX_INPUTS_PER_TURN: usize = 4096;
+
+struct RaftLoop {
+    raft: RaftNode,
+    backend: backend::RunningBackend,
+    network: Arc<dyn Network>,
+    apply: mpsc::UnboundedSender<ApplyMsg>,
+    applied: watch::Receiver<LogIndex>,
+    status: watch::Sender<NodeStatus>,
+    durable: LogIndex,
+    next_request: u64,
+    writes: HashMap<RequestId, WriteReply>,
+    reads: HashMap<RequestId, ReadReply>,
+    /// When each pending write was proposed here (append latency).
+    proposed_at: BTreeMap<RequestId, Instant>,
+    metrics: Arc<Metrics>,
+    last_role: Option<RoleKind>,
+}
+
+impl RaftLoop {
+    async fn run(
+        mut self,
+        tick: Duration,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut inbound: mpsc::Receiver<Message>,
+        mut durable: mpsc::UnboundedReceiver<backend::Durable>,
+        cancel: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(done) = durable.recv() => {
+                    self.on_durable(done);
+                    while let Ok(done) = durable.try_recv() {
+                        self.on_durable(done);
+                    }
+                }
+                Some(msg) = inbound.recv() => {
+                    self.on_message(msg);
+                    for _ in 0..MAX_INPUTS_PER_TURN {
+                        let Ok(msg) = inbound.try_recv() else { break };
+                        self.on_message(msg);
+                    }
+                }
+                Some(request) = requests.recv() => {
+                    self.on_request(request);
+                    for _ in 0..MAX_INPUTS_PER_TURN {
+                        let Ok(request) = requests.try_recv() else { break };
+                        self.on_request(request);
+                    }
+                }
+                _ = ticker.tick() => self.raft.tick(),
+            }
+            // Whatever else is already queued joins this turn's output.
+            while let Ok(request) = requests.try_recv() {
+                self.on_request(request);
+            }
+            if !self.carry_out() {
+                break;
+            }
+        }
+        self.stop_all("the node is shutting down");
+        self.backend.shutdown();
+    }
+
+    fn on_durable(&mut self, done: backend::Durable) {
+        match done {
+            Ok(d) => {
+                self.durable = d.last_index;
+                self.raft.persisted(d.seq);
+            }
+            Err(e) => {
+                tracing::error!("log storage failed, stopping the node: {e}");
+                self.raft.fail(raftengine::FatalError::StateMachine {
+                    index: self.raft.commit_index(),
+                    reason: format!("log storage failed: {e}"),
+                });
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) {
+        if let Err(e) = self.raft.step(msg) {
+            tracing::warn!("refused a message: {e}");
+        }
+    }
+
+    fn on_request(&mut self, request: Request) {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        match request {
+            Request::Write { command, reply } => {
+                self.writes.insert(id, reply);
+                self.proposed_at.insert(id, Instant::now());
+                self.metrics.proposals.inc();
+                self.raft.propose(id, command);
+            }
+            Request::Read { reply } => {
+                self.reads.insert(id, reply);
+                self.metrics.reads.inc();
+                self.raft.read(id);
+            }
+        }
+    }
+
+    /// Carries out the core's output. False when the node must stop.
+    fn carry_out(&mut self) -> bool {
+        loop {
+            let out: Output = self.raft.take_output();
+            if out.is_empty() {
+                break;
+            }
+            // Send first: followers write in parallel with the leader's own write.
+            for msg in out.messages {
+                self.network.send(msg);
+            }
+            if let Some(batch) = out.persist {
+                self.backend.persist(batch);
+            }
+            let now = Instant::now();
+            let mut entries = Vec::with_capacity(out.committed.len());
+            for committed in out.committed {
+                let reply = committed.request.and_then(|id| {
+                    if let Some(at) = self.proposed_at.remove(&id) {
+                        self.metrics.commit_latency.observe(now.duration_since(at));
+                    }
+                    self.writes.remove(&id)
+                });
+                entries.push((committed.entry, reply));
+            }
+            if !entries.is_empty() {
+                let _ = self.apply.send(ApplyMsg::Entries(entries));
+            }
+            for ready in out.reads {
+                if let Some(reply) = self.reads.remove(&ready.request) {
+                    let _ = self.apply.send(ApplyMsg::Read {
+                        index: ready.index,
+                        reply,
+                    });
+                }
+            }
+            for (id, why) in out.rejected {
+                self.reject(id, why);
+            }
+            for event in &out.events {
+                if let Event::ElectionWon { .. } = event {
+                    self.metrics.elections_won.inc();
+                }
+                if let Event::RoleChanged {
+                    role: RoleKind::Candidate,
+                    ..
+                } = event
+                {
+                    self.metrics.elections_started.inc();
+                }
+            }
+            if let Some(fatal) = out.fatal {
+                tracing::error!("node stopped: {fatal}");
+                self.backend.mark_broken(&fatal.to_string());
+                self.publish_status(Some(fatal.to_string()));
+                return false;
+            }
+        }
+        self.publish_status(None);
+        true
+    }
+
+    fn reject(&mut self, id: RequestId, why: CommandRejected) {
+        self.proposed_at.remove(&id);
+        let error = match why {
+            CommandRejected::Redirect { leader } => ClientError::NotLeader {
+                leader: Some(leader),
+            },
+            CommandRejected::Retry => ClientError::Retry,
+            CommandRejected::LeadershipLost => ClientError::OutcomeUnknown,
+        };
+        if let Some(reply) = self.writes.remove(&id) {
+            let _ = reply.send(Err(error));
+        } else if let Some(reply) = self.reads.remove(&id) {
+            let error = match error {
+                ClientError::OutcomeUnknown => ClientError::Retry,
+                other => other,
+            };
+            let _ = reply.send(Err(error));
+        }
+    }
+
+    fn publish_status(&mut self, stopped: Option<String>) {
+        let core = self.raft.status();
+        let applied = *self.applied.borrow();
+        let mut status = NodeStatus::from_core(&core, applied, self.durable);
+        status.stopped = stopped;
+        self.metrics.term.set(core.term.0);
+        self.metrics.commit_index.set(core.commit.0);
+        self.metrics.applied_index.set(applied.0);
+        self.metrics
+            .is_leader
+            .set(u64::from(core.role == RoleKind::Leader));
+        if self.last_role != Some(core.role) {
+            self.last_role = Some(core.role);
+            tracing::info!(term = core.term.0, "role: {}", role_name(core.role));
+        }
+        self.status.send_if_modified(|current| {
+            let changed = current.role != status.role
+                || current.term != status.term
+                || current.leader != status.leader
+                || current.commit_index != status.commit_index
+                || current.applied_index != status.applied_index
+                || current.last_index != status.last_index
+                || current.durable_index != status.durable_index
+                || current.stopped != status.stopped
+                || current.progress != status.progress;
+            if changed {
+                *current = status;
+            }
+            changed
+        });
+    }
+
+    fn stop_all(&mut self, reason: &str) {
+        for (_, reply) in self.writes.drain() {
+            let _ = reply.send(Err(ClientError::Stopped(reason.into())));
+        }
+        for (_, reply) in self.reads.drain() {
+            let _ = reply.send(Err(ClientError::Stopped(reason.into())));
+        }
+    }
+}

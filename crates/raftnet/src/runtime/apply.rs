@@ -1,0 +1,118 @@
+//! The apply task: applies committed entries in order, answers the writes they carry, and
+//! releases confirmed reads once their index is applied. It runs beside the raft loop, so
+//! applying never delays replication.
+
+use super::metrics::Metrics;
+use super::{ClientError, ReadReply, WriteReply};
+use raftengine::{ApplyError, Entry, EntryPayload, LogIndex, StateMachine};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::{mpsc, watch};
+
+pub(crate) enum ApplyMsg {
+    Entries(Vec<(Entry, Option<WriteReply>)>),
+    Read { index: LogIndex, reply: ReadReply },
+}
+
+pub(crate) struct Applier<S> {
+    state_machine: Arc<RwLock<S>>,
+    applied: LogIndex,
+    applied_tx: watch::Sender<LogIndex>,
+    waiting_reads: BTreeMap<LogIndex, Vec<ReadReply>>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S: StateMachine> Applier<S> {
+    pub fn new(
+        state_machine: Arc<RwLock<S>>,
+        applied_tx: watch::Sender<LogIndex>,
+        metrics: Arc<Metrics>,
+    ) -> Applier<S> {
+        Applier {
+            state_machine,
+            applied: LogIndex(0),
+            applied_tx,
+            waiting_reads: BTreeMap::new(),
+            metrics,
+        }
+    }
+
+    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ApplyMsg>) {
+        while let Some(first) = inbox.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = inbox.try_recv() {
+                batch.push(more);
+            }
+            if !self.handle(batch) {
+                break;
+            }
+        }
+        for (_, replies) in std::mem::take(&mut self.waiting_reads) {
+            for reply in replies {
+                let _ = reply.send(Err(ClientError::Stopped("the node stopped".into())));
+            }
+        }
+    }
+
+    /// False when applying failed fatally (the node must stop).
+    fn handle(&mut self, batch: Vec<ApplyMsg>) -> bool {
+        let mut replies = Vec::new();
+        {
+            let Ok(mut state_machine) = self.state_machine.write() else {
+                return false;
+            };
+            for msg in batch {
+                match msg {
+                    ApplyMsg::Entries(entries) => {
+                        for (entry, reply) in entries {
+                            if entry.index <= self.applied {
+                                continue;
+                            }
+                            let result = match &entry.payload {
+                                EntryPayload::TermStart => Ok(Vec::new()),
+                                EntryPayload::Command(command) => {
+                                    state_machine.apply(entry.index, command)
+                                }
+                            };
+                            self.applied = entry.index;
+                            let answer = match result {
+                                Ok(value) => Ok(value),
+                                Err(ApplyError::Rejected(reason)) => {
+                                    Err(ClientError::Rejected(reason))
+                                }
+                                Err(ApplyError::Fatal(reason)) => {
+                                    tracing::error!(
+                                        index = entry.index.0,
+                                        "state machine failed: {reason}"
+                                    );
+                                    if let Some(reply) = reply {
+                                        let _ = reply.send(Err(ClientError::Stopped(reason)));
+                                    }
+                                    return false;
+                                }
+                            };
+                            if let Some(reply) = reply {
+                                replies.push((reply, answer));
+                            }
+                        }
+                    }
+                    ApplyMsg::Read { index, reply } => {
+                        self.waiting_reads.entry(index).or_default().push(reply);
+                    }
+                }
+            }
+        }
+        self.metrics.applied_index.set(self.applied.0);
+        let _ = self.applied_tx.send(self.applied);
+        for (reply, answer) in replies {
+            let _ = reply.send(answer);
+        }
+        let still_waiting = self.waiting_reads.split_off(&self.applied.next());
+        for (_, ready) in std::mem::replace(&mut self.waiting_reads, still_waiting) {
+            for reply in ready {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,149 @@
+//! Where a node's log lives and how its messages travel: the durable log on the group-commit
+//! thread or an in-memory log; the TCP transport or in-process channels.
+
+use super::metrics::Metrics;
+use crate::transport::TransportSender;
+use raftengine::{LogStorage, MemoryStorage, Message, NodeId, PersistBatch, StorageError};
+use raftwal::{GroupCommit, Wal};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
+
+/// A completion from the log: every batch up to `seq` is durable.
+pub type Durable = Result<raftwal::Durable, StorageError>;
+
+/// Sends messages to peers. Never blocks; may drop (Raft tolerates loss).
+pub trait Network: Send + Sync {
+    fn send(&self, msg: Message);
+}
+
+impl Network for TransportSender {
+    fn send(&self, msg: Message) {
+        TransportSender::send(self, msg);
+    }
+}
+
+/// Channels between nodes of one process (the in-process benchmark and tests).
+#[derive(Default)]
+pub struct InProcessNetwork {
+    nodes: RwLock<BTreeMap<NodeId, mpsc::Sender<Message>>>,
+}
+
+impl InProcessNetwork {
+    /// Registers a node and returns its inbound channel.
+    pub fn join(&self, id: NodeId, capacity: usize) -> mpsc::Receiver<Message> {
+        let (tx, rx) = mpsc::channel(capacity);
+        if let Ok(mut nodes) = self.nodes.write() {
+            nodes.insert(id, tx);
+        }
+        rx
+    }
+
+    /// Stops delivering to `id` (a crash or a partition).
+    pub fn leave(&self, id: NodeId) {
+        if let Ok(mut nodes) = self.nodes.write() {
+            nodes.remove(&id);
+        }
+    }
+}
+
+impl Network for InProcessNetwork {
+    fn send(&self, msg: Message) {
+        let Ok(nodes) = self.nodes.read() else {
+            return;
+        };
+        if let Some(tx) = nodes.get(&msg.to) {
+            // A full inbox drops the message, as a real network would.
+            let _ = tx.try_send(msg);
+        }
+    }
+}
+
+/// The log a node starts with.
+pub enum LogBackend {
+    Durable(Box<Wal>),
+    /// Persistence is instant and lost with the process (benchmarks of the framework itself).
+    Memory(MemoryStorage),
+}
+
+impl LogBackend {
+    pub fn durable(wal: Wal) -> LogBackend {
+        LogBackend::Durable(Box::new(wal))
+    }
+
+    pub(crate) fn start(
+        self,
+        durable: mpsc::UnboundedSender<Durable>,
+        metrics: Arc<Metrics>,
+    ) -> RunningBackend {
+        match self {
+            LogBackend::Durable(wal) => {
+                let committer = GroupCommit::spawn(*wal, move |done: Durable| {
+                    if let Ok(d) = &done {
+                        metrics.fsync_latency.observe(d.sync_time);
+                        metrics.fsyncs.inc();
+                    }
+                    let _ = durable.send(done);
+                });
+                RunningBackend::Durable(Some(committer))
+            }
+            LogBackend::Memory(storage) => RunningBackend::Memory { storage, durable },
+        }
+    }
+}
+
+pub(crate) enum RunningBackend {
+    Durable(Option<GroupCommit>),
+    Memory {
+        storage: MemoryStorage,
+        durable: mpsc::UnboundedSender<Durable>,
+    },
+}
+
+impl RunningBackend {
+    pub fn persist(&mut self, batch: PersistBatch) {
+        match self {
+            RunningBackend::Durable(Some(committer)) => {
+                if let Err(e) = committer.submit(batch) {
+                    tracing::error!("log writer refused a batch: {e}");
+                }
+            }
+            RunningBackend::Durable(None) => {}
+            RunningBackend::Memory { storage, durable } => {
+                let seq = batch.seq;
+                let result = storage.persist(&batch).map(|()| raftwal::Durable {
+                    seq,
+                    last_index: storage.last_index(),
+                    batches: 1,
+                    sync_time: std::time::Duration::ZERO,
+                });
+                let _ = durable.send(result);
+            }
+        }
+    }
+
+    pub fn mark_broken(&mut self, reason: &str) {
+        match self {
+            RunningBackend::Durable(Some(committer)) => {
+                if let Err(e) = committer.mark_broken(reason) {
+                    tracing::error!("could not mark the log broken: {e}");
+                }
+            }
+            RunningBackend::Durable(None) => {}
+            RunningBackend::Memory { storage, .. } => {
+                let _ = storage.mark_broken(reason);
+            }
+        }
+    }
+
+    /// Writes what is queued and stops the writer thread.
+    pub fn shutdown(&mut self) {
+        if let RunningBackend::Durable(committer) = self {
+            if let Some(committer) = committer.take() {
+                if let Err(e) = committer.shutdown() {
+                    tracing::error!("log writer: {e}");
+                }
+            }
+        }
+    }
+}
