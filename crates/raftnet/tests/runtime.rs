@@ -113,9 +113,16 @@ async fn a_cluster_elects_replicates_survives_its_leader_and_catches_up_a_restar
         write(h, format!("w{i}").as_bytes()).await.expect("write");
     }
     let rejected = handles[0].1.write(b"reject me".to_vec()).await;
-    assert_eq!(rejected, Err(ClientError::Rejected("rejected on purpose".into())));
+    assert_eq!(
+        rejected,
+        Err(ClientError::Rejected("rejected on purpose".into()))
+    );
     for (_, h) in &handles {
-        assert_eq!(read_all(h).await.len(), 30, "a linearizable read sees every write");
+        assert_eq!(
+            read_all(h).await.len(),
+            30,
+            "a linearizable read sees every write"
+        );
     }
 
     // The leader goes away; the others elect a new one and keep taking writes.
@@ -135,12 +142,17 @@ async fn a_cluster_elects_replicates_survives_its_leader_and_catches_up_a_restar
     }
 
     // The old leader restarts from its data directory and catches up.
-    let listener = TcpListener::bind(addrs[&NodeId(leader)]).await.expect("rebind");
+    let listener = TcpListener::bind(addrs[&NodeId(leader)])
+        .await
+        .expect("rebind");
     let back = start(leader, &addrs, listener, root.path()).await;
     let h = back.handle();
     let all = read_all(&h).await;
     let expected: Vec<Vec<u8>> = (0..40).map(|i| format!("w{i}").into_bytes()).collect();
-    assert_eq!(all, expected, "the restarted node has every acknowledged write, in order");
+    assert_eq!(
+        all, expected,
+        "the restarted node has every acknowledged write, in order"
+    );
     let status = h.status();
     assert!(status.durable_index >= status.applied_index.min(status.last_index));
     back.shutdown().await;
