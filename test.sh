@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The test command: unit, property and harness tests, then every scenario against its golden trace
-# and generated docs.
+# The test command: unit, property, harness, storage, runtime and server tests; every scenario
+# against its golden trace and generated docs; the randomized simulator's mutation check (known
+# protocol bugs must be caught) and a bounded batch of random seeds.
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo test --workspace --locked
 cargo run --locked -q -p raftsim -- check
+cargo test --release --locked -q -p raftsim --features mutations --test mutations
+cargo run --release --locked -q -p raftsim -- fuzz --seeds 300 --quiet
+cargo run --release --locked -q -p raftsim -- fuzz --seeds 100 --nodes 5 --quiet

@@ -36,6 +36,42 @@ pub struct Config {
     /// Lease length in ticks, counted from when the confirmed heartbeat was *sent*; must be
     /// below the minimum election timeout.
     pub lease_ticks: u64,
+    /// A known protocol bug to switch on (test builds with the `mutations` feature only).
+    #[cfg(feature = "mutations")]
+    #[serde(default)]
+    pub mutation: Option<Mutation>,
+}
+
+/// Known protocol bugs, each breaking one rule of the paper, for proving that the randomized
+/// checkers notice.
+#[cfg(feature = "mutations")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mutation {
+    /// Commit an earlier term's entry by counting replicas (paper §5.4.2, Figure 8).
+    CommitPreviousTerm,
+    /// Forget the vote across restarts: the vote is not written to storage.
+    VoteNotPersisted,
+    /// Grant a vote to every candidate of a term.
+    TwoVotesPerTerm,
+    /// Hand entries to the state machine as soon as they are appended.
+    ApplyBeforeCommit,
+    /// Drop every entry after an AppendEntries batch, committed ones included (instead of only
+    /// conflicting ones, and never committed ones).
+    TruncateCommitted,
+    /// Serve reads at once, without confirming leadership.
+    ReadWithoutQuorum,
+}
+
+#[cfg(feature = "mutations")]
+impl Mutation {
+    pub const ALL: [Mutation; 6] = [
+        Mutation::CommitPreviousTerm,
+        Mutation::VoteNotPersisted,
+        Mutation::TwoVotesPerTerm,
+        Mutation::ApplyBeforeCommit,
+        Mutation::TruncateCommitted,
+        Mutation::ReadWithoutQuorum,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -71,6 +107,8 @@ impl Config {
             forward_proposals: false,
             lease_reads: false,
             lease_ticks: 12,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
     }
 

@@ -214,6 +214,8 @@ impl RaftNode {
     fn handle_vote_request(&mut self, from: NodeId, last_index: LogIndex, last_term: Term) {
         let term = self.hard.term;
         let free = self.hard.voted_for.is_none() || self.hard.voted_for == Some(from);
+        #[cfg(feature = "mutations")]
+        let free = free || self.mutated(crate::config::Mutation::TwoVotesPerTerm);
         let refusal = if !free {
             Some("already voted in this term")
         } else if !self.log.is_up_to_date(last_index, last_term) {
@@ -357,14 +359,15 @@ impl RaftNode {
             .into_iter()
             .map(|p| (p, Progress::new(next)))
             .collect();
-        self.set_role(Role::Leader(Leadership {
+        self.set_role(Role::Leader(Box::new(Leadership {
             progress,
             pending: BTreeMap::new(),
             quorum_elapsed: 0,
             heartbeat_elapsed: 0,
             append_dirty: true,
             reads: Default::default(),
-        }));
+            forwarded: Default::default(),
+        })));
         self.set_leader(Some(self.config.id));
         self.out.events.push(Event::ElectionWon { term });
         self.append_entry(Entry {

@@ -5,13 +5,46 @@
 //! entry's index and term. When the follower later applies that index, the entry is its client's
 //! command if the term matches; a different term means a later leader overwrote it, so it was
 //! never applied and the client may retry.
+//!
+//! Raft's own messages may be duplicated harmlessly; a command may not be applied twice. So the
+//! leader remembers which forwarded requests it placed in its term and answers a duplicate with
+//! the same place. A refusal (`placed: None`) is not taken as "not applied": it may answer a
+//! duplicate whose original was appended, so the client learns "outcome unknown". Request ids must
+//! be unique per node across restarts (the runtime starts its counter at a random value).
 
 use crate::message::MessageBody;
 use crate::node::{RaftNode, Role};
 use crate::output::CommandRejected;
 use crate::storage::LogId;
 use crate::types::{Entry, EntryPayload, LogIndex, NodeId, RequestId, Term};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Forwarded requests a leader placed in its term, oldest first, bounded in number.
+#[derive(Debug, Default)]
+pub(crate) struct PlacedForwards {
+    placed: BTreeMap<(NodeId, u64), LogId>,
+    order: VecDeque<(NodeId, u64)>,
+}
+
+/// How many placed requests a leader remembers; a duplicate arriving later than this many
+/// forwarded commands after its original would be appended again.
+const REMEMBERED_FORWARDS: usize = 1 << 16;
+
+impl PlacedForwards {
+    fn get(&self, from: NodeId, request: u64) -> Option<LogId> {
+        self.placed.get(&(from, request)).copied()
+    }
+
+    fn insert(&mut self, from: NodeId, request: u64, id: LogId) {
+        self.placed.insert((from, request), id);
+        self.order.push_back((from, request));
+        while self.order.len() > REMEMBERED_FORWARDS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.placed.remove(&oldest);
+            }
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Forwarded {
@@ -42,8 +75,22 @@ impl RaftNode {
         let term = self.hard.term;
         let placed = match &mut self.role {
             Role::Leader(leadership) => {
+                if let Some(id) = leadership.forwarded.get(from, request) {
+                    self.send(
+                        from,
+                        term,
+                        MessageBody::ProposeResponse {
+                            request,
+                            placed: Some(id),
+                        },
+                    );
+                    return;
+                }
                 leadership.append_dirty = true;
                 let index = self.log.last_index().next();
+                leadership
+                    .forwarded
+                    .insert(from, request, LogId { index, term });
                 self.append_entry(Entry {
                     term,
                     index,
@@ -71,11 +118,9 @@ impl RaftNode {
             return;
         }
         let Some(LogId { index, term }) = placed else {
-            let rejection = match self.leader {
-                Some(leader) if leader != self.config.id => CommandRejected::Redirect { leader },
-                _ => CommandRejected::Retry,
-            };
-            self.out.rejected.push((request, rejection));
+            self.out
+                .rejected
+                .push((request, CommandRejected::LeadershipLost));
             return;
         };
         if index <= self.committed_emitted {

@@ -23,6 +23,8 @@ mod state_machine;
 mod storage;
 mod types;
 
+#[cfg(feature = "mutations")]
+pub use config::Mutation;
 pub use config::{Config, ConfigError};
 pub use event::{Event, RoleKind};
 pub use log::RaftLog;

@@ -23,7 +23,8 @@ pub(crate) enum Role {
     Follower,
     PreCandidate(Election),
     Candidate(Election),
-    Leader(Leadership),
+    /// Boxed: a leader's state is large and a node is a follower most of its life.
+    Leader(Box<Leadership>),
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +44,9 @@ pub(crate) struct Leadership {
     /// proposals made between two outputs travel in one message.
     pub append_dirty: bool,
     pub reads: ReadRounds,
+    /// Forwarded commands placed in this term, so a duplicated `Propose` message is answered
+    /// with the same place instead of being appended twice.
+    pub forwarded: crate::forward::PlacedForwards,
 }
 
 /// Bad input the node refuses; nothing in the node changed.
@@ -383,8 +387,13 @@ impl RaftNode {
             term,
             body,
         };
+        // A leader's AppendEntries goes out before its own write (thesis §10.2.1); so does its
+        // answer to a forwarded command, which only says where the command was placed.
         let leader_append = matches!(self.role, Role::Leader(_))
-            && matches!(msg.body, MessageBody::AppendEntries { .. });
+            && matches!(
+                msg.body,
+                MessageBody::AppendEntries { .. } | MessageBody::ProposeResponse { .. }
+            );
         let needs = if self.open_writes.is_empty() {
             self.next_seq - 1
         } else {
@@ -404,6 +413,17 @@ impl RaftNode {
     pub(crate) fn set_hard_state(&mut self, term: Term, voted_for: Option<NodeId>) {
         let term_changed = term != self.hard.term;
         self.hard = HardState { term, voted_for };
+        #[cfg(feature = "mutations")]
+        if self.mutated(crate::config::Mutation::VoteNotPersisted) {
+            self.write(LogWrite::HardState(HardState {
+                term,
+                voted_for: None,
+            }));
+            if term_changed {
+                self.out.events.push(Event::TermChanged { term });
+            }
+            return;
+        }
         self.write(LogWrite::HardState(self.hard));
         if term_changed {
             self.out.events.push(Event::TermChanged { term });
@@ -420,7 +440,22 @@ impl RaftNode {
     }
 
     /// Removes entries from `from` on; refuses (and stops the node) if any of them is committed.
+    /// Whether a test build switched `mutation` on.
+    #[cfg(feature = "mutations")]
+    pub(crate) fn mutated(&self, mutation: crate::config::Mutation) -> bool {
+        self.config.mutation == Some(mutation)
+    }
+
     pub(crate) fn truncate_log(&mut self, from: LogIndex) -> bool {
+        #[cfg(feature = "mutations")]
+        if self.mutated(crate::config::Mutation::TruncateCommitted) && from <= self.commit {
+            self.log.truncate_from(from);
+            self.write(LogWrite::TruncateFrom(from));
+            self.commit = from.prev();
+            self.committed_emitted = self.committed_emitted.min(self.commit);
+            self.persisted_index = self.persisted_index.min(from.prev());
+            return true;
+        }
         if from <= self.commit {
             self.stop(FatalError::TruncateCommitted {
                 index: from,

@@ -42,6 +42,10 @@ impl RaftNode {
             return;
         }
         self.advance_commit(leader_commit.min(match_index));
+        #[cfg(feature = "mutations")]
+        if self.mutated(crate::config::Mutation::ApplyBeforeCommit) {
+            self.advance_commit(self.log.last_index());
+        }
         let body = MessageBody::AppendEntriesResponse {
             success: true,
             match_index,
@@ -65,6 +69,17 @@ impl RaftNode {
     /// Appends what is new, truncating a conflicting suffix first. False if that would have
     /// truncated a committed entry (the node is then stopped).
     fn merge_entries(&mut self, entries: Vec<Entry>) -> bool {
+        #[cfg(feature = "mutations")]
+        if self.mutated(crate::config::Mutation::TruncateCommitted) {
+            // The bug: whatever follows the batch goes, committed or not (a late, shorter
+            // AppendEntries then erases entries this node acknowledged).
+            if let Some(last) = entries.last() {
+                let after = last.index.next();
+                if self.log.last_index() >= after {
+                    self.truncate_log(after);
+                }
+            }
+        }
         let mut fresh = Vec::new();
         for entry in entries {
             if !fresh.is_empty() {
@@ -226,6 +241,12 @@ impl RaftNode {
                     .map_or(LogIndex(0), |p| p.match_index)
             }
         });
+        #[cfg(feature = "mutations")]
+        if index > self.commit && self.mutated(crate::config::Mutation::CommitPreviousTerm) {
+            self.advance_commit(index);
+            self.register_unready_reads();
+            return;
+        }
         if index > self.commit && self.log.term(index) == Some(self.hard.term) {
             self.advance_commit(index);
             self.register_unready_reads();

@@ -19,7 +19,7 @@
 //! | `INFO [section...]` | [`Action::Info`] (sections are ignored) | bulk text |
 //! | `PING [msg]`, `ECHO msg` | immediate | `+PONG` or the message |
 //! | `COMMAND`, `COMMAND DOCS/LIST/INFO/COUNT` | immediate | empty array, nulls, `:0` |
-//! | `CONFIG GET pattern...` | immediate | empty array (redis-benchmark asks for `save`) |
+//! | `CONFIG GET pattern...` | immediate | `save` → `""`, `appendonly` → `no` (what redis-benchmark asks), others none |
 //! | `SELECT 0` | immediate | `+OK`; any other database is out of range |
 //! | `CLIENT SETNAME/SETINFO/GETNAME` | immediate | `+OK` / null |
 //! | `QUIT` | [`Action::Quit`] | `+OK`, then close |
@@ -220,8 +220,18 @@ fn command_command(args: &[Bytes]) -> Reply {
 fn config_command(args: &[Bytes]) -> Reply {
     let (sub, rest) = (&args[0], &args[1..]);
     match sub.to_ascii_lowercase().as_slice() {
-        // No parameter is exposed; an empty map is a valid answer for any pattern.
-        b"get" if !rest.is_empty() => Reply::array(vec![]),
+        // Only the two parameters redis-benchmark asks about, with values that describe this
+        // service (no RDB snapshots, no AOF: durability comes from the Raft log); it warns when
+        // they are missing. Any other pattern matches nothing.
+        b"get" if !rest.is_empty() => Reply::array(
+            rest.iter()
+                .flat_map(|pattern| match pattern.to_ascii_lowercase().as_slice() {
+                    b"save" => vec![Reply::bulk("save"), Reply::bulk("")],
+                    b"appendonly" => vec![Reply::bulk("appendonly"), Reply::bulk("no")],
+                    _ => vec![],
+                })
+                .collect(),
+        ),
         b"get" => wrong_arity(b"config|get"),
         _ => unknown_subcommand(sub, "CONFIG"),
     }

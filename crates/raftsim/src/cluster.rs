@@ -26,6 +26,9 @@ pub struct ClusterSettings {
     pub max_entries_per_message: usize,
     pub election_timeout_ticks: (u64, u64),
     pub heartbeat_interval_ticks: u64,
+    /// A known protocol bug switched on in every node (test builds only).
+    #[cfg(feature = "mutations")]
+    pub mutation: Option<raftengine::Mutation>,
 }
 
 impl Default for ClusterSettings {
@@ -38,6 +41,8 @@ impl Default for ClusterSettings {
             max_entries_per_message: 64,
             election_timeout_ticks: (15, 30),
             heartbeat_interval_ticks: 1,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
     }
 }
@@ -132,6 +137,8 @@ struct SimNode {
     results: BTreeMap<RequestId, CommandOutcome>,
     /// Linearizable reads confirmed by the core, served once the counter has applied their index.
     confirmed_reads: Vec<ReadReady>,
+    /// Reads of one key (the others read the counter's total).
+    read_keys: BTreeMap<RequestId, String>,
     last_view: NodeView,
 }
 
@@ -148,6 +155,10 @@ pub struct Cluster {
     last_move: Option<Move>,
     armed: Option<Trigger>,
     fired: bool,
+    /// Trace rows are recorded (off for randomized runs, where only the outcome matters).
+    recording: bool,
+    /// One-way links that lose every message: (from, to).
+    cut_links: std::collections::BTreeSet<(usize, usize)>,
 }
 
 impl Cluster {
@@ -164,6 +175,10 @@ impl Cluster {
             config.pre_vote = settings.pre_vote;
             config.check_quorum = settings.check_quorum;
             config.forward_proposals = settings.forward_proposals;
+            #[cfg(feature = "mutations")]
+            {
+                config.mutation = settings.mutation;
+            }
             config.max_entries_per_message = settings.max_entries_per_message;
             (
                 config.election_timeout_min_ticks,
@@ -185,6 +200,7 @@ impl Cluster {
                 last_command: None,
                 results: BTreeMap::new(),
                 confirmed_reads: Vec::new(),
+                read_keys: BTreeMap::new(),
                 last_view,
             });
         }
@@ -198,6 +214,8 @@ impl Cluster {
             last_move: None,
             armed: None,
             fired: false,
+            recording: true,
+            cut_links: Default::default(),
         })
     }
 
@@ -300,7 +318,7 @@ impl Cluster {
         if target.raft.is_none() || target.block == Block::Drop {
             return false;
         }
-        if self.nodes[from - 1].block == Block::Drop {
+        if self.nodes[from - 1].block == Block::Drop || self.cut_links.contains(&(from, to)) {
             return false;
         }
         match &self.segments {
@@ -309,6 +327,55 @@ impl Cluster {
                 .any(|s| s.contains(&from) && s.contains(&to)),
             None => true,
         }
+    }
+
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
+    }
+
+    /// Loses every message from `from` to `to` until [`Cluster::restore_links`].
+    pub fn cut_link(&mut self, from: usize, to: usize) -> Result<(), HarnessError> {
+        self.index(from)?;
+        self.index(to)?;
+        self.cut_links.insert((from, to));
+        self.note(from, &format!("CUT -> N-{to}"));
+        Ok(())
+    }
+
+    pub fn restore_links(&mut self) {
+        self.cut_links.clear();
+    }
+
+    /// Has `node` handle its inbound message at position `at` (0 = oldest): reordering.
+    pub fn handle_at(&mut self, node: usize, at: usize) -> Result<bool, HarnessError> {
+        let i = self.index(node)?;
+        let inbound = &mut self.nodes[i].inbound;
+        let Some(msg) = inbound.remove(at) else {
+            return Ok(false);
+        };
+        inbound.push_front(msg);
+        self.handle_one(node)
+    }
+
+    /// Loses the inbound message at position `at`.
+    pub fn drop_at(&mut self, node: usize, at: usize) -> Result<bool, HarnessError> {
+        let i = self.index(node)?;
+        Ok(self.nodes[i].inbound.remove(at).is_some())
+    }
+
+    /// Delivers a copy of the inbound message at position `at`, keeping the original queued.
+    pub fn duplicate_at(&mut self, node: usize, at: usize) -> Result<bool, HarnessError> {
+        let i = self.index(node)?;
+        let Some(copy) = self.nodes[i].inbound.get(at).cloned() else {
+            return Ok(false);
+        };
+        self.nodes[i].inbound.push_front(copy);
+        self.handle_one(node)
+    }
+
+    /// One timer tick of `node`, whether or not its timers run.
+    pub fn tick(&mut self, node: usize) -> Result<(), HarnessError> {
+        self.control(node, RaftNode::tick)
     }
 
     /// Has `node` handle its oldest inbound message. Returns whether anything moved.
@@ -375,6 +442,9 @@ impl Cluster {
     }
 
     fn record(&mut self, event: RowEvent, ops: &[(usize, String)]) {
+        if !self.recording {
+            return;
+        }
         let views = self.views();
         self.recorder.row(event, ops, views);
     }
@@ -455,17 +525,21 @@ impl Cluster {
         }
     }
 
-    /// Answers confirmed reads whose index the counter has reached, with the total it shows.
+    /// Answers confirmed reads whose index the counter has reached, with the total (or the
+    /// key's value) it shows.
     fn serve_reads(&mut self, node: usize) {
         let n = &mut self.nodes[node - 1];
         let applied = n.counter.applied;
-        let total = n.counter.total;
+        let (counter, results, keys) = (&n.counter, &mut n.results, &mut n.read_keys);
         n.confirmed_reads.retain(|read| {
             if read.index > applied {
                 return true;
             }
-            n.results
-                .insert(read.request, CommandOutcome::Value(total.to_string()));
+            let value = match keys.remove(&read.request) {
+                Some(key) => counter.get(&key),
+                None => counter.total.to_string(),
+            };
+            results.insert(read.request, CommandOutcome::Value(value));
             false
         });
     }
@@ -683,6 +757,38 @@ impl Cluster {
         self.nodes[i].results.insert(id, CommandOutcome::Pending);
         self.note(node, "READ START");
         self.control(node, |r| r.read(id))?;
+        Ok(id)
+    }
+
+    /// The id the next command or read will get.
+    pub fn next_request_id(&self) -> RequestId {
+        RequestId(self.next_request)
+    }
+
+    /// The last command or read submitted at `node`.
+    pub fn last_request(&self, node: usize) -> Option<RequestId> {
+        self.nodes.get(node.checked_sub(1)?)?.last_command
+    }
+
+    /// Whether `node` has written something its disk has not synced yet.
+    pub fn disk_has_unsynced(&self, node: usize) -> bool {
+        node.checked_sub(1)
+            .and_then(|i| self.nodes.get(i))
+            .is_some_and(|n| n.storage.has_unsynced())
+    }
+
+    pub fn disk_is_manual(&self, node: usize) -> bool {
+        node.checked_sub(1)
+            .and_then(|i| self.nodes.get(i))
+            .is_some_and(|n| n.storage.mode == SyncMode::Manual)
+    }
+
+    /// A linearizable read of one key of the map (see [`Cluster::read`]).
+    pub fn read_key(&mut self, node: usize, key: &str) -> Result<RequestId, HarnessError> {
+        let i = self.index(node)?;
+        let id = RequestId(self.next_request);
+        self.nodes[i].read_keys.insert(id, key.to_string());
+        self.read(node)?;
         Ok(id)
     }
 

@@ -1,14 +1,31 @@
-//! The counter state machine of the seed: `add N` and `sub N` on one total.
+//! The simulator's state machine: the seed's counter (`add N`, `sub N` on one total) and a small
+//! key-value map for randomized runs (`put K V`, `del K`, `cas K EXPECTED NEW`).
 
 use raftengine::{ApplyError, LogIndex, StateMachine};
+use std::collections::BTreeMap;
 
-/// Holds one integer total. Commands are text: `add N`, `sub N`, `get`; anything else is a
+/// The word that stands for "absent" in `cas` (keys and values are single words).
+pub const NIL: &str = "nil";
+
+/// Holds one integer total and a map. Commands are text: `add N`, `sub N`, `get`, `put K V`,
+/// `del K`, `cas K EXPECTED NEW` (EXPECTED `nil`: the key must be absent); anything else is a
 /// deterministic error. `fail-io` simulates a non-deterministic failure (a broken disk under the
 /// state machine) so tests can exercise the "broken log" path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counter {
     pub total: i64,
     pub applied: LogIndex,
+    pub map: BTreeMap<String, String>,
+}
+
+impl Counter {
+    /// The value of `key`, or `nil`.
+    pub fn get(&self, key: &str) -> String {
+        self.map
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| NIL.to_string())
+    }
 }
 
 impl StateMachine for Counter {
@@ -23,10 +40,37 @@ impl StateMachine for Counter {
             arg.parse()
                 .map_err(|_| ApplyError::Rejected(format!("bad number '{arg}'")))
         };
+        let word = |i: usize| {
+            text.split_whitespace()
+                .nth(i)
+                .map(str::to_string)
+                .ok_or_else(|| ApplyError::Rejected(format!("`{verb}` needs more words")))
+        };
         match verb {
             "add" => self.total = self.total.saturating_add(amount()?),
             "sub" => self.total = self.total.saturating_sub(amount()?),
             "get" => {}
+            "put" => {
+                self.map.insert(word(1)?, word(2)?);
+                return Ok(b"OK".to_vec());
+            }
+            "del" => {
+                let existed = self.map.remove(&word(1)?).is_some();
+                return Ok(if existed {
+                    b"1".to_vec()
+                } else {
+                    b"0".to_vec()
+                });
+            }
+            "cas" => {
+                let (key, expected, new) = (word(1)?, word(2)?, word(3)?);
+                let current = self.get(&key);
+                if current != expected {
+                    return Ok(b"0".to_vec());
+                }
+                self.map.insert(key, new);
+                return Ok(b"1".to_vec());
+            }
             "fail-io" => return Err(ApplyError::Fatal("simulated I/O error".into())),
             _ => return Err(ApplyError::Rejected(format!("unknown command '{verb}'"))),
         }

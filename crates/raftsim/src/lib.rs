@@ -10,5 +10,6 @@ pub use cluster::{Block, Cluster, ClusterSettings, CommandOutcome, HarnessError,
 pub use disk::{SimDisk, SyncMode};
 pub mod bench;
 pub mod docs;
+pub mod fuzz;
 pub mod runner;
 pub mod scenario;

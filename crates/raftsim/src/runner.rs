@@ -38,7 +38,7 @@ pub fn run(scenario: &Scenario) -> (Trace, Result<(), ScenarioError>) {
     (trace, result)
 }
 
-fn execute(c: &mut Cluster, command: &Command) -> Result<(), String> {
+pub(crate) fn execute(c: &mut Cluster, command: &Command) -> Result<(), String> {
     let h = |r: Result<(), HarnessError>| r.map_err(|e| e.to_string());
     match command {
         Command::Section { title } => c.recorder.start_section(title),
@@ -69,7 +69,17 @@ fn execute(c: &mut Cluster, command: &Command) -> Result<(), String> {
         Command::Run(trigger) => h(c.run(trigger.as_ref()).map(drop))?,
         Command::Submit { node, command } => h(c.submit(*node, command).map(drop))?,
         Command::WaitResult(node) => h(c.wait_result(*node).map(drop))?,
-        Command::Read(node) => h(c.read(*node).map(drop))?,
+        Command::Read { node, key: None } => h(c.read(*node).map(drop))?,
+        Command::Read {
+            node,
+            key: Some(key),
+        } => h(c.read_key(*node, key).map(drop))?,
+        Command::DeliverAt { node, at } => h(c.handle_at(*node, *at).map(drop))?,
+        Command::DropAt { node, at } => h(c.drop_at(*node, *at).map(drop))?,
+        Command::DuplicateAt { node, at } => h(c.duplicate_at(*node, *at).map(drop))?,
+        Command::Tick(node) => h(c.tick(*node))?,
+        Command::CutLink { from, to } => h(c.cut_link(*from, *to))?,
+        Command::RestoreLinks => c.restore_links(),
         Command::Crash(node) => h(c.crash(*node))?,
         Command::Restart { node, empty } => h(c.restart(*node, *empty))?,
         Command::ClearBroken(node) => h(c.clear_broken(*node))?,

@@ -64,7 +64,29 @@ pub enum Command {
         command: String,
     },
     WaitResult(usize),
-    Read(usize),
+    Read {
+        node: usize,
+        key: Option<String>,
+    },
+    /// Handle, lose, or handle a copy of the inbound message at a position (0 = oldest).
+    DeliverAt {
+        node: usize,
+        at: usize,
+    },
+    DropAt {
+        node: usize,
+        at: usize,
+    },
+    DuplicateAt {
+        node: usize,
+        at: usize,
+    },
+    Tick(usize),
+    CutLink {
+        from: usize,
+        to: usize,
+    },
+    RestoreLinks,
     Crash(usize),
     Restart {
         node: usize,
@@ -244,6 +266,10 @@ fn parse_command(word: &str, rest: &str) -> Result<Command, String> {
             node: node()?,
             all: flag("all"),
         },
+        "deliver" if args.get(1).is_some_and(|a| a.starts_with("at=")) => Command::DeliverAt {
+            node: node()?,
+            at: at_position(&args)?,
+        },
         "deliver" => Command::Deliver {
             node: node()?,
             all: flag("all"),
@@ -264,7 +290,24 @@ fn parse_command(word: &str, rest: &str) -> Result<Command, String> {
             }
         }
         "wait-result" => Command::WaitResult(node()?),
-        "read" => Command::Read(node()?),
+        "read" => Command::Read {
+            node: node()?,
+            key: args.get(1).map(|k| k.to_string()),
+        },
+        "drop" => Command::DropAt {
+            node: node()?,
+            at: at_position(&args)?,
+        },
+        "duplicate" => Command::DuplicateAt {
+            node: node()?,
+            at: at_position(&args)?,
+        },
+        "tick" => Command::Tick(node()?),
+        "cut" => Command::CutLink {
+            from: node()?,
+            to: node_ref(args.get(1).ok_or("expected `cut N-a N-b`")?)?,
+        },
+        "restore-links" => Command::RestoreLinks,
         "crash" => Command::Crash(node()?),
         "restart" => Command::Restart {
             node: node()?,
@@ -297,6 +340,60 @@ fn parse_command(word: &str, rest: &str) -> Result<Command, String> {
         "expect" => parse_expect(&args)?,
         _ => return Err(format!("unknown command `{word}`")),
     })
+}
+
+impl Command {
+    /// The scenario line for the commands randomized runs use (what a shrunk failure is written
+    /// as); `None` for the others.
+    pub fn to_line(&self) -> Option<String> {
+        let n = |k: &usize| format!("N-{k}");
+        Some(match self {
+            Command::Send { node, all: true } => format!("send {} all", n(node)),
+            Command::Send { node, all: false } => format!("send {}", n(node)),
+            Command::Deliver { node, all: true } => format!("deliver {} all", n(node)),
+            Command::Deliver { node, all: false } => format!("deliver {}", n(node)),
+            Command::DeliverAt { node, at } => format!("deliver {} at={at}", n(node)),
+            Command::DropAt { node, at } => format!("drop {} at={at}", n(node)),
+            Command::DuplicateAt { node, at } => format!("duplicate {} at={at}", n(node)),
+            Command::Tick(node) => format!("tick {}", n(node)),
+            Command::Submit { node, command } => format!("command {} {command}", n(node)),
+            Command::Read { node, key: None } => format!("read {}", n(node)),
+            Command::Read {
+                node,
+                key: Some(key),
+            } => format!("read {} {key}", n(node)),
+            Command::Crash(node) => format!("crash {}", n(node)),
+            Command::Restart { node, empty } => {
+                format!("restart {}{}", n(node), if *empty { " empty" } else { "" })
+            }
+            Command::Split(segments) => {
+                let parts: Vec<String> = segments
+                    .iter()
+                    .map(|s| s.iter().map(n).collect::<Vec<_>>().join(","))
+                    .collect();
+                format!("split {}", parts.join(" | "))
+            }
+            Command::Heal => "heal".into(),
+            Command::CutLink { from, to } => format!("cut {} {}", n(from), n(to)),
+            Command::RestoreLinks => "restore-links".into(),
+            Command::Disk { node, manual } => format!(
+                "disk {} {}",
+                n(node),
+                if *manual { "manual" } else { "immediate" }
+            ),
+            Command::Sync(node) => format!("sync {}", n(node)),
+            _ => return None,
+        })
+    }
+}
+
+/// `at=I` as the second word.
+fn at_position(args: &[&str]) -> Result<usize, String> {
+    let word = args.get(1).ok_or("expected `at=I` after the node")?;
+    let value = word
+        .strip_prefix("at=")
+        .ok_or(format!("expected `at=I`, found `{word}`"))?;
+    Ok(number(value)? as usize)
 }
 
 fn parse_until(args: &[&str]) -> Result<Option<Trigger>, String> {

@@ -45,6 +45,36 @@ enum Cmd {
         #[arg(long)]
         rewrite: bool,
     },
+    /// Randomized fault simulation with safety, linearizability and liveness checks; failures are
+    /// shrunk and written as scenario files.
+    Fuzz {
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Random steps per seed before the liveness phase.
+        #[arg(long, default_value_t = 1000)]
+        steps: u64,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=5))]
+        nodes: u64,
+        /// Where failing runs are written (scenario file and trace document).
+        #[arg(long, default_value = "failures")]
+        failures: PathBuf,
+        /// Stop at the first failure.
+        #[arg(long)]
+        fail_fast: bool,
+        /// Replay a scenario file with every check instead of generating runs.
+        #[arg(long)]
+        replay: Option<PathBuf>,
+        /// No progress bar (for logs).
+        #[arg(long)]
+        quiet: bool,
+        /// Switch on a known protocol bug (builds with the `mutations` feature only), e.g.
+        /// CommitPreviousTerm, to see the checkers catch it.
+        #[cfg(feature = "mutations")]
+        #[arg(long)]
+        mutation: Option<String>,
+    },
     /// Core micro-benchmark: entries committed per second through 3 in-process nodes, no I/O.
     Bench {
         #[arg(long, default_value_t = 1_000_000)]
@@ -64,6 +94,37 @@ fn main() -> ExitCode {
             docs: docs_dir,
             rewrite,
         } => docs::check_all(&dir, &docs_dir, rewrite),
+        Cmd::Fuzz {
+            seeds,
+            start,
+            steps,
+            nodes,
+            failures,
+            fail_fast,
+            replay,
+            quiet,
+            #[cfg(feature = "mutations")]
+            mutation,
+        } => match replay {
+            Some(file) => raftsim::fuzz::cli::replay_file(&file),
+            None => {
+                let options = raftsim::fuzz::FuzzOptions::new(nodes as usize, steps);
+                #[cfg(feature = "mutations")]
+                let options = options.with_mutation(
+                    raftengine::Mutation::ALL
+                        .into_iter()
+                        .find(|m| Some(format!("{m:?}")) == mutation),
+                );
+                raftsim::fuzz::cli::run(raftsim::fuzz::cli::FuzzRun {
+                    seeds,
+                    start,
+                    options,
+                    failures,
+                    fail_fast,
+                    quiet,
+                })
+            }
+        },
         Cmd::Bench { entries, batch } => {
             raftsim::bench::run(entries, batch).map(|report| println!("{report}"))
         }

@@ -1,0 +1,223 @@
+//! Safety properties checked after every step of a randomized run, each named after the Raft
+//! paper's property (Figure 3) or the rule it guards.
+
+use crate::cluster::Cluster;
+use raftengine::{Entry, LogIndex, LogStorage, RoleKind, Term};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A broken property and what showed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub property: &'static str,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.property, self.detail)
+    }
+}
+
+fn violation(property: &'static str, detail: String) -> Result<(), Violation> {
+    Err(Violation { property, detail })
+}
+
+/// What the checker remembers between steps.
+#[derive(Debug, Default)]
+pub struct Invariants {
+    /// The leader seen for each term.
+    leaders: BTreeMap<Term, usize>,
+    /// The longest prefix any node has reported committed (entries 1..=len).
+    committed: Vec<Entry>,
+    /// For each committed entry, the term of the node that first reported it committed: leaders
+    /// of that term and later must hold it.
+    committed_in: Vec<Term>,
+    /// Per node: (restarts seen, last commit index) so commits are compared within one life.
+    commits: BTreeMap<usize, (u64, LogIndex)>,
+}
+
+impl Invariants {
+    /// Checks every property on the cluster as it is now. `restarts[node]` counts restarts, so
+    /// a node's volatile commit index may start over after one.
+    pub fn check(&mut self, cluster: &Cluster, restarts: &[u64]) -> Result<(), Violation> {
+        let count = cluster.node_count();
+        let mut live = Vec::new();
+        for node in 1..=count {
+            if let Ok(Some(raft)) = cluster.raft(node) {
+                live.push((node, raft));
+            }
+        }
+        for &(node, raft) in &live {
+            let (commit, last) = (raft.commit_index(), raft.log().last_index());
+            // Election safety: at most one leader per term.
+            if raft.role() == RoleKind::Leader {
+                let term = raft.term();
+                match self.leaders.get(&term) {
+                    Some(&other) if other != node => {
+                        return violation(
+                            "election safety",
+                            format!("N-{other} and N-{node} both lead term {term}"),
+                        );
+                    }
+                    _ => {
+                        self.leaders.insert(term, node);
+                    }
+                }
+            }
+            if commit > last {
+                return violation(
+                    "commit within the log",
+                    format!("N-{node} commit {commit} beyond its last index {last}"),
+                );
+            }
+            let applied = cluster.counter(node).map(|c| c.applied).unwrap_or_default();
+            if applied > commit {
+                return violation(
+                    "apply only committed entries",
+                    format!("N-{node} applied {applied} but commit is {commit}"),
+                );
+            }
+            // Persistent state on stable storage (Figure 2): once a node's disk has synced, what
+            // it would restart from is what it acts on: its term, its vote and its log.
+            if !cluster.disk_has_unsynced(node) {
+                if let Ok(storage) = cluster.storage(node) {
+                    let durable = storage.hard_state();
+                    if durable != raft.hard_state() {
+                        return violation(
+                            "persistent state on stable storage",
+                            format!(
+                                "N-{node} acts on {:?} but its storage holds {durable:?}",
+                                raft.hard_state()
+                            ),
+                        );
+                    }
+                    if storage.last_index() != last {
+                        return violation(
+                            "persistent state on stable storage",
+                            format!(
+                                "N-{node} has a log ending at {last} but its storage ends at {}",
+                                storage.last_index()
+                            ),
+                        );
+                    }
+                }
+            }
+            let life = restarts.get(node - 1).copied().unwrap_or(0);
+            let previous = self.commits.insert(node, (life, commit));
+            if let Some((previous_life, previous_commit)) = previous {
+                if previous_life == life && commit < previous_commit {
+                    return violation(
+                        "commit index never decreases",
+                        format!("N-{node} commit went from {previous_commit} to {commit}"),
+                    );
+                }
+                // Paper §5.4.2: a leader commits by counting replicas only entries of its own
+                // term (earlier ones are committed with them).
+                let leading = raft.role() == RoleKind::Leader;
+                if leading && previous_life == life && commit > previous_commit {
+                    let term = raft.log().term(commit);
+                    if term != Some(raft.term()) {
+                        return violation(
+                            "commit only current-term entries by counting",
+                            format!(
+                                "N-{node}, leader of term {}, moved its commit index to {commit}, an entry of term {}",
+                                raft.term(),
+                                term.map_or(0, |t| t.0)
+                            ),
+                        );
+                    }
+                }
+            }
+            // State machine safety: every committed prefix agrees with every other.
+            let prefix = raft.log().slice(LogIndex(1), commit);
+            let shared = prefix.len().min(self.committed.len());
+            if let Some(i) = (0..shared).find(|&i| prefix[i] != self.committed[i]) {
+                return violation(
+                    "state machine safety",
+                    format!(
+                        "N-{node} committed {:?} at index {}, another node committed {:?}",
+                        prefix[i],
+                        i + 1,
+                        self.committed[i]
+                    ),
+                );
+            }
+            if prefix.len() > self.committed.len() {
+                self.committed.extend_from_slice(&prefix[shared..]);
+                self.committed_in.resize(self.committed.len(), raft.term());
+            }
+            // Commit only what a majority stores durably.
+            if commit.0 > 0 {
+                let term = raft.log().term(commit);
+                let stored = (1..=count)
+                    .filter(|&n| {
+                        cluster.storage(n).is_ok_and(|s| {
+                            LogStorage::entries(s, commit, commit)
+                                .ok()
+                                .and_then(|e| e.first().map(|e| Some(e.term)))
+                                == Some(term)
+                        })
+                    })
+                    .count();
+                if stored < count / 2 + 1 {
+                    return violation(
+                        "commit only what a majority stores",
+                        format!(
+                            "N-{node} commits index {commit} but only {stored} of {count} nodes store it durably"
+                        ),
+                    );
+                }
+            }
+        }
+        // Leader completeness: a leader holds every entry committed in its term or before. (A
+        // deposed leader that has not heard of a newer term may lack later commits.)
+        for &(node, raft) in &live {
+            if raft.role() != RoleKind::Leader {
+                continue;
+            }
+            let owed = self
+                .committed_in
+                .iter()
+                .take_while(|t| **t <= raft.term())
+                .count();
+            let held = raft.log().slice(LogIndex(1), LogIndex(owed as u64));
+            if held != &self.committed[..owed] {
+                return violation(
+                    "leader completeness",
+                    format!(
+                        "N-{node} leads term {} without every entry committed by then ({} owed, it holds {} of them)",
+                        raft.term(),
+                        owed,
+                        held.iter().zip(&self.committed).take_while(|(a, b)| a == b).count()
+                    ),
+                );
+            }
+        }
+        // Log matching: two logs with the same term at an index agree on everything before it.
+        for (a, &(node_a, raft_a)) in live.iter().enumerate() {
+            for &(node_b, raft_b) in &live[a + 1..] {
+                let (log_a, log_b) = (raft_a.log(), raft_b.log());
+                let top = log_a.last_index().min(log_b.last_index());
+                let mut index = top;
+                while index.0 > 0 && log_a.term(index) != log_b.term(index) {
+                    index = index.prev();
+                }
+                let (sa, sb) = (
+                    log_a.slice(LogIndex(1), index),
+                    log_b.slice(LogIndex(1), index),
+                );
+                if let Some(i) = (0..sa.len()).find(|&i| sa[i] != sb[i]) {
+                    return violation(
+                        "log matching",
+                        format!(
+                            "N-{node_a} and N-{node_b} agree on the term at index {index} but differ at index {}",
+                            i + 1
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}

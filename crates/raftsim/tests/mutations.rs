@@ -1,0 +1,63 @@
+//! The checkers catch known protocol bugs: with each mutation switched on, some seed of a bounded
+//! batch must fail, and with none switched on, the same seeds pass.
+#![cfg(feature = "mutations")]
+
+use raftengine::Mutation;
+use raftsim::fuzz::{run_seed, FuzzOptions};
+
+/// Seeds each mutation gets to show itself (alternating 3- and 5-node clusters).
+const SEEDS: u64 = 600;
+
+fn first_failure(mutation: Option<Mutation>) -> Option<(u64, String)> {
+    (0..SEEDS).find_map(|seed| {
+        let nodes = if seed.is_multiple_of(2) { 3 } else { 5 };
+        let options = FuzzOptions::new(nodes, 1500).with_mutation(mutation);
+        run_seed(seed, options)
+            .violation
+            .map(|v| (seed, v.to_string()))
+    })
+}
+
+#[test]
+fn the_same_seeds_pass_without_a_mutation() {
+    assert_eq!(first_failure(None), None);
+}
+
+#[test]
+fn every_mutation_is_caught_within_the_batch() {
+    let mut report = Vec::new();
+    let mut missed = Vec::new();
+    for mutation in Mutation::ALL {
+        match first_failure(Some(mutation)) {
+            Some((seed, violation)) => {
+                report.push(format!("{mutation:?}: seed {seed}: {violation}"))
+            }
+            None => missed.push(mutation),
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(missed.is_empty(), "not caught in {SEEDS} seeds: {missed:?}");
+}
+
+#[test]
+fn a_failure_shrinks_to_a_shorter_run_that_still_fails() {
+    let options = FuzzOptions::new(3, 1500).with_mutation(Some(Mutation::TwoVotesPerTerm));
+    let (seed, report) = (0..SEEDS)
+        .map(|seed| (seed, run_seed(seed, options)))
+        .find(|(_, r)| r.violation.is_some())
+        .expect("the mutation is caught");
+    let violation = report.violation.expect("checked above");
+    let (shrunk, again) =
+        raftsim::fuzz::shrink(&report.settings, &report.commands, &violation, 2000);
+    assert!(
+        shrunk.len() < report.commands.len() / 2,
+        "seed {seed}: {} -> {}",
+        report.commands.len(),
+        shrunk.len()
+    );
+    assert_eq!(again.property, violation.property);
+    assert_eq!(
+        raftsim::fuzz::replay(&report.settings, &shrunk).map(|v| v.property),
+        Some(violation.property)
+    );
+}
