@@ -367,6 +367,7 @@ impl RaftNode {
             append_dirty: true,
             reads: Default::default(),
             forwarded: Default::default(),
+            commit_notified: LogIndex(0),
         })));
         self.set_leader(Some(self.config.id));
         self.out.events.push(Event::ElectionWon { term });

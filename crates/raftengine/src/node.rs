@@ -47,6 +47,8 @@ pub(crate) struct Leadership {
     /// Forwarded commands placed in this term, so a duplicated `Propose` message is answered
     /// with the same place instead of being appended twice.
     pub forwarded: crate::forward::PlacedForwards,
+    /// The commit index followers were last told of (with `Config::notify_commit`).
+    pub commit_notified: LogIndex,
 }
 
 /// Bad input the node refuses; nothing in the node changed.
@@ -277,6 +279,15 @@ impl RaftNode {
                 leadership.append_dirty = false;
             }
             self.broadcast_append();
+        }
+        let commit = self.commit;
+        let notify = self.config.notify_commit
+            && matches!(&self.role, Role::Leader(l) if l.commit_notified < commit);
+        if notify {
+            if let Role::Leader(leadership) = &mut self.role {
+                leadership.commit_notified = commit;
+            }
+            self.broadcast_heartbeat();
         }
         if !self.open_writes.is_empty() {
             let seq = self.next_seq;

@@ -22,9 +22,15 @@
 //! propose `KvCommand::encode()` to Raft and answer with [`command::reply_for_apply`] when it
 //! commits, or wait for a read barrier and answer with [`command::read_reply`].
 
+pub mod bench;
+pub mod cli_client;
+pub mod client;
 pub mod command;
+pub mod config;
+pub mod demo;
 pub mod kv;
 pub mod resp;
+pub mod server;
 
 /// Parses a decimal `i64` the way Redis's `string2ll` does: an optional `-`, then digits with no
 /// leading zeros, no `+`, no spaces and no `-0`. Being as strict as Redis keeps `INCR` results and

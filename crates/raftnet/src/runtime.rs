@@ -56,8 +56,8 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Defaults: 10 ms ticks, forwarding of commands to the leader on, pre-vote and check-quorum
-    /// on, 64 MiB segments.
+    /// Defaults: 10 ms ticks, forwarding of commands to the leader on, followers told of commits
+    /// at once, pre-vote and check-quorum on, 64 MiB segments.
     pub fn new(
         id: NodeId,
         cluster_id: u64,
@@ -69,6 +69,7 @@ impl NodeConfig {
         voters.sort();
         let mut raft = Config::new(id, voters);
         raft.forward_proposals = true;
+        raft.notify_commit = true;
         raft.jitter_seed = random_seed();
         NodeConfig {
             id,
@@ -317,7 +318,8 @@ where
             applied: applied_rx,
             status: status_tx,
             durable,
-            next_request: 1,
+            // Unique across restarts: a leader recognizes duplicated forwards by (node, id).
+            next_request: random_seed() >> 1,
             writes: HashMap::new(),
             reads: HashMap::new(),
             proposed_at: BTreeMap::new(),

@@ -249,7 +249,10 @@ fn immediate_commands_answer_like_redis() {
         immediate(&["CONFIG", "GET", "save"]),
         Reply::array(pair("save", ""))
     );
-    assert_eq!(immediate(&["CONFIG", "GET", "maxmemory"]), Reply::array(vec![]));
+    assert_eq!(
+        immediate(&["CONFIG", "GET", "maxmemory"]),
+        Reply::array(vec![])
+    );
     assert_eq!(
         immediate(&["config", "get", "appendonly", "save"]),
         Reply::array([pair("appendonly", "no"), pair("save", "")].concat())

@@ -1,0 +1,669 @@
+//! The settings of one `raftkv serve` node: a TOML file, command-line flags that override it, and
+//! the validated [`ServerConfig`] the server runs with.
+//!
+//! ```toml
+//! id = 1
+//! cluster_id = 7
+//! data_dir = "./raft-data/node-1"   # default: ./raft-data/node-<id>
+//! admin = "127.0.0.1:9101"          # default: no admin HTTP port
+//! forward = true                    # followers forward writes to the leader (default)
+//! tick_ms = 10
+//! election_ms = [150, 300]
+//!
+//! [[nodes]]
+//! id = 1
+//! raft = "127.0.0.1:7101"
+//! client = "127.0.0.1:6101"
+//! # ... one [[nodes]] table per member, this node included
+//! ```
+//!
+//! Loading is two steps: [`RawConfig`] holds what the file and the flags said (every field
+//! optional, flags merged over the file with [`RawConfig::merge`]), and [`RawConfig::validate`]
+//! checks it all and resolves addresses into a [`ServerConfig`], or says precisely what is wrong
+//! with a [`ConfigError`].
+
+use clap::Args;
+use raftengine::NodeId;
+use raftnet::runtime::NodeConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Default length of one Raft tick.
+pub const DEFAULT_TICK_MS: u64 = 10;
+/// Default election timeout range, in milliseconds.
+pub const DEFAULT_ELECTION_MS: [u64; 2] = [150, 300];
+/// Default cluster id, when neither the file nor the flags give one.
+pub const DEFAULT_CLUSTER_ID: u64 = 1;
+/// Longest tick accepted: longer ones make elections take tens of seconds.
+const MAX_TICK_MS: u64 = 1_000;
+
+/// One member as written in the file or on the command line (addresses not yet resolved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub id: u64,
+    /// Address of the node-to-node (Raft) port.
+    pub raft: String,
+    /// Address of the RESP client port.
+    pub client: String,
+}
+
+impl FromStr for NodeSpec {
+    type Err = String;
+
+    /// Parses `ID=RAFT_ADDR,CLIENT_ADDR`, the form of `--node`.
+    fn from_str(text: &str) -> Result<NodeSpec, String> {
+        let shape = "expected ID=RAFT_ADDR,CLIENT_ADDR, e.g. 1=127.0.0.1:7101,127.0.0.1:6101";
+        let (id, addrs) = text
+            .split_once('=')
+            .ok_or_else(|| format!("'{text}': {shape}"))?;
+        let id = id
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("'{text}': node id '{id}' is not a number; {shape}"))?;
+        let (raft, client) = addrs
+            .split_once(',')
+            .ok_or_else(|| format!("'{text}': {shape}"))?;
+        let (raft, client) = (raft.trim(), client.trim());
+        if raft.is_empty() || client.is_empty() || client.contains(',') {
+            return Err(format!("'{text}': {shape}"));
+        }
+        Ok(NodeSpec {
+            id,
+            raft: raft.to_owned(),
+            client: client.to_owned(),
+        })
+    }
+}
+
+/// An election timeout range in milliseconds: `150..300` on the command line, `[150, 300]` in
+/// the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElectionRange(pub [u64; 2]);
+
+impl FromStr for ElectionRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ElectionRange, String> {
+        let bad = || format!("'{text}': expected MIN..MAX in milliseconds, e.g. 150..300");
+        let (min, max) = text.split_once("..").ok_or_else(bad)?;
+        let min = min.trim().parse().map_err(|_| bad())?;
+        let max = max.trim().parse().map_err(|_| bad())?;
+        Ok(ElectionRange([min, max]))
+    }
+}
+
+/// What the file and the flags said; every field may be missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub id: Option<u64>,
+    pub cluster_id: Option<u64>,
+    pub data_dir: Option<PathBuf>,
+    /// Address of the admin HTTP port (`/status`, `/metrics`); none means disabled.
+    pub admin: Option<String>,
+    pub forward: Option<bool>,
+    pub tick_ms: Option<u64>,
+    pub election_ms: Option<[u64; 2]>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeSpec>,
+}
+
+impl RawConfig {
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: None,
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: Some(path.to_owned()),
+            message: e.to_string(),
+        })
+    }
+
+    /// `over`'s fields where it has them, `self`'s otherwise. A non-empty `over.nodes` replaces
+    /// the whole member list (a partial list would be a different cluster).
+    pub fn merge(self, over: RawConfig) -> RawConfig {
+        RawConfig {
+            id: over.id.or(self.id),
+            cluster_id: over.cluster_id.or(self.cluster_id),
+            data_dir: over.data_dir.or(self.data_dir),
+            admin: over.admin.or(self.admin),
+            forward: over.forward.or(self.forward),
+            tick_ms: over.tick_ms.or(self.tick_ms),
+            election_ms: over.election_ms.or(self.election_ms),
+            nodes: if over.nodes.is_empty() {
+                self.nodes
+            } else {
+                over.nodes
+            },
+        }
+    }
+
+    /// Checks everything and resolves the addresses.
+    pub fn validate(&self) -> Result<ServerConfig, ConfigError> {
+        let id = self.id.ok_or(ConfigError::MissingId)?;
+        if id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        if self.nodes.is_empty() {
+            return Err(ConfigError::NoNodes);
+        }
+        let mut nodes = BTreeMap::new();
+        // Every address in use, with who uses it, to refuse two things on one port.
+        let mut used: HashMap<SocketAddr, String> = HashMap::new();
+        let mut claim = |addr: SocketAddr, who: String| match used.get(&addr) {
+            Some(first) if addr.port() != 0 => Err(ConfigError::DuplicateAddress {
+                addr,
+                first: first.clone(),
+                second: who,
+            }),
+            _ => {
+                used.insert(addr, who);
+                Ok(())
+            }
+        };
+        for spec in &self.nodes {
+            if spec.id == 0 {
+                return Err(ConfigError::ZeroId);
+            }
+            let raft = resolve(&spec.raft, &format!("node {} raft", spec.id))?;
+            let client = resolve(&spec.client, &format!("node {} client", spec.id))?;
+            for (addr, what) in [(raft, "raft"), (client, "client")] {
+                if addr.port() == 0 {
+                    return Err(ConfigError::BadAddress {
+                        what: format!("node {} {what}", spec.id),
+                        value: addr.to_string(),
+                        reason: "port 0 cannot be reached by other nodes or clients".into(),
+                    });
+                }
+            }
+            let addrs = NodeAddrs {
+                id: spec.id,
+                raft,
+                client,
+            };
+            if nodes.insert(spec.id, addrs).is_some() {
+                return Err(ConfigError::DuplicateId(spec.id));
+            }
+            claim(raft, format!("node {} raft", spec.id))?;
+            claim(client, format!("node {} client", spec.id))?;
+        }
+        if !nodes.contains_key(&id) {
+            return Err(ConfigError::OwnIdMissing {
+                id,
+                known: nodes.keys().copied().collect(),
+            });
+        }
+        let admin = match self.admin.as_deref().map(str::trim) {
+            None | Some("") | Some("off") => None,
+            Some(text) => {
+                let addr = resolve(text, "admin")?;
+                claim(addr, "admin".to_owned())?;
+                Some(addr)
+            }
+        };
+        let tick_ms = self.tick_ms.unwrap_or(DEFAULT_TICK_MS);
+        if tick_ms == 0 || tick_ms > MAX_TICK_MS {
+            return Err(ConfigError::BadTiming(format!(
+                "tick_ms must be between 1 and {MAX_TICK_MS}, not {tick_ms}"
+            )));
+        }
+        let [min_ms, max_ms] = self.election_ms.unwrap_or(DEFAULT_ELECTION_MS);
+        if max_ms < min_ms {
+            return Err(ConfigError::BadTiming(format!(
+                "election_ms [{min_ms}, {max_ms}]: the maximum is below the minimum"
+            )));
+        }
+        let (min_ticks, max_ticks) = (min_ms.div_ceil(tick_ms), max_ms.div_ceil(tick_ms));
+        // Heartbeats go out every tick and must come well before anyone's election timeout.
+        if min_ticks < 3 {
+            return Err(ConfigError::BadTiming(format!(
+                "election_ms minimum {min_ms} must be at least 3 ticks ({} ms with tick_ms = {tick_ms})",
+                3 * tick_ms
+            )));
+        }
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("./raft-data/node-{id}")));
+        Ok(ServerConfig {
+            id,
+            cluster_id: self.cluster_id.unwrap_or(DEFAULT_CLUSTER_ID),
+            nodes,
+            data_dir,
+            admin,
+            forward: self.forward.unwrap_or(true),
+            tick: Duration::from_millis(tick_ms),
+            election_ticks: (min_ticks, max_ticks),
+        })
+    }
+}
+
+/// Resolves `host:port` (an IP address or a name) to one socket address.
+fn resolve(text: &str, what: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |reason: String| ConfigError::BadAddress {
+        what: what.to_owned(),
+        value: text.to_owned(),
+        reason,
+    };
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !text.contains(':') {
+        return Err(bad("expected HOST:PORT".into()));
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Vec<_>>();
+    // Prefer IPv4 so that `localhost` means the same on every node.
+    addrs.sort_by_key(|addr| !addr.is_ipv4());
+    addrs
+        .into_iter()
+        .next()
+        .ok_or_else(|| bad("the name resolves to no address".into()))
+}
+
+/// A member's resolved addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NodeAddrs {
+    pub id: u64,
+    pub raft: SocketAddr,
+    pub client: SocketAddr,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub id: u64,
+    pub cluster_id: u64,
+    /// Every member, this node included.
+    pub nodes: BTreeMap<u64, NodeAddrs>,
+    pub data_dir: PathBuf,
+    /// The admin HTTP address; `None` disables it.
+    pub admin: Option<SocketAddr>,
+    /// Followers forward writes to the leader; when off they answer `-MOVED`.
+    pub forward: bool,
+    pub tick: Duration,
+    /// Election timeout range in ticks.
+    pub election_ticks: (u64, u64),
+}
+
+impl ServerConfig {
+    /// A configuration with the defaults for member `id` of `nodes` (for tests and tools).
+    pub fn new(
+        id: u64,
+        nodes: impl IntoIterator<Item = NodeAddrs>,
+        data_dir: impl Into<PathBuf>,
+    ) -> ServerConfig {
+        let tick_ms = DEFAULT_TICK_MS;
+        ServerConfig {
+            id,
+            cluster_id: DEFAULT_CLUSTER_ID,
+            nodes: nodes.into_iter().map(|n| (n.id, n)).collect(),
+            data_dir: data_dir.into(),
+            admin: None,
+            forward: true,
+            tick: Duration::from_millis(tick_ms),
+            election_ticks: (
+                DEFAULT_ELECTION_MS[0] / tick_ms,
+                DEFAULT_ELECTION_MS[1] / tick_ms,
+            ),
+        }
+    }
+
+    /// This node's own addresses.
+    pub fn me(&self) -> Option<&NodeAddrs> {
+        self.nodes.get(&self.id)
+    }
+
+    /// The runtime's configuration for this node.
+    pub fn node_config(&self) -> NodeConfig {
+        let peers = self
+            .nodes
+            .values()
+            .filter(|n| n.id != self.id)
+            .map(|n| (NodeId(n.id), n.raft))
+            .collect();
+        let mut config = NodeConfig::new(
+            NodeId(self.id),
+            self.cluster_id,
+            peers,
+            self.data_dir.clone(),
+        );
+        config.tick = self.tick;
+        config.raft.forward_proposals = self.forward;
+        config.raft.election_timeout_min_ticks = self.election_ticks.0;
+        config.raft.election_timeout_max_ticks = self.election_ticks.1;
+        config
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {message}", path.display())]
+    Read { path: PathBuf, message: String },
+    #[error("{}{message}", path.as_ref().map(|p| format!("config file {}: ", p.display())).unwrap_or_default())]
+    Parse {
+        path: Option<PathBuf>,
+        message: String,
+    },
+    #[error("no node id: give `id` in the config file or --id")]
+    MissingId,
+    #[error("node ids start at 1; 0 is not a valid id")]
+    ZeroId,
+    #[error("no cluster members: give [[nodes]] tables in the config file or --node ID=RAFT_ADDR,CLIENT_ADDR for every member")]
+    NoNodes,
+    #[error("node id {0} appears more than once among the nodes")]
+    DuplicateId(u64),
+    #[error("this node's id {id} is not among the nodes (known ids: {known:?}); list every member, this one included")]
+    OwnIdMissing { id: u64, known: Vec<u64> },
+    #[error("bad {what} address '{value}': {reason}")]
+    BadAddress {
+        what: String,
+        value: String,
+        reason: String,
+    },
+    #[error("address {addr} is used twice: by {first} and by {second}")]
+    DuplicateAddress {
+        addr: SocketAddr,
+        first: String,
+        second: String,
+    },
+    #[error("bad timing: {0}")]
+    BadTiming(String),
+}
+
+/// `raftkv serve`'s flags. Each overrides the same setting of the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file; flags override its settings.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// This node's id (must be one of the --node ids).
+    #[arg(long, value_name = "N")]
+    pub id: Option<u64>,
+    /// Cluster id; nodes of different clusters refuse each other's connections [default: 1].
+    #[arg(long, value_name = "N")]
+    pub cluster_id: Option<u64>,
+    /// A cluster member, repeated for every member including this one.
+    #[arg(long = "node", value_name = "ID=RAFT_ADDR,CLIENT_ADDR")]
+    pub nodes: Vec<NodeSpec>,
+    /// Admin HTTP address (GET /status, /metrics) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Data directory for the Raft log [default: ./raft-data/node-<id>].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Followers answer writes with -MOVED to the leader instead of forwarding them.
+    #[arg(long)]
+    pub no_forward: bool,
+    /// Length of one Raft tick in milliseconds [default: 10].
+    #[arg(long, value_name = "MS")]
+    pub tick_ms: Option<u64>,
+    /// Election timeout range in milliseconds [default: 150..300].
+    #[arg(long, value_name = "MIN..MAX")]
+    pub election_ms: Option<ElectionRange>,
+}
+
+impl ServeArgs {
+    /// The flags as a [`RawConfig`] layer.
+    pub fn to_raw(&self) -> RawConfig {
+        RawConfig {
+            id: self.id,
+            cluster_id: self.cluster_id,
+            data_dir: self.data_dir.clone(),
+            admin: self.admin.clone(),
+            forward: self.no_forward.then_some(false),
+            tick_ms: self.tick_ms,
+            election_ms: self.election_ms.map(|range| range.0),
+            nodes: self.nodes.clone(),
+        }
+    }
+
+    /// The file (if any) with the flags over it, validated.
+    pub fn resolve(&self) -> Result<ServerConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => RawConfig::load(path)?,
+            None => RawConfig::default(),
+        };
+        file.merge(self.to_raw()).validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+        id = 2
+        cluster_id = 7
+        admin = "127.0.0.1:9102"
+        tick_ms = 5
+        election_ms = [100, 200]
+
+        [[nodes]]
+        id = 1
+        raft = "127.0.0.1:7101"
+        client = "127.0.0.1:6101"
+
+        [[nodes]]
+        id = 2
+        raft = "127.0.0.1:7102"
+        client = "127.0.0.1:6102"
+
+        [[nodes]]
+        id = 3
+        raft = "127.0.0.1:7103"
+        client = "127.0.0.1:6103"
+    "#;
+
+    fn spec(id: u64, raft: &str, client: &str) -> NodeSpec {
+        NodeSpec {
+            id,
+            raft: raft.into(),
+            client: client.into(),
+        }
+    }
+
+    #[test]
+    fn a_file_validates_with_defaults_filled_in() {
+        let config = RawConfig::from_toml(FILE).unwrap().validate().unwrap();
+        assert_eq!(config.id, 2);
+        assert_eq!(config.cluster_id, 7);
+        assert_eq!(config.admin, Some("127.0.0.1:9102".parse().unwrap()));
+        assert!(config.forward);
+        assert_eq!(config.tick, Duration::from_millis(5));
+        assert_eq!(config.election_ticks, (20, 40));
+        assert_eq!(config.data_dir, PathBuf::from("./raft-data/node-2"));
+        assert_eq!(config.nodes.len(), 3);
+        assert_eq!(
+            config.me().unwrap().client,
+            "127.0.0.1:6102".parse().unwrap()
+        );
+        let node = config.node_config();
+        assert_eq!(node.peers.len(), 2);
+        assert!(!node.peers.contains_key(&NodeId(2)));
+        assert!(node.raft.forward_proposals);
+        assert_eq!(node.raft.election_timeout_min_ticks, 20);
+        node.raft.validate().unwrap();
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let args = ServeArgs {
+            id: Some(3),
+            no_forward: true,
+            election_ms: Some("150..300".parse().unwrap()),
+            tick_ms: Some(10),
+            admin: Some("off".into()),
+            data_dir: Some("/tmp/x".into()),
+            ..ServeArgs::default()
+        };
+        let config = RawConfig::from_toml(FILE)
+            .unwrap()
+            .merge(args.to_raw())
+            .validate()
+            .unwrap();
+        assert_eq!(config.id, 3);
+        assert_eq!(config.cluster_id, 7);
+        assert!(!config.forward);
+        assert_eq!(config.admin, None);
+        assert_eq!(config.election_ticks, (15, 30));
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert!(!config.node_config().raft.forward_proposals);
+    }
+
+    #[test]
+    fn node_flags_parse_and_replace_the_file_list() {
+        let one: NodeSpec = "1=127.0.0.1:7001,127.0.0.1:6001".parse().unwrap();
+        assert_eq!(one, spec(1, "127.0.0.1:7001", "127.0.0.1:6001"));
+        for bad in ["", "1", "x=a,b", "1=a", "1=,b", "1=a,", "1=a,b,c"] {
+            assert!(bad.parse::<NodeSpec>().is_err(), "{bad}");
+        }
+        let raw = RawConfig::from_toml(FILE).unwrap().merge(RawConfig {
+            id: Some(1),
+            nodes: vec![one],
+            ..RawConfig::default()
+        });
+        let config = raw.validate().unwrap();
+        assert_eq!(config.nodes.len(), 1);
+        assert!(config.node_config().peers.is_empty());
+    }
+
+    #[test]
+    fn election_ranges_parse() {
+        assert_eq!(
+            "150..300".parse::<ElectionRange>(),
+            Ok(ElectionRange([150, 300]))
+        );
+        assert!("150".parse::<ElectionRange>().is_err());
+        assert!("a..b".parse::<ElectionRange>().is_err());
+    }
+
+    fn base() -> RawConfig {
+        RawConfig {
+            id: Some(1),
+            nodes: vec![
+                spec(1, "127.0.0.1:7001", "127.0.0.1:6001"),
+                spec(2, "127.0.0.1:7002", "127.0.0.1:6002"),
+            ],
+            ..RawConfig::default()
+        }
+    }
+
+    #[test]
+    fn every_mistake_has_its_own_error() {
+        let check = |raw: RawConfig| raw.validate().unwrap_err();
+        assert_eq!(
+            check(RawConfig { id: None, ..base() }),
+            ConfigError::MissingId
+        );
+        assert_eq!(
+            check(RawConfig {
+                id: Some(0),
+                ..base()
+            }),
+            ConfigError::ZeroId
+        );
+        assert_eq!(
+            check(RawConfig {
+                nodes: vec![],
+                ..base()
+            }),
+            ConfigError::NoNodes
+        );
+        assert_eq!(
+            check(RawConfig {
+                id: Some(9),
+                ..base()
+            }),
+            ConfigError::OwnIdMissing {
+                id: 9,
+                known: vec![1, 2]
+            }
+        );
+        let mut dup = base();
+        dup.nodes.push(spec(2, "127.0.0.1:7003", "127.0.0.1:6003"));
+        assert_eq!(check(dup), ConfigError::DuplicateId(2));
+        let mut dup = base();
+        dup.nodes[1].raft = "127.0.0.1:6001".into();
+        assert!(matches!(
+            check(dup),
+            ConfigError::DuplicateAddress { ref first, ref second, .. }
+                if first == "node 1 client" && second == "node 2 raft"
+        ));
+        let mut bad = base();
+        bad.nodes[0].client = "nowhere".into();
+        assert!(
+            matches!(check(bad), ConfigError::BadAddress { ref what, .. } if what == "node 1 client")
+        );
+        let mut bad = base();
+        bad.nodes[0].raft = "127.0.0.1:0".into();
+        assert!(matches!(check(bad), ConfigError::BadAddress { .. }));
+        let mut bad = base();
+        bad.nodes[0].raft = "127.0.0.1:99999".into();
+        assert!(matches!(check(bad), ConfigError::BadAddress { .. }));
+        assert!(matches!(
+            check(RawConfig {
+                admin: Some("127.0.0.1:6002".into()),
+                ..base()
+            }),
+            ConfigError::DuplicateAddress { .. }
+        ));
+        assert!(matches!(
+            check(RawConfig {
+                tick_ms: Some(0),
+                ..base()
+            }),
+            ConfigError::BadTiming(_)
+        ));
+        assert!(matches!(
+            check(RawConfig {
+                election_ms: Some([300, 150]),
+                ..base()
+            }),
+            ConfigError::BadTiming(_)
+        ));
+        assert!(matches!(
+            check(RawConfig {
+                election_ms: Some([20, 30]),
+                ..base()
+            }),
+            ConfigError::BadTiming(_)
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_parse_errors() {
+        let err = RawConfig::from_toml("id = 1\nbogus = 2\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = RawConfig::from_toml("id = \"one\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        let err = RawConfig::load(Path::new("/definitely/not/here.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/raftkv.toml");
+        let config = RawConfig::load(&path).unwrap().validate().unwrap();
+        assert_eq!(config.nodes.len(), 3);
+    }
+}

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Smoke test of raftkv with the real redis-cli: starts a 3-node cluster from the built binary in a
+# temporary directory, runs a few commands, checks their output, and stops the nodes (SIGTERM,
+# expecting exit 0). Everything is removed on exit, whatever happens.
+#
+# Usage: scripts/redis-cli-smoke.sh            (builds target/debug/raftkv if needed)
+#        RAFTKV_BIN=target/release/raftkv scripts/redis-cli-smoke.sh
+# Needs redis-cli (Debian: apt-get install -y redis-tools).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-cli >/dev/null 2>&1; then
+    echo "redis-cli-smoke: redis-cli is not installed (apt-get install -y redis-tools)" >&2
+    exit 1
+fi
+
+BIN="${RAFTKV_BIN:-}"
+if [[ -z "$BIN" ]]; then
+    cargo build -q -p raftkv
+    BIN="${CARGO_TARGET_DIR:-target}/debug/raftkv"
+fi
+[[ -x "$BIN" ]] || { echo "redis-cli-smoke: no raftkv binary at $BIN" >&2; exit 1; }
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    local status=$?
+    for pid in "${PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    if [[ $status -ne 0 ]]; then
+        for log in "$TMP"/node-*.log; do
+            [[ -f "$log" ]] || continue
+            echo "--- $log (last 20 lines)" >&2
+            tail -n 20 "$log" >&2
+        done
+    fi
+    rm -rf "$TMP"
+    exit $status
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+check() { # check NAME EXPECTED ACTUAL
+    if [[ "$3" == "$2" ]]; then
+        passed=$((passed + 1))
+        echo "ok   $1"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $1: expected '$2', got '$3'"
+    fi
+}
+
+# Nine ports nobody listens on: raft, client and admin for each node.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_base() {
+    local base port tries
+    for tries in $(seq 1 50); do
+        base=$((20000 + RANDOM % 30000))
+        for port in $(seq "$base" $((base + 8))); do
+            if port_in_use "$port"; then continue 2; fi
+        done
+        echo "$base"
+        return
+    done
+    echo "redis-cli-smoke: no free ports" >&2
+    exit 1
+}
+BASE="$(pick_base)"
+raft_port() { echo $((BASE + $1 - 1)); }
+client_port() { echo $((BASE + 3 + $1 - 1)); }
+admin_port() { echo $((BASE + 6 + $1 - 1)); }
+
+NODES=()
+for id in 1 2 3; do
+    NODES+=(--node "$id=127.0.0.1:$(raft_port "$id"),127.0.0.1:$(client_port "$id")")
+done
+
+for id in 1 2 3; do
+    RAFTKV_LOG=info "$BIN" serve --id "$id" "${NODES[@]}" \
+        --admin "127.0.0.1:$(admin_port "$id")" --data-dir "$TMP/node-$id" \
+        >"$TMP/node-$id.out" 2>"$TMP/node-$id.log" &
+    PIDS+=($!)
+done
+
+# Each node prints one line when it serves.
+for id in 1 2 3; do
+    for _ in $(seq 1 200); do
+        grep -q "^raftkv node $id ready: " "$TMP/node-$id.out" && break
+        sleep 0.1
+    done
+    grep -q "^raftkv node $id ready: raft 127.0.0.1:$(raft_port "$id") client 127.0.0.1:$(client_port "$id") admin 127.0.0.1:$(admin_port "$id")$" "$TMP/node-$id.out" \
+        || { echo "node $id is not ready: $(cat "$TMP/node-$id.out")" >&2; exit 1; }
+done
+
+# Wait for a leader that every node knows.
+LEADER=""
+for _ in $(seq 1 200); do
+    for id in 1 2 3; do
+        if redis-cli -p "$(client_port "$id")" info replication 2>/dev/null | tr -d '\r' | grep -qx "role:leader"; then
+            LEADER="$id"
+        fi
+    done
+    if [[ -n "$LEADER" ]]; then
+        known=0
+        for id in 1 2 3; do
+            redis-cli -p "$(client_port "$id")" info replication 2>/dev/null | tr -d '\r' \
+                | grep -qx "raft_leader_id:$LEADER" && known=$((known + 1))
+        done
+        [[ $known -eq 3 ]] && break
+    fi
+    LEADER=""
+    sleep 0.1
+done
+[[ -n "$LEADER" ]] || { echo "no leader elected" >&2; exit 1; }
+echo "leader: node $LEADER"
+P="$(client_port "$LEADER")"
+FOLLOWER=$(( LEADER % 3 + 1 ))
+F="$(client_port "$FOLLOWER")"
+
+check "PING" "PONG" "$(redis-cli -p "$P" ping)"
+check "SET k v" "OK" "$(redis-cli -p "$P" set k v)"
+check "GET k" "v" "$(redis-cli -p "$P" get k)"
+check "GET k at a follower" "v" "$(redis-cli -p "$F" get k)"
+check "INCR n" "1" "$(redis-cli -p "$P" incr n)"
+check "INCR n again" "2" "$(redis-cli -p "$P" incr n)"
+check "GET missing" "" "$(redis-cli -p "$P" get missing)"
+check "DEL k" "1" "$(redis-cli -p "$P" del k)"
+INFO="$(redis-cli -p "$P" info replication | tr -d '\r')"
+check "INFO role" "role:leader" "$(grep '^role:' <<<"$INFO")"
+check "INFO leader id" "raft_leader_id:$LEADER" "$(grep '^raft_leader_id:' <<<"$INFO")"
+check "INFO at a follower" "role:follower" "$(redis-cli -p "$F" info replication | tr -d '\r' | grep '^role:')"
+check "unknown command" "ERR unknown command 'nosuch', with args beginning with: 'x' " \
+    "$(redis-cli -p "$P" nosuch x 2>&1)"
+
+# A graceful stop: SIGTERM, exit status 0.
+for i in 0 1 2; do
+    kill -TERM "${PIDS[$i]}"
+done
+for i in 0 1 2; do
+    status=0
+    wait "${PIDS[$i]}" || status=$?
+    check "node $((i + 1)) exits 0 on SIGTERM" "0" "$status"
+done
+PIDS=()
+
+echo "redis-cli smoke: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
