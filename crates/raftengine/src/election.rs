@@ -78,6 +78,12 @@ impl RaftNode {
                 self.note_read_round_echo(msg.from, read_round);
                 self.handle_append_response(msg.from, success, match_index, reject_hint);
             }
+            MessageBody::TimeoutNow { last_log_index } => {
+                self.handle_timeout_now(msg.from, last_log_index);
+            }
+            MessageBody::TimeoutNowResponse { accepted } => {
+                self.handle_timeout_now_response(msg.from, accepted);
+            }
             MessageBody::Propose { request, command } => {
                 self.handle_propose(msg.from, request, command);
             }
@@ -368,6 +374,7 @@ impl RaftNode {
             reads: Default::default(),
             forwarded: Default::default(),
             commit_notified: LogIndex(0),
+            transfer: None,
         })));
         self.set_leader(Some(self.config.id));
         self.out.events.push(Event::ElectionWon { term });

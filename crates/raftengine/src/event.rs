@@ -67,4 +67,12 @@ pub enum Event {
     LogTruncated {
         from: LogIndex,
     },
+    /// The leader began handing leadership to `target` (new commands get `Retry` meanwhile).
+    TransferStarted {
+        target: NodeId,
+    },
+    /// The target did not take over in time (or refused); the leader serves commands again.
+    TransferAborted {
+        target: NodeId,
+    },
 }

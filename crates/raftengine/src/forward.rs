@@ -73,8 +73,9 @@ impl RaftNode {
 
     pub(crate) fn handle_propose(&mut self, from: NodeId, request: u64, command: Vec<u8>) {
         let term = self.hard.term;
+        let transferring = self.transferring();
         let placed = match &mut self.role {
-            Role::Leader(leadership) => {
+            Role::Leader(leadership) if !transferring => {
                 if let Some(id) = leadership.forwarded.get(from, request) {
                     self.send(
                         from,

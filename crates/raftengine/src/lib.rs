@@ -21,6 +21,7 @@ mod read;
 mod replication;
 mod state_machine;
 mod storage;
+mod transfer;
 mod types;
 
 #[cfg(feature = "mutations")]
@@ -35,4 +36,5 @@ pub use state_machine::{ApplyError, StateMachine};
 pub use storage::{
     LogId, LogStorage, LogWrite, MemoryStorage, PersistBatch, StorageError, StoredState,
 };
+pub use transfer::TransferError;
 pub use types::{Entry, EntryPayload, HardState, LogIndex, NodeId, RequestId, Term};

@@ -59,6 +59,15 @@ pub enum MessageBody {
         /// The `read_round` of the request this answers.
         read_round: u64,
     },
+    /// Leadership transfer: "campaign now", sent once the target holds the leader's whole log
+    /// (`t_p` in traces).
+    TimeoutNow {
+        last_log_index: LogIndex,
+    },
+    /// The target's answer (`t_pr`): whether it campaigns.
+    TimeoutNowResponse {
+        accepted: bool,
+    },
     /// A follower forwards its client's command to the leader (`Config::forward_proposals`).
     Propose {
         request: u64,
@@ -91,6 +100,8 @@ impl MessageBody {
             MessageBody::VoteResponse { .. } => "vote",
             MessageBody::AppendEntries { .. } => "ae",
             MessageBody::AppendEntriesResponse { .. } => "ae_reply",
+            MessageBody::TimeoutNow { .. } => "t_p",
+            MessageBody::TimeoutNowResponse { .. } => "t_pr",
             MessageBody::Propose { .. } => "fwd",
             MessageBody::ProposeResponse { .. } => "fwd_reply",
             MessageBody::ReadIndexRequest { .. } => "ri_r",

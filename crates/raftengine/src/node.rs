@@ -49,6 +49,7 @@ pub(crate) struct Leadership {
     pub forwarded: crate::forward::PlacedForwards,
     /// The commit index followers were last told of (with `Config::notify_commit`).
     pub commit_notified: LogIndex,
+    pub transfer: Option<crate::transfer::Transfer>,
 }
 
 /// Bad input the node refuses; nothing in the node changed.
@@ -210,6 +211,10 @@ impl RaftNode {
     /// or a retry (see `Output::rejected`).
     pub fn propose(&mut self, id: RequestId, command: Vec<u8>) {
         if self.stopped.is_some() {
+            self.out.rejected.push((id, CommandRejected::Retry));
+            return;
+        }
+        if self.transferring() {
             self.out.rejected.push((id, CommandRejected::Retry));
             return;
         }

@@ -131,6 +131,7 @@ impl RaftNode {
             if news {
                 self.maybe_commit();
             }
+            self.maybe_tell_target(from);
         } else {
             // A hint below the match index means the follower lost entries it had acknowledged
             // (a replaced disk): believe it, so it can be repaired. Lowering a match index only
@@ -277,6 +278,7 @@ impl RaftNode {
                 return;
             }
         }
+        self.tick_transfer();
         let lease_reads = self.tick_reads();
         if heartbeat_due {
             if lease_reads {

@@ -88,6 +88,8 @@ pub enum HarnessError {
     TriggerNotReached(String),
     #[error("N-{0} has no command to wait for")]
     NoCommand(usize),
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// What to stop at while moving messages.
@@ -716,6 +718,21 @@ impl Cluster {
         self.control(node, |r| r.campaign(transfer))
     }
 
+    /// Leader `node` hands leadership to `target` (thesis §3.10).
+    pub fn transfer(&mut self, node: usize, target: usize) -> Result<(), HarnessError> {
+        self.index(target)?;
+        self.raft_mut(node)?;
+        self.note(node, &format!("TRANSFER -> N-{target}"));
+        let mut refused = None;
+        self.control(node, |r| {
+            refused = r.transfer_leadership(NodeId(target as u64)).err();
+        })?;
+        match refused {
+            Some(e) => Err(HarnessError::Refused(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
     pub fn force_follower(&mut self, node: usize) -> Result<(), HarnessError> {
         self.control(node, RaftNode::force_follower)
     }
@@ -1084,6 +1101,8 @@ pub fn fields(msg: &Message) -> String {
                 read_round_field(*read_round)
             )
         }
+        MessageBody::TimeoutNow { last_log_index } => format!("i-{}", last_log_index.0),
+        MessageBody::TimeoutNowResponse { accepted } => format!("ok-{}", yes(*accepted)),
         MessageBody::Propose { request, .. } => format!("t-{t} r-{request}"),
         MessageBody::ProposeResponse { request, placed } => match placed {
             Some(id) => format!("r-{request} i-{} t-{}", id.index.0, id.term.0),

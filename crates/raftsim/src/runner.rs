@@ -56,6 +56,7 @@ pub(crate) fn execute(c: &mut Cluster, command: &Command) -> Result<(), String> 
             .extend(f.iter().cloned()),
         Command::Campaign { node, transfer } => h(c.campaign(*node, *transfer))?,
         Command::Follower(node) => h(c.force_follower(*node))?,
+        Command::Transfer { node, target } => h(c.transfer(*node, *target))?,
         Command::SetTerm { node, term } => h(c.force_term(*node, *term))?,
         Command::Heartbeat(node) => h(c.heartbeat(*node))?,
         Command::ClearQueues(node) => h(c.clear_queues(*node))?,

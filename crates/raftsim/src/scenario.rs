@@ -43,6 +43,10 @@ pub enum Command {
         transfer: bool,
     },
     Follower(usize),
+    Transfer {
+        node: usize,
+        target: usize,
+    },
     SetTerm {
         node: usize,
         term: u64,
@@ -256,6 +260,10 @@ fn parse_command(word: &str, rest: &str) -> Result<Command, String> {
             transfer: flag("transfer"),
         },
         "follower" => Command::Follower(node()?),
+        "transfer" => Command::Transfer {
+            node: node()?,
+            target: node_ref(args.get(1).ok_or("expected `transfer N-leader N-target`")?)?,
+        },
         "set-term" => Command::SetTerm {
             node: node()?,
             term: number(args.get(1).ok_or("expected a term")?)?,
@@ -382,6 +390,7 @@ impl Command {
                 if *manual { "manual" } else { "immediate" }
             ),
             Command::Sync(node) => format!("sync {}", n(node)),
+            Command::Transfer { node, target } => format!("transfer {} {}", n(node), n(target)),
             _ => return None,
         })
     }
@@ -430,7 +439,20 @@ fn parse_trigger(args: &[&str]) -> Result<Trigger, String> {
 }
 
 fn message_code(code: &str) -> Result<String, String> {
-    const CODES: [&str; 6] = ["p_v_r", "p_v", "poll", "vote", "ae", "ae_reply"];
+    const CODES: [&str; 12] = [
+        "p_v_r",
+        "p_v",
+        "poll",
+        "vote",
+        "ae",
+        "ae_reply",
+        "t_p",
+        "t_pr",
+        "fwd",
+        "fwd_reply",
+        "ri_r",
+        "ri",
+    ];
     if CODES.contains(&code) {
         Ok(code.to_string())
     } else {

@@ -32,6 +32,38 @@ fn a_short_batch_passes_every_check() {
 }
 
 #[test]
+fn runs_include_every_kind_of_fault() {
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..40 {
+        for command in run_seed(seed, FuzzOptions::new(3, 1000)).commands {
+            if let Some(line) = command.to_line() {
+                seen.insert(line.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    }
+    for kind in [
+        "deliver",
+        "drop",
+        "duplicate",
+        "send",
+        "tick",
+        "command",
+        "read",
+        "crash",
+        "restart",
+        "split",
+        "heal",
+        "cut",
+        "restore-links",
+        "disk",
+        "sync",
+        "transfer",
+    ] {
+        assert!(seen.contains(kind), "no `{kind}` in 40 seeds: {seen:?}");
+    }
+}
+
+#[test]
 fn saved_regressions_pass_every_check() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/regressions");
     let mut checked = 0;

@@ -462,6 +462,25 @@ impl Generator {
                 }
             }
             85..=89 => Command::RestoreLinks,
+            90..=97 => {
+                // Leadership transfer from whoever leads to another node (refused, and left out
+                // of the run, when the node asked does not lead).
+                let leader = live
+                    .iter()
+                    .copied()
+                    .find(|&n| {
+                        c.raft(n)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|r| r.role() == raftengine::RoleKind::Leader)
+                    })
+                    .unwrap_or(node);
+                let target = 1 + below(rng, nodes as u64) as usize;
+                Command::Transfer {
+                    node: leader,
+                    target,
+                }
+            }
             _ => Command::Disk {
                 node,
                 manual: !c.disk_is_manual(node),

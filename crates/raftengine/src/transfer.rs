@@ -1,0 +1,141 @@
+//! Leadership transfer (thesis §3.10). The leader stops taking new commands (they get `Retry`),
+//! brings the target's log up to date, then tells it to campaign at once (`TimeoutNow`, `t_p` in
+//! traces). The target's campaign is transfer-authorized, so pre-vote and leader stickiness do
+//! not hold it back. If the target has not taken over within one election timeout, the transfer
+//! is aborted and the leader serves commands again.
+
+use crate::event::Event;
+use crate::message::MessageBody;
+use crate::node::{RaftNode, Role};
+use crate::types::{LogIndex, NodeId};
+use thiserror::Error;
+
+/// A transfer under way at the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transfer {
+    pub target: NodeId,
+    /// Ticks since the transfer began; the transfer is aborted at the minimum election timeout.
+    pub elapsed: u64,
+    /// `TimeoutNow` went out (once the target had caught up).
+    pub told: bool,
+}
+
+/// Why a transfer cannot start.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TransferError {
+    #[error("only the leader can transfer leadership")]
+    NotLeader,
+    #[error("{0} is not a voter of this cluster")]
+    UnknownTarget(NodeId),
+    #[error("the leader cannot transfer leadership to itself")]
+    TargetIsSelf,
+    #[error("a transfer to {0} is already under way")]
+    InProgress(NodeId),
+}
+
+impl RaftNode {
+    /// Starts handing leadership to `target`. Progress shows in `Output::events`
+    /// (`TransferStarted`, then `TransferAborted` or the role change itself).
+    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), TransferError> {
+        if target == self.config.id {
+            return Err(TransferError::TargetIsSelf);
+        }
+        if !self.config.voters.contains(&target) {
+            return Err(TransferError::UnknownTarget(target));
+        }
+        let Role::Leader(leadership) = &mut self.role else {
+            return Err(TransferError::NotLeader);
+        };
+        if let Some(t) = leadership.transfer {
+            return Err(TransferError::InProgress(t.target));
+        }
+        leadership.transfer = Some(Transfer {
+            target,
+            elapsed: 0,
+            told: false,
+        });
+        self.out.events.push(Event::TransferStarted { target });
+        self.maybe_tell_target(target);
+        Ok(())
+    }
+
+    /// Sends `TimeoutNow` once the target holds the leader's whole log; until then, catches it up.
+    pub(crate) fn maybe_tell_target(&mut self, peer: NodeId) {
+        let last = self.log.last_index();
+        let term = self.hard.term;
+        let Role::Leader(leadership) = &mut self.role else {
+            return;
+        };
+        let Some(transfer) = leadership.transfer.as_mut() else {
+            return;
+        };
+        if transfer.target != peer || transfer.told {
+            return;
+        }
+        let caught_up = leadership
+            .progress
+            .get(&peer)
+            .is_some_and(|p| p.match_index >= last);
+        if !caught_up {
+            self.send_append(peer);
+            return;
+        }
+        transfer.told = true;
+        self.send(
+            peer,
+            term,
+            MessageBody::TimeoutNow {
+                last_log_index: last,
+            },
+        );
+    }
+
+    /// The target campaigns at once if it is a follower of the sender with the sender's log.
+    pub(crate) fn handle_timeout_now(&mut self, from: NodeId, last_log_index: LogIndex) {
+        let accepted = matches!(self.role, Role::Follower)
+            && self.leader == Some(from)
+            && self.log.last_index() >= last_log_index;
+        let term = self.hard.term;
+        self.send(from, term, MessageBody::TimeoutNowResponse { accepted });
+        if accepted {
+            self.campaign(true);
+        }
+    }
+
+    pub(crate) fn handle_timeout_now_response(&mut self, from: NodeId, accepted: bool) {
+        if !accepted {
+            self.abort_transfer(from);
+        }
+    }
+
+    /// Counts a tick of a transfer; aborts it after the minimum election timeout.
+    pub(crate) fn tick_transfer(&mut self) {
+        let limit = self.config.election_timeout_min_ticks;
+        let Role::Leader(leadership) = &mut self.role else {
+            return;
+        };
+        let Some(transfer) = leadership.transfer.as_mut() else {
+            return;
+        };
+        transfer.elapsed += 1;
+        if transfer.elapsed >= limit {
+            let target = transfer.target;
+            self.abort_transfer(target);
+        }
+    }
+
+    fn abort_transfer(&mut self, target: NodeId) {
+        let Role::Leader(leadership) = &mut self.role else {
+            return;
+        };
+        if leadership.transfer.is_some_and(|t| t.target == target) {
+            leadership.transfer = None;
+            self.out.events.push(Event::TransferAborted { target });
+        }
+    }
+
+    /// While a transfer is under way the leader takes no new commands.
+    pub(crate) fn transferring(&self) -> bool {
+        matches!(&self.role, Role::Leader(l) if l.transfer.is_some())
+    }
+}
