@@ -69,6 +69,9 @@ enum Cmd {
         /// No progress bar (for logs).
         #[arg(long)]
         quiet: bool,
+        /// Also write every seed's client history as JSON lines into this directory.
+        #[arg(long)]
+        histories: Option<PathBuf>,
         /// Switch on a known protocol bug (builds with the `mutations` feature only), e.g.
         /// CommitPreviousTerm, to see the checkers catch it.
         #[cfg(feature = "mutations")]
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
             fail_fast,
             replay,
             quiet,
+            histories,
             #[cfg(feature = "mutations")]
             mutation,
         } => match replay {
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
                     failures,
                     fail_fast,
                     quiet,
+                    histories,
                 })
             }
         },

@@ -14,6 +14,8 @@ pub struct FuzzRun {
     pub failures: PathBuf,
     pub fail_fast: bool,
     pub quiet: bool,
+    /// Write every seed's history as JSON lines here (failures always get theirs).
+    pub histories: Option<PathBuf>,
 }
 
 /// Replays allowed while shrinking one failure.
@@ -38,6 +40,12 @@ pub fn run(run: FuzzRun) -> Result<(), String> {
     for seed in run.start..run.start + run.seeds {
         let report = run_seed(seed, run.options);
         operations += report.operations;
+        if let Some(dir) = &run.histories {
+            write_history(
+                &dir.join(format!("seed_{seed}.history.jsonl")),
+                &report.history,
+            )?;
+        }
         if let Some(violation) = &report.violation {
             bar.println(format!("seed {seed}: {violation}"));
             let (commands, violation) = shrink(
@@ -47,6 +55,7 @@ pub fn run(run: FuzzRun) -> Result<(), String> {
                 SHRINK_REPLAYS,
             );
             let path = write_failure(&run.failures, seed, &report.settings, &violation, &commands)?;
+            write_history(&path.with_extension("history.jsonl"), &report.history)?;
             bar.println(format!(
                 "  shrunk from {} to {} commands: {}",
                 report.commands.len(),
@@ -106,6 +115,16 @@ fn write_failure(
     std::fs::write(&trace_path, Format::Markdown.render(&trace))
         .map_err(|e| format!("{}: {e}", trace_path.display()))?;
     Ok(path)
+}
+
+/// The clients' history as JSON lines (`lincheck`'s format), for external checkers.
+fn write_history(path: &Path, history: &[lincheck::Operation]) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    lincheck::write_jsonl(history, std::io::BufWriter::new(file))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Replays a scenario file (a saved failure, or any scenario) with every check.

@@ -72,6 +72,13 @@ impl History {
             .any(|o| o.node == node && o.request == request && o.ret.is_none() && !o.no_effect)
     }
 
+    /// Whether the operation was refused before it could take effect (redirect, retry).
+    pub fn had_no_effect(&self, node: usize, request: RequestId) -> bool {
+        self.ops
+            .iter()
+            .any(|o| o.node == node && o.request == request && o.no_effect)
+    }
+
     pub fn len(&self) -> usize {
         self.ops.len()
     }

@@ -68,6 +68,8 @@ pub struct SeedReport {
     pub commands: Vec<Command>,
     pub operations: usize,
     pub settings: ClusterSettings,
+    /// The clients' history, as the linearizability checker saw it.
+    pub history: Vec<lincheck::Operation>,
 }
 
 /// Virtual ticks the liveness phase may take to elect a leader and commit a write.
@@ -110,6 +112,7 @@ pub fn run_seed(seed: u64, options: FuzzOptions) -> SeedReport {
     SeedReport {
         seed,
         violation,
+        history: sim.history.operations(),
         operations: sim.history.len(),
         commands: sim.executed,
         settings,
@@ -294,8 +297,9 @@ struct Generator {
     clock_weights: Vec<u64>,
     /// Faults per 1000 steps (varies by seed: calm runs and stormy ones).
     fault_rate: u64,
-    /// Per client: the node and request it waits for, and when it gave it.
-    clients: Vec<Option<(usize, raftengine::RequestId, u64)>>,
+    /// Per client: the node and request it waits for, when it gave it, and the command (to
+    /// retry elsewhere if it was refused without effect: a redirect or "retry").
+    clients: Vec<Option<(usize, raftengine::RequestId, u64, Command)>>,
     max_down: usize,
     values: u64,
     step: u64,
@@ -380,11 +384,26 @@ impl Generator {
         let step = self.step;
         let free = self.clients.iter().position(|slot| match slot {
             None => true,
-            Some((node, request, since)) => {
+            Some((node, request, since, _)) => {
                 !sim.history.is_pending(*node, *request) || step - since > CLIENT_PATIENCE
             }
         })?;
         let node = live[below(rng, live.len() as u64) as usize];
+        let refused = self.clients[free]
+            .as_ref()
+            .filter(|(n, r, _, _)| sim.history.had_no_effect(*n, *r))
+            .map(|(_, _, _, command)| command.clone());
+        if let Some(command) = refused {
+            // Retry the refused operation, at another node chosen at random.
+            let command = match command {
+                Command::Read { key, .. } => Command::Read { node, key },
+                Command::Submit { command, .. } => Command::Submit { node, command },
+                other => other,
+            };
+            let request = sim.cluster.next_request_id();
+            self.clients[free] = Some((node, request, step, command.clone()));
+            return Some(command);
+        }
         let key = KEYS[below(rng, KEYS.len() as u64) as usize];
         self.values += 1;
         let value = format!("v{}", self.values);
@@ -415,7 +434,7 @@ impl Generator {
         };
         // The request id the harness will give it.
         let request = sim.cluster.next_request_id();
-        self.clients[free] = Some((node, request, step));
+        self.clients[free] = Some((node, request, step, command.clone()));
         Some(command)
     }
 
