@@ -1,7 +1,7 @@
 //! The framework benchmark in the shape of openraft's `benchmarks/minimal`: three nodes in one
-//! process, an in-memory log, an in-process network, empty commands, C concurrent clients each
-//! waiting for its previous command before sending the next. Reports committed-and-applied
-//! commands per second.
+//! process, an in-memory log (the core's own; no second copy), an in-process network, empty
+//! commands, C concurrent clients each waiting for its previous command before sending the next.
+//! Reports committed-and-applied commands per second.
 //!
 //! `cargo run --release -p raftnet --bin raftbench -- --clients 1,64,256,1024 --ops 200000`
 
@@ -9,7 +9,7 @@ use clap::Parser;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use raftengine::{ApplyError, LogIndex, MemoryStorage, NodeId, StateMachine, StoredState};
+use raftengine::{ApplyError, LogIndex, NodeId, StateMachine, StoredState};
 use raftnet::runtime::{InProcessNetwork, LogBackend, Network, Node, NodeConfig, NodeHandle};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -116,7 +116,7 @@ async fn start_cluster() -> (Vec<Node<Empty>>, NodeHandle<Empty>) {
         let net: Arc<dyn Network> = network.clone();
         let node = Node::start_with(
             config,
-            LogBackend::Memory(MemoryStorage::new()),
+            LogBackend::AckOnly,
             StoredState::default(),
             net,
             inbound,

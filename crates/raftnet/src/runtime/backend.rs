@@ -64,6 +64,10 @@ pub enum LogBackend {
     Durable(Box<Wal>),
     /// Persistence is instant and lost with the process (benchmarks of the framework itself).
     Memory(MemoryStorage),
+    /// Writes are acknowledged at once and kept nowhere but in the core's own in-memory log: for a
+    /// process that never restarts its nodes (the in-process framework benchmark), where a second
+    /// copy of every entry would only cost memory.
+    AckOnly,
 }
 
 impl LogBackend {
@@ -87,15 +91,36 @@ impl LogBackend {
                 });
                 RunningBackend::Durable(Some(committer))
             }
-            LogBackend::Memory(storage) => RunningBackend::Memory { storage, durable },
+            LogBackend::Memory(storage) => RunningBackend::Memory {
+                storage: Some(storage),
+                durable,
+            },
+            LogBackend::AckOnly => RunningBackend::Memory {
+                storage: None,
+                durable,
+            },
         }
     }
+}
+
+/// The last index a batch appends (0 when it appends nothing; only used for status).
+fn last_appended(batch: &PersistBatch) -> raftengine::LogIndex {
+    batch
+        .writes
+        .iter()
+        .rev()
+        .find_map(|w| match w {
+            raftengine::LogWrite::Append(entries) => entries.last().map(|e| e.index),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 pub(crate) enum RunningBackend {
     Durable(Option<GroupCommit>),
     Memory {
-        storage: MemoryStorage,
+        /// `None`: acknowledge only (see [`LogBackend::AckOnly`]).
+        storage: Option<MemoryStorage>,
         durable: mpsc::UnboundedSender<Durable>,
     },
 }
@@ -111,13 +136,16 @@ impl RunningBackend {
             RunningBackend::Durable(None) => {}
             RunningBackend::Memory { storage, durable } => {
                 let seq = batch.seq;
-                let result = storage.persist(&batch).map(|()| raftwal::Durable {
+                let result = match storage {
+                    Some(storage) => storage.persist(&batch).map(|()| storage.last_index()),
+                    None => Ok(last_appended(&batch)),
+                };
+                let _ = durable.send(result.map(|last_index| raftwal::Durable {
                     seq,
-                    last_index: storage.last_index(),
+                    last_index,
                     batches: 1,
                     sync_time: std::time::Duration::ZERO,
-                });
-                let _ = durable.send(result);
+                }));
             }
         }
     }
@@ -131,7 +159,9 @@ impl RunningBackend {
             }
             RunningBackend::Durable(None) => {}
             RunningBackend::Memory { storage, .. } => {
-                let _ = storage.mark_broken(reason);
+                if let Some(storage) = storage {
+                    let _ = storage.mark_broken(reason);
+                }
             }
         }
     }
