@@ -279,6 +279,24 @@ enum Start {
     Array(PartialRequest),
 }
 
+impl RespLimits {
+    /// An array header's element count, checked: not negative (the null array, -1, is the
+    /// caller's business) and within `max_array_len`.
+    fn array_len(&self, count: i64) -> Result<usize, RespError> {
+        if count < 0 {
+            return Err(RespError::NegativeLength(count));
+        }
+        let max = self.max_array_len;
+        usize::try_from(count)
+            .ok()
+            .filter(|&count| count <= max)
+            .ok_or(RespError::ArrayTooLong {
+                len: count.unsigned_abs(),
+                max,
+            })
+    }
+}
+
 impl RespCodec {
     pub fn new(limits: RespLimits) -> Self {
         RespCodec {
@@ -326,14 +344,8 @@ impl RespCodec {
                 buf.advance(header_len);
                 return Ok(Start::Empty);
             }
-            negative if negative < 0 => return Err(RespError::NegativeLength(negative)),
-            positive => positive.unsigned_abs(),
+            other => self.limits.array_len(other)?,
         };
-        let max = self.limits.max_array_len;
-        let count = usize::try_from(count)
-            .ok()
-            .filter(|&count| count <= max)
-            .ok_or(RespError::ArrayTooLong { len: count, max })?;
         buf.advance(header_len);
         Ok(Start::Array(PartialRequest {
             remaining: count,
@@ -675,14 +687,8 @@ impl RespClientCodec {
                 };
                 let count = match count {
                     -1 => return Ok(Some((Reply::Array(None), header_len))),
-                    negative if negative < 0 => return Err(RespError::NegativeLength(negative)),
-                    positive => positive.unsigned_abs(),
+                    other => self.limits.array_len(other)?,
                 };
-                let max = self.limits.max_array_len;
-                let count = usize::try_from(count)
-                    .ok()
-                    .filter(|&count| count <= max)
-                    .ok_or(RespError::ArrayTooLong { len: count, max })?;
                 if count > 0 && depth >= self.limits.max_reply_depth {
                     return Err(RespError::ReplyTooDeep {
                         max: self.limits.max_reply_depth,

@@ -370,48 +370,74 @@ impl Server {
 
 async fn accept_clients(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
     let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off rather than spin.
-                tracing::warn!("accepting a client connection failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        shared
-            .stats
-            .connections_accepted
-            .fetch_add(1, Ordering::Relaxed);
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let shared = shared.clone();
-                let cancel = cancel.clone();
-                tokio::spawn(async move {
-                    shared
-                        .stats
-                        .connections_open
-                        .fetch_add(1, Ordering::Relaxed);
-                    connection::serve(stream, peer, shared.clone(), cancel).await;
-                    shared
-                        .stats
-                        .connections_open
-                        .fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
-                });
-            }
-            Err(_) => {
+    let conn_cancel = cancel.clone();
+    accept_loop(
+        listener,
+        "client",
+        slots,
+        cancel,
+        move |stream, peer, permit| {
+            shared
+                .stats
+                .connections_accepted
+                .fetch_add(1, Ordering::Relaxed);
+            let Some(permit) = permit else {
                 shared
                     .stats
                     .connections_refused
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, "refusing a client connection: too many open");
                 tokio::spawn(connection::refuse(stream));
+                return;
+            };
+            let shared = shared.clone();
+            let cancel = conn_cancel.clone();
+            tokio::spawn(async move {
+                shared
+                    .stats
+                    .connections_open
+                    .fetch_add(1, Ordering::Relaxed);
+                connection::serve(stream, peer, shared.clone(), cancel).await;
+                shared
+                    .stats
+                    .connections_open
+                    .fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        },
+    )
+    .await;
+}
+
+/// Accepts connections until cancelled, backing off when accepting fails (out of file
+/// descriptors and the like) rather than spinning. Each connection comes with a permit from
+/// `slots`, or `None` (logged) when that many are open already.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    what: &'static str,
+    slots: Arc<Semaphore>,
+    cancel: CancellationToken,
+    mut accepted: impl FnMut(
+        tokio::net::TcpStream,
+        SocketAddr,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+) {
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = listener.accept() => next,
+        };
+        match next {
+            Ok((stream, peer)) => {
+                let permit = slots.clone().try_acquire_owned().ok();
+                if permit.is_none() {
+                    tracing::warn!(%peer, "refusing a {what} connection: too many open");
+                }
+                accepted(stream, peer, permit);
+            }
+            Err(e) => {
+                tracing::warn!("accepting a {what} connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }

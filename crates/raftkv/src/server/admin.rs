@@ -32,48 +32,43 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
     let slots = Arc::new(Semaphore::new(shared.limits.max_admin_connections.max(1)));
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!("accepting an admin connection failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "refusing an admin connection: too many open");
-            continue;
-        };
-        let shared = shared.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let service = {
-                let shared = shared.clone();
-                service_fn(move |request: Request<Incoming>| {
-                    let response = respond(&shared, &request);
-                    async move { Ok::<_, Infallible>(response) }
-                })
+    let conn_cancel = cancel.clone();
+    super::accept_loop(
+        listener,
+        "admin",
+        slots,
+        cancel,
+        move |stream, peer, permit| {
+            let Some(permit) = permit else {
+                return;
             };
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(shared.limits.admin_header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                result = connection => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, "admin connection ended: {e}");
+            let shared = shared.clone();
+            let cancel = conn_cancel.clone();
+            tokio::spawn(async move {
+                let service = {
+                    let shared = shared.clone();
+                    service_fn(move |request: Request<Incoming>| {
+                        let response = respond(&shared, &request);
+                        async move { Ok::<_, Infallible>(response) }
+                    })
+                };
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(shared.limits.admin_header_timeout)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    result = connection => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, "admin connection ended: {e}");
+                        }
                     }
                 }
-            }
-            drop(permit);
-        });
-    }
+                drop(permit);
+            });
+        },
+    )
+    .await;
 }
 
 /// The `/status` document.
