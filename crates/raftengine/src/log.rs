@@ -1,56 +1,78 @@
 //! The node's in-memory view of its log. Durable copies are the driver's business: every change
 //! made here is also emitted as a [`LogWrite`](crate::LogWrite) for the driver to persist.
+//!
+//! Entries up to `start` may have been compacted into a snapshot; the log then holds only what
+//! follows, and knows the index and term of the last compacted entry.
 
+use crate::storage::LogId;
 use crate::types::{Entry, LogIndex, Term};
 
 #[derive(Debug, Clone, Default)]
 pub struct RaftLog {
-    /// `entries[i]` has index `i + 1`.
+    /// The last entry covered by a snapshot (index 0 when nothing was compacted).
+    start: LogId,
+    /// `entries[i]` has index `start.index + 1 + i`.
     entries: Vec<Entry>,
 }
 
 impl RaftLog {
     /// Builds the log from entries loaded from storage. Entries must be contiguous from index 1.
     pub fn from_entries(entries: Vec<Entry>) -> Result<RaftLog, LogIndex> {
+        RaftLog::from_parts(LogId::default(), entries)
+    }
+
+    /// A log whose entries follow the compacted prefix ending at `start`.
+    pub fn from_parts(start: LogId, entries: Vec<Entry>) -> Result<RaftLog, LogIndex> {
         for (i, e) in entries.iter().enumerate() {
-            if e.index != LogIndex(i as u64 + 1) {
+            if e.index != start.index.plus(i as u64 + 1) {
                 return Err(e.index);
             }
         }
-        Ok(RaftLog { entries })
+        Ok(RaftLog { start, entries })
+    }
+
+    /// The last compacted entry (index 0 when nothing was compacted).
+    pub fn start(&self) -> LogId {
+        self.start
     }
 
     pub fn last_index(&self) -> LogIndex {
-        LogIndex(self.entries.len() as u64)
+        self.start.index.plus(self.entries.len() as u64)
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(Term(0), |e| e.term)
+        self.entries.last().map_or(self.start.term, |e| e.term)
     }
 
-    /// The term of the entry at `index`; `Term(0)` for index 0; `None` beyond the log.
+    /// Position of `index` in `entries`, if it is held (not compacted, not beyond the end).
+    fn position(&self, index: LogIndex) -> Option<usize> {
+        let offset = index.0.checked_sub(self.start.index.0 + 1)?;
+        ((offset as usize) < self.entries.len()).then_some(offset as usize)
+    }
+
+    /// The term of the entry at `index`: `Term(0)` for index 0, the snapshot's term for the last
+    /// compacted index, `None` for other compacted indexes and beyond the log.
     pub fn term(&self, index: LogIndex) -> Option<Term> {
-        if index.0 == 0 {
-            return Some(Term(0));
+        if index == self.start.index {
+            return Some(self.start.term);
         }
-        self.entries.get(index.0 as usize - 1).map(|e| e.term)
+        self.position(index).map(|p| self.entries[p].term)
     }
 
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        if index.0 == 0 {
-            return None;
-        }
-        self.entries.get(index.0 as usize - 1)
+        self.position(index).map(|p| &self.entries[p])
     }
 
-    /// Entries with indexes in `from..=to`, clipped to the log.
+    /// Entries with indexes in `from..=to`, clipped to what the log holds.
     pub fn slice(&self, from: LogIndex, to: LogIndex) -> &[Entry] {
-        let start = (from.0.max(1) - 1) as usize;
-        let end = (to.0 as usize).min(self.entries.len());
-        if start >= end {
+        let first = self.start.index.next();
+        let from = from.max(first);
+        let to = to.min(self.last_index());
+        if from > to {
             return &[];
         }
-        &self.entries[start..end]
+        let (a, b) = ((from.0 - first.0) as usize, (to.0 - first.0) as usize + 1);
+        &self.entries[a..b]
     }
 
     pub fn push(&mut self, entry: Entry) {
@@ -58,9 +80,24 @@ impl RaftLog {
         self.entries.push(entry);
     }
 
-    /// Removes every entry from `from` on.
+    /// Removes every entry from `from` on (never the compacted prefix).
     pub fn truncate_from(&mut self, from: LogIndex) {
-        self.entries.truncate((from.0.max(1) - 1) as usize);
+        let keep = from.0.saturating_sub(self.start.index.0 + 1) as usize;
+        self.entries.truncate(keep);
+    }
+
+    /// Drops the entries up to `through`, which a snapshot now covers; `through` may lie beyond
+    /// the log (a snapshot installed from the leader), which then becomes empty.
+    pub fn compact(&mut self, through: LogId) {
+        if through.index <= self.start.index {
+            return;
+        }
+        let drop = ((through.index.0 - self.start.index.0) as usize).min(self.entries.len());
+        self.entries.drain(..drop);
+        if through.index > self.last_index() {
+            self.entries.clear();
+        }
+        self.start = through;
     }
 
     /// The first index of the term that holds `index`, used as a rejection hint so a leader can
@@ -70,7 +107,7 @@ impl RaftLog {
             return self.last_index().next();
         };
         let mut i = index;
-        while i.0 > 1 && self.term(i.prev()) == Some(term) {
+        while i > self.start.index.next() && self.term(i.prev()) == Some(term) {
             i = i.prev();
         }
         i
@@ -79,5 +116,45 @@ impl RaftLog {
     /// Is a log ending at (`last_index`, `last_term`) at least as up to date as ours (paper §5.4.1)?
     pub fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
         (last_term, last_index) >= (self.last_term(), self.last_index())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::EntryPayload;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::TermStart,
+        }
+    }
+
+    #[test]
+    fn a_compacted_log_answers_from_its_start() {
+        let mut log =
+            RaftLog::from_entries((1..=10).map(|i| entry(i, 1 + i / 5)).collect()).unwrap();
+        log.compact(LogId {
+            index: LogIndex(4),
+            term: Term(1),
+        });
+        assert_eq!(log.last_index(), LogIndex(10));
+        assert_eq!(log.term(LogIndex(4)), Some(Term(1)));
+        assert_eq!(log.term(LogIndex(3)), None);
+        assert_eq!(log.entry(LogIndex(5)).map(|e| e.index), Some(LogIndex(5)));
+        assert_eq!(log.slice(LogIndex(1), LogIndex(6)).len(), 2);
+        assert_eq!(log.first_index_of_term_at(LogIndex(9)), LogIndex(5));
+        log.truncate_from(LogIndex(8));
+        assert_eq!(log.last_index(), LogIndex(7));
+        log.compact(LogId {
+            index: LogIndex(20),
+            term: Term(4),
+        });
+        assert_eq!((log.last_index(), log.last_term()), (LogIndex(20), Term(4)));
+        assert!(log.slice(LogIndex(1), LogIndex(30)).is_empty());
+        log.push(entry(21, 4));
+        assert_eq!(log.slice(LogIndex(21), LogIndex(21)).len(), 1);
     }
 }
