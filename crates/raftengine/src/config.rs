@@ -33,6 +33,11 @@ pub struct Config {
     /// forwarded commands and reads a heartbeat interval sooner, for one message per follower
     /// per output that advanced the commit.
     pub notify_commit: bool,
+    /// Ask the driver for a snapshot after this many entries were applied since the last one
+    /// (0: only when the driver decides).
+    pub snapshot_after_entries: u64,
+    /// Largest snapshot chunk in one message.
+    pub max_snapshot_chunk_bytes: usize,
     /// Opt-in lease reads (thesis §6.4.1): a leader that a majority acknowledged less than
     /// `lease_ticks` ago serves reads without a confirmation round. Safe only if no node's clock
     /// runs faster than the others' by more than the gap between `lease_ticks` and the minimum
@@ -110,6 +115,8 @@ impl Config {
             max_in_flight_messages: 256,
             jitter_seed: id.0,
             forward_proposals: false,
+            snapshot_after_entries: 0,
+            max_snapshot_chunk_bytes: 1 << 20,
             notify_commit: false,
             lease_reads: false,
             lease_ticks: 12,

@@ -78,6 +78,25 @@ impl RaftNode {
                 self.note_read_round_echo(msg.from, read_round);
                 self.handle_append_response(msg.from, success, match_index, reject_hint);
             }
+            MessageBody::InstallSnapshot {
+                last_included,
+                offset,
+                data,
+                done,
+            } => {
+                if matches!(self.role, Role::Leader(_)) {
+                    return Err(StepError::DuelingLeader {
+                        from: msg.from,
+                        term: msg.term,
+                    });
+                }
+                self.handle_install_snapshot(msg.from, last_included, offset, data, done);
+            }
+            MessageBody::InstallSnapshotResponse {
+                last_included,
+                next_offset,
+                done,
+            } => self.handle_snapshot_response(msg.from, last_included, next_offset, done),
             MessageBody::TimeoutNow { last_log_index } => {
                 self.handle_timeout_now(msg.from, last_log_index);
             }
@@ -119,7 +138,7 @@ impl RaftNode {
                 });
                 false
             }
-            MessageBody::AppendEntries { .. } => {
+            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. } => {
                 self.become_follower(msg.term, Some(msg.from));
                 true
             }

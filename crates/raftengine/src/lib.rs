@@ -19,6 +19,7 @@ mod progress;
 mod quorum;
 mod read;
 mod replication;
+mod snapshot;
 mod state_machine;
 mod storage;
 mod transfer;
@@ -32,6 +33,7 @@ pub use log::RaftLog;
 pub use message::{Message, MessageBody};
 pub use node::{RaftNode, StartError, Status, StepError};
 pub use output::{CommandRejected, CommittedEntry, FatalError, Output, ReadReady};
+pub use snapshot::{CompactError, Snapshot};
 pub use state_machine::{ApplyError, StateMachine};
 pub use storage::{
     LogId, LogStorage, LogWrite, MemoryStorage, PersistBatch, StorageError, StoredState,

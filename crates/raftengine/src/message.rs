@@ -59,6 +59,19 @@ pub enum MessageBody {
         /// The `read_round` of the request this answers.
         read_round: u64,
     },
+    /// A chunk of the leader's snapshot, for a follower whose next entry is compacted (`sn`).
+    InstallSnapshot {
+        last_included: LogId,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    },
+    /// The follower's answer (`snr`): it has the first `next_offset` bytes; `done` once installed.
+    InstallSnapshotResponse {
+        last_included: LogIndex,
+        next_offset: u64,
+        done: bool,
+    },
     /// Leadership transfer: "campaign now", sent once the target holds the leader's whole log
     /// (`t_p` in traces).
     TimeoutNow {
@@ -100,6 +113,8 @@ impl MessageBody {
             MessageBody::VoteResponse { .. } => "vote",
             MessageBody::AppendEntries { .. } => "ae",
             MessageBody::AppendEntriesResponse { .. } => "ae_reply",
+            MessageBody::InstallSnapshot { .. } => "sn",
+            MessageBody::InstallSnapshotResponse { .. } => "snr",
             MessageBody::TimeoutNow { .. } => "t_p",
             MessageBody::TimeoutNowResponse { .. } => "t_pr",
             MessageBody::Propose { .. } => "fwd",

@@ -73,9 +73,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("stored log is not contiguous at index {0}")]
     GapInLog(LogIndex),
-    /// Restarting behind a purged prefix needs the snapshot that replaced it; the core does not
-    /// take snapshots yet, so it refuses rather than run with a log it cannot replicate from.
-    #[error("stored log starts after a purged prefix (through index {0}); restart from a snapshot is not supported yet")]
+    /// Restarting behind a purged prefix needs the snapshot that replaced it.
+    #[error("stored log starts after a purged prefix (through index {0}) but no snapshot covering it was given")]
     PurgedLog(LogIndex),
 }
 
@@ -126,6 +125,12 @@ pub struct RaftNode {
     pub(crate) forwarded_reads: BTreeSet<RequestId>,
     /// Commands this follower forwarded to its leader.
     pub(crate) forwarded: Forwarded,
+    /// The latest snapshot: the state up to the log's start.
+    pub(crate) snapshot: Option<crate::snapshot::Snapshot>,
+    /// The policy asked the driver for a snapshot that has not arrived yet.
+    pub(crate) snapshot_requested: bool,
+    /// Chunks of a snapshot being received from the leader.
+    pub(crate) incoming_snapshot: Option<(crate::storage::LogId, Vec<u8>)>,
 }
 
 impl RaftNode {
@@ -137,19 +142,30 @@ impl RaftNode {
     /// A node resuming from what its storage kept. Volatile state (commit index, role, leader)
     /// starts afresh, as the paper prescribes.
     pub fn restart(config: Config, stored: StoredState) -> Result<RaftNode, StartError> {
+        RaftNode::restart_from_snapshot(config, stored, None)
+    }
+
+    /// A node resuming from its storage and, when the log starts after a compacted prefix, the
+    /// snapshot that covers it (the driver restores its state machine from the same snapshot).
+    pub fn restart_from_snapshot(
+        config: Config,
+        stored: StoredState,
+        snapshot: Option<crate::snapshot::Snapshot>,
+    ) -> Result<RaftNode, StartError> {
         config.validate()?;
-        if stored.log_start.index > LogIndex(0) {
-            return Err(StartError::PurgedLog(stored.log_start.index));
+        let start = stored.log_start;
+        if start.index > LogIndex(0) && snapshot.as_ref().map(|s| s.last_included) != Some(start) {
+            return Err(StartError::PurgedLog(start.index));
         }
-        let log = RaftLog::from_entries(stored.entries).map_err(StartError::GapInLog)?;
+        let log = RaftLog::from_parts(start, stored.entries).map_err(StartError::GapInLog)?;
         let persisted_index = log.last_index();
         let mut node = RaftNode {
             rng_state: config.jitter_seed ^ 0x9E37_79B9_7F4A_7C15,
             config,
             hard: stored.hard_state,
             log,
-            commit: LogIndex(0),
-            committed_emitted: LogIndex(0),
+            commit: start.index,
+            committed_emitted: start.index,
             role: Role::Follower,
             leader: None,
             election_elapsed: 0,
@@ -164,6 +180,9 @@ impl RaftNode {
             stopped: None,
             forwarded_reads: BTreeSet::new(),
             forwarded: Forwarded::default(),
+            snapshot,
+            snapshot_requested: false,
+            incoming_snapshot: None,
         };
         node.reset_election_timer();
         Ok(node)
@@ -278,6 +297,7 @@ impl RaftNode {
 
     /// Everything the driver must now do. Pending appends of a leader are sent here.
     pub fn take_output(&mut self) -> Output {
+        self.maybe_request_snapshot();
         let dirty = matches!(&self.role, Role::Leader(l) if l.append_dirty);
         if dirty {
             if let Role::Leader(leadership) = &mut self.role {

@@ -21,6 +21,12 @@ pub struct Output {
     pub rejected: Vec<(RequestId, CommandRejected)>,
     /// Linearizable reads that may be served once the state machine has applied `index`.
     pub reads: Vec<ReadReady>,
+    /// A snapshot from the leader: restore the state machine from it *before* applying this
+    /// output's committed entries (they follow it), and keep it durably.
+    pub install_snapshot: Option<crate::snapshot::Snapshot>,
+    /// The snapshot policy asks for a snapshot of the state machine at this index (once the
+    /// committed entries up to it are applied); hand it to `RaftNode::compact`.
+    pub take_snapshot: Option<LogIndex>,
     pub events: Vec<Event>,
     /// The node stopped on a fatal error; the driver should mark its storage broken.
     pub fatal: Option<FatalError>,
@@ -33,6 +39,8 @@ impl Output {
             && self.committed.is_empty()
             && self.rejected.is_empty()
             && self.reads.is_empty()
+            && self.install_snapshot.is_none()
+            && self.take_snapshot.is_none()
             && self.events.is_empty()
             && self.fatal.is_none()
     }

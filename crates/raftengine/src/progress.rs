@@ -9,6 +9,9 @@ pub enum ProgressState {
     Probe,
     /// The follower matches up to `match_index`: stream entries optimistically in batches.
     Replicate,
+    /// The follower needs entries that are compacted: it is sent the snapshot ending at
+    /// `last_included`, one chunk at a time.
+    Snapshot { last_included: LogIndex },
 }
 
 #[derive(Debug, Clone)]
@@ -24,6 +27,8 @@ pub struct Progress {
     pub in_flight: VecDeque<LogIndex>,
     /// Heard from this follower since the last check-quorum round.
     pub recently_active: bool,
+    /// In `Snapshot`: bytes of the snapshot the follower has acknowledged.
+    pub snapshot_offset: u64,
 }
 
 impl Progress {
@@ -35,13 +40,14 @@ impl Progress {
             probe_sent: false,
             in_flight: VecDeque::new(),
             recently_active: false,
+            snapshot_offset: 0,
         }
     }
 
     /// May the leader send entries now, given the pipeline window?
     pub fn can_send(&self, max_in_flight: usize) -> bool {
         match self.state {
-            ProgressState::Probe => !self.probe_sent,
+            ProgressState::Probe | ProgressState::Snapshot { .. } => !self.probe_sent,
             ProgressState::Replicate => self.in_flight.len() < max_in_flight,
         }
     }
@@ -49,7 +55,7 @@ impl Progress {
     /// Records that entries up to `last` were sent.
     pub fn sent(&mut self, last: LogIndex) {
         match self.state {
-            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Probe | ProgressState::Snapshot { .. } => self.probe_sent = true,
             ProgressState::Replicate => {
                 self.next_index = last.next();
                 self.in_flight.push_back(last);
@@ -77,6 +83,14 @@ impl Progress {
         self.probe_sent = false;
         self.next_index = self.match_index.next();
         self.in_flight.clear();
+    }
+
+    /// Starts sending the snapshot ending at `last_included` from its first byte.
+    pub fn become_snapshot(&mut self, last_included: LogIndex) {
+        self.state = ProgressState::Snapshot { last_included };
+        self.probe_sent = false;
+        self.in_flight.clear();
+        self.snapshot_offset = 0;
     }
 
     /// A rejection: go back to probing from `next_index`, never below what is known to match.

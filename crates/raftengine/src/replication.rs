@@ -132,6 +132,8 @@ impl RaftNode {
                 self.maybe_commit();
             }
             self.maybe_tell_target(from);
+        } else if matches!(progress.state, ProgressState::Snapshot { .. }) {
+            // A heartbeat answered while the snapshot is on its way: the transfer goes on.
         } else {
             // A hint below the match index means the follower lost entries it had acknowledged
             // (a replaced disk): believe it, so it can be repaired. Lowering a match index only
@@ -165,7 +167,15 @@ impl RaftNode {
             let Some(progress) = leadership.progress.get_mut(&peer) else {
                 return;
             };
-            if progress.next_index > last || !progress.can_send(max_in_flight) {
+            if progress.next_index <= self.log.start().index {
+                // The entries it needs are compacted: it gets the snapshot instead.
+                self.send_snapshot_chunk(peer);
+                return;
+            }
+            if matches!(progress.state, ProgressState::Snapshot { .. })
+                || progress.next_index > last
+                || !progress.can_send(max_in_flight)
+            {
                 return;
             }
             let probing = progress.state == ProgressState::Probe;

@@ -23,6 +23,9 @@ pub struct ClusterSettings {
     pub check_quorum: bool,
     /// Followers forward commands to the leader instead of redirecting.
     pub forward_proposals: bool,
+    /// Snapshot after this many applied entries (0: only on `snapshot N-k`).
+    pub snapshot_after_entries: u64,
+    pub max_snapshot_chunk_bytes: usize,
     pub max_entries_per_message: usize,
     pub election_timeout_ticks: (u64, u64),
     pub heartbeat_interval_ticks: u64,
@@ -38,6 +41,8 @@ impl Default for ClusterSettings {
             pre_vote: true,
             check_quorum: true,
             forward_proposals: false,
+            snapshot_after_entries: 0,
+            max_snapshot_chunk_bytes: 1 << 20,
             max_entries_per_message: 64,
             election_timeout_ticks: (15, 30),
             heartbeat_interval_ticks: 1,
@@ -141,6 +146,8 @@ struct SimNode {
     confirmed_reads: Vec<ReadReady>,
     /// Reads of one key (the others read the counter's total).
     read_keys: BTreeMap<RequestId, String>,
+    /// The latest snapshot, kept durably (it survives crashes, like a snapshot file).
+    snapshot: Option<raftengine::Snapshot>,
     last_view: NodeView,
 }
 
@@ -177,6 +184,8 @@ impl Cluster {
             config.pre_vote = settings.pre_vote;
             config.check_quorum = settings.check_quorum;
             config.forward_proposals = settings.forward_proposals;
+            config.snapshot_after_entries = settings.snapshot_after_entries;
+            config.max_snapshot_chunk_bytes = settings.max_snapshot_chunk_bytes;
             #[cfg(feature = "mutations")]
             {
                 config.mutation = settings.mutation;
@@ -203,6 +212,7 @@ impl Cluster {
                 results: BTreeMap::new(),
                 confirmed_reads: Vec::new(),
                 read_keys: BTreeMap::new(),
+                snapshot: None,
                 last_view,
             });
         }
@@ -522,9 +532,37 @@ impl Cluster {
                 self.stop_node(node, &fatal.to_string());
                 return Ok(());
             }
+            if let Some(snapshot) = out.install_snapshot {
+                let n = &mut self.nodes[node - 1];
+                n.counter = Counter::restore(&snapshot.data, snapshot.last_included.index);
+                n.snapshot = Some(snapshot);
+            }
             self.apply(node, out.committed);
             self.serve_reads(node);
+            if out.take_snapshot.is_some() {
+                self.take_snapshot(node);
+            }
         }
+    }
+
+    /// Snapshots the counter at what it has applied and lets the core compact its log.
+    fn take_snapshot(&mut self, node: usize) {
+        let n = &mut self.nodes[node - 1];
+        let (applied, data) = (n.counter.applied, n.counter.snapshot());
+        let Some(raft) = n.raft.as_mut() else {
+            return;
+        };
+        if raft.compact(applied, data).is_ok() {
+            n.snapshot = raft.snapshot().cloned();
+        }
+    }
+
+    /// The operator's (or a policy's) snapshot: compacts the node's log up to what it applied.
+    pub fn snapshot(&mut self, node: usize) -> Result<(), HarnessError> {
+        self.raft_mut(node)?;
+        self.note(node, "SNAPSHOT");
+        self.take_snapshot(node);
+        self.process_output(node)
     }
 
     /// Answers confirmed reads whose index the counter has reached, with the total (or the
@@ -875,16 +913,20 @@ impl Cluster {
         }
         if empty {
             n.storage.wipe();
+            n.snapshot = None;
         }
         let refused = |reason: String| HarnessError::RestartRefused { node, reason };
         let stored = n
             .storage
             .load()
             .map_err(|e: StorageError| refused(e.to_string()))?;
-        let raft = RaftNode::restart(n.config.clone(), stored)
+        let raft = RaftNode::restart_from_snapshot(n.config.clone(), stored, n.snapshot.clone())
             .map_err(|e: StartError| refused(e.to_string()))?;
         n.raft = Some(raft);
-        n.counter = Counter::default();
+        n.counter = match &n.snapshot {
+            Some(s) => Counter::restore(&s.data, s.last_included.index),
+            None => Counter::default(),
+        };
         self.note(node, "RESTART");
         Ok(())
     }
@@ -1101,6 +1143,22 @@ pub fn fields(msg: &Message) -> String {
                 read_round_field(*read_round)
             )
         }
+        MessageBody::InstallSnapshot {
+            last_included,
+            offset,
+            data,
+            done,
+        } => format!(
+            "t-{t} i-{} o-{offset} b-{}{}",
+            last_included.index.0,
+            data.len(),
+            if *done { " done" } else { "" }
+        ),
+        MessageBody::InstallSnapshotResponse {
+            last_included,
+            next_offset,
+            done,
+        } => format!("i-{} o-{next_offset} s-{}", last_included.0, yes(*done)),
         MessageBody::TimeoutNow { last_log_index } => format!("i-{}", last_log_index.0),
         MessageBody::TimeoutNowResponse { accepted } => format!("ok-{}", yes(*accepted)),
         MessageBody::Propose { request, .. } => format!("t-{t} r-{request}"),

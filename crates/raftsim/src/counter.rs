@@ -19,6 +19,31 @@ pub struct Counter {
 }
 
 impl Counter {
+    /// The snapshot of the state: the total, then `key value` lines.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut text = format!("{}\n", self.total);
+        for (k, v) in &self.map {
+            text.push_str(&format!("{k} {v}\n"));
+        }
+        text.into_bytes()
+    }
+
+    /// The state a snapshot describes, applied up to `applied`.
+    pub fn restore(data: &[u8], applied: LogIndex) -> Counter {
+        let text = String::from_utf8_lossy(data);
+        let mut lines = text.lines();
+        let total = lines.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+        let map = lines
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Counter {
+            total,
+            applied,
+            map,
+        }
+    }
+
     /// The value of `key`, or `nil`.
     pub fn get(&self, key: &str) -> String {
         self.map

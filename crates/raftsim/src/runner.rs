@@ -79,6 +79,7 @@ pub(crate) fn execute(c: &mut Cluster, command: &Command) -> Result<(), String> 
         Command::DropAt { node, at } => h(c.drop_at(*node, *at).map(drop))?,
         Command::DuplicateAt { node, at } => h(c.duplicate_at(*node, *at).map(drop))?,
         Command::Tick(node) => h(c.tick(*node))?,
+        Command::Snapshot(node) => h(c.snapshot(*node))?,
         Command::CutLink { from, to } => h(c.cut_link(*from, *to))?,
         Command::RestoreLinks => c.restore_links(),
         Command::Crash(node) => h(c.crash(*node))?,

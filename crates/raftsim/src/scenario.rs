@@ -86,6 +86,7 @@ pub enum Command {
         at: usize,
     },
     Tick(usize),
+    Snapshot(usize),
     CutLink {
         from: usize,
         to: usize,
@@ -233,6 +234,8 @@ fn parse_cluster(rest: &str) -> Result<ClusterSettings, String> {
             "pre_vote" => settings.pre_vote = on_off(value)?,
             "check_quorum" => settings.check_quorum = on_off(value)?,
             "forward" => settings.forward_proposals = on_off(value)?,
+            "snapshot_every" => settings.snapshot_after_entries = number(value)?,
+            "chunk" => settings.max_snapshot_chunk_bytes = number(value)? as usize,
             "max_entries" => settings.max_entries_per_message = number(value)? as usize,
             "election" => settings.election_timeout_ticks = range(value)?,
             "heartbeat" => settings.heartbeat_interval_ticks = number(value)?,
@@ -311,6 +314,7 @@ fn parse_command(word: &str, rest: &str) -> Result<Command, String> {
             at: at_position(&args)?,
         },
         "tick" => Command::Tick(node()?),
+        "snapshot" => Command::Snapshot(node()?),
         "cut" => Command::CutLink {
             from: node()?,
             to: node_ref(args.get(1).ok_or("expected `cut N-a N-b`")?)?,
@@ -364,6 +368,7 @@ impl Command {
             Command::DropAt { node, at } => format!("drop {} at={at}", n(node)),
             Command::DuplicateAt { node, at } => format!("duplicate {} at={at}", n(node)),
             Command::Tick(node) => format!("tick {}", n(node)),
+            Command::Snapshot(node) => format!("snapshot {}", n(node)),
             Command::Submit { node, command } => format!("command {} {command}", n(node)),
             Command::Read { node, key: None } => format!("read {}", n(node)),
             Command::Read {
@@ -439,7 +444,7 @@ fn parse_trigger(args: &[&str]) -> Result<Trigger, String> {
 }
 
 fn message_code(code: &str) -> Result<String, String> {
-    const CODES: [&str; 12] = [
+    const CODES: [&str; 14] = [
         "p_v_r",
         "p_v",
         "poll",
@@ -452,6 +457,8 @@ fn message_code(code: &str) -> Result<String, String> {
         "fwd_reply",
         "ri_r",
         "ri",
+        "sn",
+        "snr",
     ];
     if CODES.contains(&code) {
         Ok(code.to_string())
