@@ -92,10 +92,11 @@ impl RaftLog {
         if through.index <= self.start.index {
             return;
         }
-        let drop = ((through.index.0 - self.start.index.0) as usize).min(self.entries.len());
-        self.entries.drain(..drop);
-        if through.index > self.last_index() {
+        if through.index >= self.last_index() {
             self.entries.clear();
+        } else {
+            self.entries
+                .drain(..(through.index.0 - self.start.index.0) as usize);
         }
         self.start = through;
     }
@@ -146,6 +147,16 @@ mod tests {
         assert_eq!(log.entry(LogIndex(5)).map(|e| e.index), Some(LogIndex(5)));
         assert_eq!(log.slice(LogIndex(1), LogIndex(6)).len(), 2);
         assert_eq!(log.first_index_of_term_at(LogIndex(9)), LogIndex(5));
+        log.compact(LogId {
+            index: LogIndex(6),
+            term: Term(2),
+        });
+        assert_eq!(
+            log.last_index(),
+            LogIndex(10),
+            "compacting keeps what follows"
+        );
+        assert_eq!(log.entry(LogIndex(7)).map(|e| e.index), Some(LogIndex(7)));
         log.truncate_from(LogIndex(8));
         assert_eq!(log.last_index(), LogIndex(7));
         log.compact(LogId {

@@ -153,11 +153,29 @@ impl RaftNode {
         snapshot: Option<crate::snapshot::Snapshot>,
     ) -> Result<RaftNode, StartError> {
         config.validate()?;
-        let start = stored.log_start;
-        if start.index > LogIndex(0) && snapshot.as_ref().map(|s| s.last_included) != Some(start) {
-            return Err(StartError::PurgedLog(start.index));
+        let purged = stored.log_start;
+        let covered = snapshot
+            .as_ref()
+            .map_or(LogIndex(0), |s| s.last_included.index);
+        if purged.index > covered {
+            return Err(StartError::PurgedLog(purged.index));
         }
-        let log = RaftLog::from_parts(start, stored.entries).map_err(StartError::GapInLog)?;
+        let mut log = RaftLog::from_parts(purged, stored.entries).map_err(StartError::GapInLog)?;
+        // A crash between writing the snapshot and purging the log leaves entries the snapshot
+        // covers: they are committed, and the snapshot replaces them.
+        let mut pending = Vec::new();
+        if let Some(snapshot) = snapshot
+            .as_ref()
+            .filter(|s| s.last_included.index > purged.index)
+        {
+            let id = snapshot.last_included;
+            log.compact(id);
+            pending.push(LogWrite::Purge {
+                through: id.index,
+                term: id.term,
+            });
+        }
+        let start = log.start();
         let persisted_index = log.last_index();
         let mut node = RaftNode {
             rng_state: config.jitter_seed ^ 0x9E37_79B9_7F4A_7C15,
@@ -170,7 +188,7 @@ impl RaftNode {
             leader: None,
             election_elapsed: 0,
             randomized_timeout: 0,
-            open_writes: Vec::new(),
+            open_writes: pending,
             next_seq: 1,
             persisted_seq: 0,
             batch_last_index: VecDeque::new(),

@@ -133,7 +133,12 @@ impl RaftNode {
             }
             self.maybe_tell_target(from);
         } else if matches!(progress.state, ProgressState::Snapshot { .. }) {
-            // A heartbeat answered while the snapshot is on its way: the transfer goes on.
+            // A heartbeat answered while the snapshot is on its way: the follower is reachable,
+            // so the chunk it has not acknowledged is sent again (it may have been lost; a
+            // duplicate is answered with the offset the follower is at).
+            progress.probe_sent = false;
+            self.send_snapshot_chunk(from);
+            return;
         } else {
             // A hint below the match index means the follower lost entries it had acknowledged
             // (a replaced disk): believe it, so it can be repaired. Lowering a match index only

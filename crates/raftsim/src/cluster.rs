@@ -928,7 +928,8 @@ impl Cluster {
             None => Counter::default(),
         };
         self.note(node, "RESTART");
-        Ok(())
+        // A restart from a snapshot may have log writes to make (purging what it covers).
+        self.process_output(node)
     }
 
     /// Makes a node's disk sync at once (the default) or only on [`Cluster::sync`].

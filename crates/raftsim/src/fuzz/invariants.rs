@@ -129,23 +129,24 @@ impl Invariants {
                     }
                 }
             }
-            // State machine safety: every committed prefix agrees with every other.
-            let prefix = raft.log().slice(LogIndex(1), commit);
-            let shared = prefix.len().min(self.committed.len());
-            if let Some(i) = (0..shared).find(|&i| prefix[i] != self.committed[i]) {
-                return violation(
-                    "state machine safety",
-                    format!(
-                        "N-{node} committed {:?} at index {}, another node committed {:?}",
-                        prefix[i],
-                        i + 1,
-                        self.committed[i]
-                    ),
-                );
-            }
-            if prefix.len() > self.committed.len() {
-                self.committed.extend_from_slice(&prefix[shared..]);
-                self.committed_in.resize(self.committed.len(), raft.term());
+            // State machine safety: every committed prefix agrees with every other (entries a
+            // snapshot covers are compared where some log still holds them).
+            for entry in raft.log().slice(LogIndex(1), commit) {
+                let i = entry.index.0 as usize - 1;
+                if let Some(known) = self.committed.get(i) {
+                    if known != entry {
+                        return violation(
+                            "state machine safety",
+                            format!(
+                                "N-{node} committed {entry:?} at index {}, another node committed {known:?}",
+                                i + 1
+                            ),
+                        );
+                    }
+                } else if i == self.committed.len() {
+                    self.committed.push(entry.clone());
+                    self.committed_in.push(raft.term());
+                }
             }
             // Commit only what a majority stores durably.
             if commit.0 > 0 {
@@ -153,10 +154,12 @@ impl Invariants {
                 let stored = (1..=count)
                     .filter(|&n| {
                         cluster.storage(n).is_ok_and(|s| {
-                            LogStorage::entries(s, commit, commit)
-                                .ok()
-                                .and_then(|e| e.first().map(|e| Some(e.term)))
-                                == Some(term)
+                            // A snapshot past the index holds it too.
+                            s.log_start().index >= commit
+                                || LogStorage::entries(s, commit, commit)
+                                    .ok()
+                                    .and_then(|e| e.first().map(|e| Some(e.term)))
+                                    == Some(term)
                         })
                     })
                     .count();
@@ -181,15 +184,21 @@ impl Invariants {
                 .iter()
                 .take_while(|t| **t <= raft.term())
                 .count();
+            // Entries its snapshot covers are held in the snapshot.
+            let start = (raft.log().start().index.0 as usize).min(owed);
             let held = raft.log().slice(LogIndex(1), LogIndex(owed as u64));
-            if held != &self.committed[..owed] {
+            if held != &self.committed[start..owed] {
+                let matching = held
+                    .iter()
+                    .zip(&self.committed[start..])
+                    .take_while(|(a, b)| a == b)
+                    .count();
                 return violation(
                     "leader completeness",
                     format!(
-                        "N-{node} leads term {} without every entry committed by then ({} owed, it holds {} of them)",
+                        "N-{node} leads term {} without every entry committed by then ({owed} owed, it holds {} of them)",
                         raft.term(),
-                        owed,
-                        held.iter().zip(&self.committed).take_while(|(a, b)| a == b).count()
+                        start + matching
                     ),
                 );
             }
@@ -198,21 +207,20 @@ impl Invariants {
         for (a, &(node_a, raft_a)) in live.iter().enumerate() {
             for &(node_b, raft_b) in &live[a + 1..] {
                 let (log_a, log_b) = (raft_a.log(), raft_b.log());
-                let top = log_a.last_index().min(log_b.last_index());
-                let mut index = top;
-                while index.0 > 0 && log_a.term(index) != log_b.term(index) {
+                // Compare where both still hold entries (snapshots cover the rest).
+                let bottom = log_a.start().index.max(log_b.start().index);
+                let mut index = log_a.last_index().min(log_b.last_index());
+                while index > bottom && log_a.term(index) != log_b.term(index) {
                     index = index.prev();
                 }
-                let (sa, sb) = (
-                    log_a.slice(LogIndex(1), index),
-                    log_b.slice(LogIndex(1), index),
-                );
+                let from = bottom.next();
+                let (sa, sb) = (log_a.slice(from, index), log_b.slice(from, index));
                 if let Some(i) = (0..sa.len()).find(|&i| sa[i] != sb[i]) {
                     return violation(
                         "log matching",
                         format!(
                             "N-{node_a} and N-{node_b} agree on the term at index {index} but differ at index {}",
-                            i + 1
+                            from.0 + i as u64
                         ),
                     );
                 }

@@ -481,7 +481,7 @@ impl Generator {
                 }
             }
             85..=89 => Command::RestoreLinks,
-            90..=97 => {
+            90..=96 => {
                 // Leadership transfer from whoever leads to another node (refused, and left out
                 // of the run, when the node asked does not lead).
                 let leader = live
@@ -500,6 +500,7 @@ impl Generator {
                     target,
                 }
             }
+            97 | 98 => Command::Snapshot(node),
             _ => Command::Disk {
                 node,
                 manual: !c.disk_is_manual(node),
