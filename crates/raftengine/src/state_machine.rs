@@ -7,6 +7,12 @@ use thiserror::Error;
 /// order, so `apply` must be deterministic.
 pub trait StateMachine {
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Result<Vec<u8>, ApplyError>;
+    /// The whole state after every entry applied so far, for log compaction and for followers
+    /// whose missing entries are compacted.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replaces the whole state with a snapshot's (from [`StateMachine::snapshot`], possibly on
+    /// another replica). An error stops the node.
+    fn restore_from(&mut self, snapshot: &[u8]) -> Result<(), ApplyError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

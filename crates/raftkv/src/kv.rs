@@ -241,6 +241,16 @@ impl KvStore {
 }
 
 impl StateMachine for KvStore {
+    fn snapshot(&self) -> Vec<u8> {
+        KvStore::snapshot(self)
+    }
+
+    fn restore_from(&mut self, snapshot: &[u8]) -> Result<(), ApplyError> {
+        *self = KvStore::restore(snapshot)
+            .map_err(|e| ApplyError::Fatal(format!("unreadable snapshot: {e}")))?;
+        Ok(())
+    }
+
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Result<Vec<u8>, ApplyError> {
         // The index advances even when the command is refused: the entry has been consumed, and a
         // read barrier at this index must not wait for it forever.

@@ -26,7 +26,7 @@ use raftengine::{
     CommandRejected, Config, ConfigError, Event, LogIndex, LogStorage, Message, NodeId, Output,
     RaftNode, RequestId, RoleKind, StartError, StateMachine, Status,
 };
-use raftwal::{Wal, WalError, WalOptions};
+use raftwal::{SnapshotStore, Wal, WalError, WalOptions};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -70,6 +70,7 @@ impl NodeConfig {
         let mut raft = Config::new(id, voters);
         raft.forward_proposals = true;
         raft.notify_commit = true;
+        raft.snapshot_after_entries = 100_000;
         raft.jitter_seed = random_seed();
         NodeConfig {
             id,
@@ -103,6 +104,18 @@ pub enum NodeError {
     Storage(#[from] raftengine::StorageError),
     #[error("transport: {0}")]
     Transport(#[from] crate::transport::TransportError),
+    #[error("restoring the state machine from its snapshot: {0}")]
+    Snapshot(String),
+}
+
+/// What a node restarts from: its stored log and hard state, the snapshot that covers the
+/// compacted part of the log (the state machine was already restored from it), and where new
+/// snapshots go (none for an in-memory node).
+#[derive(Default)]
+pub struct Restart {
+    pub stored: raftengine::StoredState,
+    pub snapshot: Option<raftengine::Snapshot>,
+    pub snapshots: Option<SnapshotStore>,
 }
 
 /// Why a client request got no result.
@@ -268,6 +281,20 @@ where
             WalOptions::new(config.data_dir.clone()).segment_bytes(config.segment_bytes),
         )?;
         let stored = wal.load()?;
+        let snapshots = SnapshotStore::open(config.data_dir.join("snapshots"))?;
+        let mut state_machine = state_machine;
+        let restored = match snapshots.latest()? {
+            Some(file) => {
+                state_machine
+                    .restore_from(&file.data)
+                    .map_err(|e| NodeError::Snapshot(e.to_string()))?;
+                Some(raftengine::Snapshot {
+                    last_included: file.last_included,
+                    data: Arc::new(file.data),
+                })
+            }
+            None => None,
+        };
         let transport_config =
             TransportConfig::new(config.id, config.cluster_id, config.peers.clone());
         let (transport, inbound) = Transport::start(transport_config, listener)?;
@@ -275,7 +302,11 @@ where
         let mut node = Node::start_with(
             config,
             LogBackend::durable(wal),
-            stored,
+            Restart {
+                stored,
+                snapshot: restored,
+                snapshots: Some(snapshots),
+            },
             network,
             inbound,
             state_machine,
@@ -289,14 +320,15 @@ where
     pub fn start_with(
         config: NodeConfig,
         backend: LogBackend,
-        stored: raftengine::StoredState,
+        restart: Restart,
         network: Arc<dyn Network>,
         inbound: mpsc::Receiver<Message>,
         state_machine: S,
     ) -> Result<Node<S>, NodeError> {
         let mut raft_config = config.raft.clone();
         raft_config.id = config.id;
-        let raft = RaftNode::restart(raft_config, stored)?;
+        let from = restart.snapshot.as_ref().map(|s| s.last_included);
+        let raft = RaftNode::restart_from_snapshot(raft_config, restart.stored, restart.snapshot)?;
         let durable = raft.log().last_index();
         let state_machine = Arc::new(RwLock::new(state_machine));
         let metrics = Arc::new(Metrics::default());
@@ -306,7 +338,15 @@ where
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         let (applied_tx, applied_rx) = watch::channel(LogIndex(0));
         let cancel = CancellationToken::new();
-        let applier = Applier::new(state_machine.clone(), applied_tx, metrics.clone());
+        let (taken_tx, taken_rx) = mpsc::unbounded_channel();
+        let applier = Applier::new(
+            state_machine.clone(),
+            applied_tx,
+            metrics.clone(),
+            from,
+            restart.snapshots,
+            taken_tx,
+        );
         let apply_task = tokio::spawn(applier.run(apply_rx));
         let (durable_tx, durable_rx) = mpsc::unbounded_channel();
         let backend = backend.start(durable_tx, metrics.clone());
@@ -326,8 +366,14 @@ where
             metrics: metrics.clone(),
             last_role: None,
         };
-        let task =
-            tokio::spawn(raft_loop.run(config.tick, requests, inbound, durable_rx, cancel.clone()));
+        let task = tokio::spawn(raft_loop.run(
+            config.tick,
+            requests,
+            inbound,
+            durable_rx,
+            taken_rx,
+            cancel.clone(),
+        ));
         Ok(Node {
             handle: NodeHandle {
                 requests: requests_tx,
@@ -404,6 +450,7 @@ impl RaftLoop {
         mut requests: mpsc::UnboundedReceiver<Request>,
         mut inbound: mpsc::Receiver<Message>,
         mut durable: mpsc::UnboundedReceiver<backend::Durable>,
+        mut taken: mpsc::UnboundedReceiver<apply::Taken>,
         cancel: CancellationToken,
     ) {
         let mut ticker = tokio::time::interval(tick);
@@ -430,6 +477,11 @@ impl RaftLoop {
                     for _ in 0..MAX_INPUTS_PER_TURN {
                         let Ok(request) = requests.try_recv() else { break };
                         self.on_request(request);
+                    }
+                }
+                Some((index, data)) = taken.recv() => {
+                    if let Err(e) = self.raft.compact(index, data) {
+                        tracing::debug!("snapshot not used for compaction: {e}");
                     }
                 }
                 _ = ticker.tick() => self.raft.tick(),
@@ -500,6 +552,9 @@ impl RaftLoop {
             if let Some(batch) = out.persist {
                 self.backend.persist(batch);
             }
+            if let Some(snapshot) = out.install_snapshot {
+                let _ = self.apply.send(ApplyMsg::Install(snapshot));
+            }
             let now = Instant::now();
             let mut entries = Vec::with_capacity(out.committed.len());
             for committed in out.committed {
@@ -513,6 +568,9 @@ impl RaftLoop {
             }
             if !entries.is_empty() {
                 let _ = self.apply.send(ApplyMsg::Entries(entries));
+            }
+            if out.take_snapshot.is_some() {
+                let _ = self.apply.send(ApplyMsg::TakeSnapshot);
             }
             for ready in out.reads {
                 if let Some(reply) = self.reads.remove(&ready.request) {

@@ -17,6 +17,22 @@ struct Journal {
 }
 
 impl StateMachine for Journal {
+    fn snapshot(&self) -> Vec<u8> {
+        self.commands.join(&b'\n')
+    }
+
+    fn restore_from(&mut self, snapshot: &[u8]) -> Result<(), ApplyError> {
+        self.commands = if snapshot.is_empty() {
+            Vec::new()
+        } else {
+            snapshot
+                .split(|b| *b == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect()
+        };
+        Ok(())
+    }
+
     fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Result<Vec<u8>, ApplyError> {
         if command == b"reject me" {
             return Err(ApplyError::Rejected("rejected on purpose".into()));
@@ -34,12 +50,26 @@ async fn start(
     listener: TcpListener,
     root: &Path,
 ) -> Node<Journal> {
+    start_with_snapshots(id, addrs, listener, root, 0).await
+}
+
+/// A node that snapshots after `every` applied entries (0: the default policy).
+async fn start_with_snapshots(
+    id: u64,
+    addrs: &BTreeMap<NodeId, SocketAddr>,
+    listener: TcpListener,
+    root: &Path,
+    every: u64,
+) -> Node<Journal> {
     let peers = addrs
         .iter()
         .filter(|(n, _)| n.0 != id)
         .map(|(n, a)| (*n, *a))
         .collect();
-    let config = NodeConfig::new(NodeId(id), 7, peers, root.join(format!("node-{id}")));
+    let mut config = NodeConfig::new(NodeId(id), 7, peers, root.join(format!("node-{id}")));
+    if every > 0 {
+        config.raft.snapshot_after_entries = every;
+    }
     Node::start(config, listener, Journal::default())
         .await
         .expect("node starts")
@@ -159,6 +189,61 @@ async fn a_cluster_elects_replicates_survives_its_leader_and_catches_up_a_restar
         "its own log is durable again: {status:?}"
     );
     back.shutdown().await;
+    for (_, n) in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut listeners = BTreeMap::new();
+    let mut addrs = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        addrs.insert(NodeId(id), l.local_addr().expect("addr"));
+        listeners.insert(id, l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        nodes.insert(
+            id,
+            start_with_snapshots(id, &addrs, l, root.path(), 10).await,
+        );
+    }
+    let handles: Vec<(u64, NodeHandle<Journal>)> =
+        nodes.iter().map(|(id, n)| (*id, n.handle())).collect();
+    let leader = leader_among(&handles).await;
+    let absent = (1..=3).find(|id| *id != leader).expect("a follower");
+    nodes.remove(&absent).expect("node").shutdown().await;
+    let rest: Vec<(u64, NodeHandle<Journal>)> = handles
+        .iter()
+        .filter(|(id, _)| *id != absent)
+        .cloned()
+        .collect();
+    for i in 0..60 {
+        write(&rest[i % 2].1, format!("s{i}").as_bytes())
+            .await
+            .expect("write");
+    }
+    // The leader has compacted entries the absent node never received: it gets a snapshot.
+    let snapshots = root.path().join(format!("node-{leader}/snapshots"));
+    let files = std::fs::read_dir(&snapshots).expect("snapshot dir").count();
+    assert!(files > 0, "the leader wrote snapshot files");
+    let listener = TcpListener::bind(addrs[&NodeId(absent)])
+        .await
+        .expect("rebind");
+    let back = start_with_snapshots(absent, &addrs, listener, root.path(), 10).await;
+    let expected: Vec<Vec<u8>> = (0..60).map(|i| format!("s{i}").into_bytes()).collect();
+    assert_eq!(read_all(&back.handle()).await, expected);
+    back.shutdown().await;
+    // And it restarts from its own snapshot plus log.
+    let listener = TcpListener::bind(addrs[&NodeId(absent)])
+        .await
+        .expect("rebind");
+    let again = start_with_snapshots(absent, &addrs, listener, root.path(), 10).await;
+    assert_eq!(read_all(&again.handle()).await, expected);
+    again.shutdown().await;
     for (_, n) in nodes {
         n.shutdown().await;
     }

@@ -548,7 +548,7 @@ impl Cluster {
     /// Snapshots the counter at what it has applied and lets the core compact its log.
     fn take_snapshot(&mut self, node: usize) {
         let n = &mut self.nodes[node - 1];
-        let (applied, data) = (n.counter.applied, n.counter.snapshot());
+        let (applied, data) = (n.counter.applied, n.counter.encode());
         let Some(raft) = n.raft.as_mut() else {
             return;
         };

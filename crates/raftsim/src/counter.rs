@@ -20,7 +20,7 @@ pub struct Counter {
 
 impl Counter {
     /// The snapshot of the state: the total, then `key value` lines.
-    pub fn snapshot(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut text = format!("{}\n", self.total);
         for (k, v) in &self.map {
             text.push_str(&format!("{k} {v}\n"));
@@ -54,6 +54,15 @@ impl Counter {
 }
 
 impl StateMachine for Counter {
+    fn snapshot(&self) -> Vec<u8> {
+        self.encode()
+    }
+
+    fn restore_from(&mut self, snapshot: &[u8]) -> Result<(), ApplyError> {
+        *self = Counter::restore(snapshot, self.applied);
+        Ok(())
+    }
+
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Result<Vec<u8>, ApplyError> {
         self.applied = index;
         let text = std::str::from_utf8(command)

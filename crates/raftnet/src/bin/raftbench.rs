@@ -9,8 +9,10 @@ use clap::Parser;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use raftengine::{ApplyError, LogIndex, NodeId, StateMachine, StoredState};
-use raftnet::runtime::{InProcessNetwork, LogBackend, Network, Node, NodeConfig, NodeHandle};
+use raftengine::{ApplyError, LogIndex, NodeId, StateMachine};
+use raftnet::runtime::{
+    InProcessNetwork, LogBackend, Network, Node, NodeConfig, NodeHandle, Restart,
+};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -34,6 +36,14 @@ struct Args {
 struct Empty;
 
 impl StateMachine for Empty {
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn restore_from(&mut self, _: &[u8]) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
     fn apply(&mut self, _: LogIndex, _: &[u8]) -> Result<Vec<u8>, ApplyError> {
         Ok(Vec::new())
     }
@@ -112,12 +122,14 @@ async fn start_cluster() -> (Vec<Node<Empty>>, NodeHandle<Empty>) {
             config.raft.election_timeout_max_ticks = 3;
         }
         config.raft.max_entries_per_message = 4096;
+        // Compact like openraft's benchmark does (a snapshot every 5,000 entries).
+        config.raft.snapshot_after_entries = 5_000;
         let inbound = network.join(id, 1 << 16);
         let net: Arc<dyn Network> = network.clone();
         let node = Node::start_with(
             config,
             LogBackend::AckOnly,
-            StoredState::default(),
+            Restart::default(),
             net,
             inbound,
             Empty,

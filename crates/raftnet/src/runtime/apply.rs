@@ -4,19 +4,34 @@
 
 use super::metrics::Metrics;
 use super::{ClientError, ReadReply, WriteReply};
-use raftengine::{ApplyError, Entry, EntryPayload, LogIndex, StateMachine};
+use raftengine::{ApplyError, Entry, EntryPayload, LogId, LogIndex, Snapshot, StateMachine, Term};
+use raftwal::SnapshotStore;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, watch};
 
 pub(crate) enum ApplyMsg {
     Entries(Vec<(Entry, Option<WriteReply>)>),
-    Read { index: LogIndex, reply: ReadReply },
+    Read {
+        index: LogIndex,
+        reply: ReadReply,
+    },
+    /// Snapshot the state machine (everything before this message is applied) and send it back.
+    TakeSnapshot,
+    /// Replace the state with the leader's snapshot (before the entries that follow it).
+    Install(Snapshot),
 }
+
+/// A snapshot the apply task took, on its way to the core's `compact`.
+pub(crate) type Taken = (LogIndex, Vec<u8>);
 
 pub(crate) struct Applier<S> {
     state_machine: Arc<RwLock<S>>,
     applied: LogIndex,
+    applied_term: Term,
+    /// Where snapshots are kept durably (none for an in-memory node).
+    snapshots: Option<SnapshotStore>,
+    taken: mpsc::UnboundedSender<Taken>,
     applied_tx: watch::Sender<LogIndex>,
     waiting_reads: BTreeMap<LogIndex, Vec<ReadReply>>,
     metrics: Arc<Metrics>,
@@ -27,10 +42,17 @@ impl<S: StateMachine> Applier<S> {
         state_machine: Arc<RwLock<S>>,
         applied_tx: watch::Sender<LogIndex>,
         metrics: Arc<Metrics>,
+        from: Option<LogId>,
+        snapshots: Option<SnapshotStore>,
+        taken: mpsc::UnboundedSender<Taken>,
     ) -> Applier<S> {
+        let from = from.unwrap_or_default();
         Applier {
             state_machine,
-            applied: LogIndex(0),
+            applied: from.index,
+            applied_term: from.term,
+            snapshots,
+            taken,
             applied_tx,
             waiting_reads: BTreeMap::new(),
             metrics,
@@ -75,6 +97,7 @@ impl<S: StateMachine> Applier<S> {
                                 }
                             };
                             self.applied = entry.index;
+                            self.applied_term = entry.term;
                             let answer = match result {
                                 Ok(value) => Ok(value),
                                 Err(ApplyError::Rejected(reason)) => {
@@ -98,6 +121,35 @@ impl<S: StateMachine> Applier<S> {
                     }
                     ApplyMsg::Read { index, reply } => {
                         self.waiting_reads.entry(index).or_default().push(reply);
+                    }
+                    ApplyMsg::TakeSnapshot => {
+                        let data = state_machine.snapshot();
+                        let id = LogId {
+                            index: self.applied,
+                            term: self.applied_term,
+                        };
+                        if let Some(store) = &self.snapshots {
+                            // Durable before the core may purge the entries it covers.
+                            if let Err(e) = store.save(id, &data, 2) {
+                                tracing::error!("could not save a snapshot: {e}");
+                                continue;
+                            }
+                        }
+                        let _ = self.taken.send((self.applied, data));
+                    }
+                    ApplyMsg::Install(snapshot) => {
+                        if let Err(e) = state_machine.restore_from(&snapshot.data) {
+                            tracing::error!("could not install the leader's snapshot: {e}");
+                            return false;
+                        }
+                        if let Some(store) = &self.snapshots {
+                            if let Err(e) = store.save(snapshot.last_included, &snapshot.data, 2) {
+                                tracing::error!("could not save the leader's snapshot: {e}");
+                                return false;
+                            }
+                        }
+                        self.applied = snapshot.last_included.index;
+                        self.applied_term = snapshot.last_included.term;
                     }
                 }
             }
