@@ -25,6 +25,15 @@ impl RaftNode {
         self.set_leader(Some(from));
         self.reset_election_timer();
         let term = self.hard.term;
+        let (mut prev_index, mut prev_term, mut entries) = (prev_index, prev_term, entries);
+        let start = self.log.start();
+        if prev_index < start.index {
+            // Our snapshot covers `prev_index`: everything up to the snapshot is committed, so
+            // it matches the leader's log; only what follows the snapshot is news.
+            entries.retain(|e| e.index > start.index);
+            prev_index = start.index;
+            prev_term = start.term;
+        }
         if let Some(reject_hint) = self.mismatch_hint(prev_index, prev_term) {
             let last_log_index = self.log.last_index();
             let body = MessageBody::AppendEntriesResponse {
@@ -118,6 +127,14 @@ impl RaftNode {
             return;
         };
         progress.recently_active = true;
+        if matches!(progress.state, ProgressState::Snapshot { .. }) {
+            // A heartbeat answered while the snapshot is on its way: the follower is reachable,
+            // so the chunk it has not acknowledged is sent again (it may have been lost; a
+            // duplicate is answered with the offset the follower is at).
+            progress.probe_sent = false;
+            self.send_snapshot_chunk(from);
+            return;
+        }
         if success {
             let news = progress.acknowledge(match_index);
             if progress.state == ProgressState::Probe {
@@ -132,13 +149,6 @@ impl RaftNode {
                 self.maybe_commit();
             }
             self.maybe_tell_target(from);
-        } else if matches!(progress.state, ProgressState::Snapshot { .. }) {
-            // A heartbeat answered while the snapshot is on its way: the follower is reachable,
-            // so the chunk it has not acknowledged is sent again (it may have been lost; a
-            // duplicate is answered with the offset the follower is at).
-            progress.probe_sent = false;
-            self.send_snapshot_chunk(from);
-            return;
         } else {
             // A hint below the match index means the follower lost entries it had acknowledged
             // (a replaced disk): believe it, so it can be repaired. Lowering a match index only

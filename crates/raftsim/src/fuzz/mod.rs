@@ -262,10 +262,25 @@ impl Sim {
                 self.apply(Command::Tick(node))?;
             }
         }
+        let states: Vec<String> = (1..=nodes)
+            .map(|n| match self.cluster.status(n) {
+                Ok(Some(s)) => format!(
+                    "N-{n} {:?} term {} leader {:?} last {} commit {} progress {:?}",
+                    s.role,
+                    s.term.0,
+                    s.leader.map(|l| l.0),
+                    s.last_index.0,
+                    s.commit.0,
+                    s.progress
+                ),
+                _ => format!("N-{n} down"),
+            })
+            .collect();
         Err(Violation {
             property: "liveness",
             detail: format!(
-                "after the faults stopped, no write committed within {LIVENESS_ROUNDS} ticks"
+                "after the faults stopped, no write committed within {LIVENESS_ROUNDS} ticks\n{}",
+                states.join("\n")
             ),
         })
     }
