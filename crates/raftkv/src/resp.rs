@@ -280,6 +280,22 @@ enum Start {
 }
 
 impl RespLimits {
+    /// A bulk string header's length, checked: not negative (the null bulk, -1, is the caller's
+    /// business) and within `max_bulk_len`.
+    fn bulk_len(&self, len: i64) -> Result<usize, RespError> {
+        if len < 0 {
+            return Err(RespError::NegativeLength(len));
+        }
+        let max = self.max_bulk_len;
+        usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= max)
+            .ok_or(RespError::BulkTooLong {
+                len: len.unsigned_abs(),
+                max,
+            })
+    }
+
     /// An array header's element count, checked: not negative (the null array, -1, is the
     /// caller's business) and within `max_array_len`.
     fn array_len(&self, count: i64) -> Result<usize, RespError> {
@@ -416,14 +432,8 @@ impl RespCodec {
         };
         let len = match len {
             -1 => return Err(RespError::NullBulkInRequest),
-            negative if negative < 0 => return Err(RespError::NegativeLength(negative)),
-            positive => positive.unsigned_abs(),
+            other => self.limits.bulk_len(other)?,
         };
-        let max = self.limits.max_bulk_len;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&len| len <= max)
-            .ok_or(RespError::BulkTooLong { len, max })?;
         let request_len = partial
             .consumed
             .saturating_add(header_len)
@@ -661,14 +671,8 @@ impl RespClientCodec {
                 };
                 let len = match len {
                     -1 => return Ok(Some((Reply::null(), header_len))),
-                    negative if negative < 0 => return Err(RespError::NegativeLength(negative)),
-                    positive => positive.unsigned_abs(),
+                    other => self.limits.bulk_len(other)?,
                 };
-                let max = self.limits.max_bulk_len;
-                let len = usize::try_from(len)
-                    .ok()
-                    .filter(|&len| len <= max)
-                    .ok_or(RespError::BulkTooLong { len, max })?;
                 let data_end = header_len + len;
                 let Some(terminator) = buf.get(data_end..data_end + 2) else {
                     return Ok(None);

@@ -75,6 +75,25 @@ async fn start_with_snapshots(
         .expect("node starts")
 }
 
+type Addrs = BTreeMap<NodeId, SocketAddr>;
+
+/// Three nodes on loopback ports, durable logs under `root`, snapshotting every `every` entries
+/// (0: the default policy).
+async fn start_cluster(root: &Path, every: u64) -> (Addrs, BTreeMap<u64, Node<Journal>>) {
+    let mut listeners = BTreeMap::new();
+    let mut addrs = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        addrs.insert(NodeId(id), l.local_addr().expect("addr"));
+        listeners.insert(id, l);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        nodes.insert(id, start_with_snapshots(id, &addrs, l, root, every).await);
+    }
+    (addrs, nodes)
+}
+
 async fn leader_among(handles: &[(u64, NodeHandle<Journal>)]) -> u64 {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -122,17 +141,7 @@ async fn read_all(handle: &NodeHandle<Journal>) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_elects_replicates_survives_its_leader_and_catches_up_a_restarted_node() {
     let root = tempfile::tempdir().expect("temp dir");
-    let mut listeners = BTreeMap::new();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        addrs.insert(NodeId(id), l.local_addr().expect("addr"));
-        listeners.insert(id, l);
-    }
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        nodes.insert(id, start(id, &addrs, l, root.path()).await);
-    }
+    let (addrs, mut nodes) = start_cluster(root.path(), 0).await;
     let handles: Vec<(u64, NodeHandle<Journal>)> =
         nodes.iter().map(|(id, n)| (*id, n.handle())).collect();
     let leader = leader_among(&handles).await;
@@ -197,20 +206,7 @@ async fn a_cluster_elects_replicates_survives_its_leader_and_catches_up_a_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot() {
     let root = tempfile::tempdir().expect("temp dir");
-    let mut listeners = BTreeMap::new();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        addrs.insert(NodeId(id), l.local_addr().expect("addr"));
-        listeners.insert(id, l);
-    }
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        nodes.insert(
-            id,
-            start_with_snapshots(id, &addrs, l, root.path(), 10).await,
-        );
-    }
+    let (addrs, mut nodes) = start_cluster(root.path(), 10).await;
     let handles: Vec<(u64, NodeHandle<Journal>)> =
         nodes.iter().map(|(id, n)| (*id, n.handle())).collect();
     let leader = leader_among(&handles).await;

@@ -137,6 +137,24 @@ pub fn create_segment_file(path: &Path, size: u64, allocation: Allocation) -> Re
     file.sync_all().map_err(WalError::io(path))
 }
 
+/// Replaces `path` with `parts` (concatenated) so that a crash leaves the old file or the new
+/// one, never a mix: a temporary file beside it, `fsync`, rename, directory `fsync`.
+pub fn write_atomically(path: &Path, temp: &Path, parts: &[&[u8]]) -> Result<(), WalError> {
+    let write = || -> std::io::Result<()> {
+        let mut file = File::create(temp)?;
+        for part in parts {
+            file.write_all(part)?;
+        }
+        file.sync_all()?;
+        fs::rename(temp, path)
+    };
+    write().map_err(WalError::io(path))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 /// Makes a rename or removal in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)

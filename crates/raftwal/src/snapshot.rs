@@ -6,10 +6,9 @@
 //! of everything after it, u64 last included index, u64 its term, u64 data length, data.
 
 use crate::error::WalError;
-use crate::segment::sync_dir;
+use crate::segment::{sync_dir, write_atomically};
 use raftengine::{LogId, LogIndex, Term};
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RESNAP\0\0";
@@ -61,18 +60,17 @@ impl SnapshotStore {
         body.extend_from_slice(&(data.len() as u64).to_le_bytes());
         let mut crc = crc32c::crc32c(&body);
         crc = crc32c::crc32c_append(crc, data);
-        let write = || -> std::io::Result<()> {
-            let mut file = File::create(&temp)?;
-            file.write_all(MAGIC)?;
-            file.write_all(&[VERSION, 0, 0, 0])?;
-            file.write_all(&crc.to_le_bytes())?;
-            file.write_all(&body)?;
-            file.write_all(data)?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)
-        };
-        write().map_err(WalError::io(&path))?;
-        sync_dir(&self.dir)?;
+        write_atomically(
+            &path,
+            &temp,
+            &[
+                MAGIC.as_slice(),
+                &[VERSION, 0, 0, 0],
+                &crc.to_le_bytes(),
+                &body,
+                data,
+            ],
+        )?;
         let mut all = list(&self.dir, SUFFIX)?;
         all.sort_by_key(|(_, id)| *id);
         let excess = all.len().saturating_sub(keep.max(1));

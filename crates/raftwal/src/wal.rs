@@ -636,16 +636,11 @@ impl Wal {
     }
 
     pub fn mark_broken(&mut self, reason: &str) -> Result<(), WalError> {
-        let path = self.dir.join(BROKEN_FILE);
-        let temp = self.dir.join("BROKEN.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut file = File::create(&temp)?;
-            std::io::Write::write_all(&mut file, reason.as_bytes())?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)
-        };
-        write().map_err(WalError::io(&path))?;
-        segment::sync_dir(&self.dir)?;
+        segment::write_atomically(
+            &self.dir.join(BROKEN_FILE),
+            &self.dir.join("BROKEN.tmp"),
+            &[reason.as_bytes()],
+        )?;
         self.broken = Some(reason.to_string());
         Ok(())
     }
@@ -888,20 +883,15 @@ fn read_start(wal_dir: &Path) -> Result<LogId, WalError> {
 }
 
 fn write_start(wal_dir: &Path, start: LogId) -> Result<(), WalError> {
-    let path = wal_dir.join(START_FILE);
-    let temp = wal_dir.join("START.tmp");
     let mut bytes = Vec::with_capacity(20);
     bytes.extend_from_slice(&start.index.0.to_le_bytes());
     bytes.extend_from_slice(&start.term.0.to_le_bytes());
     bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
-    let write = || -> std::io::Result<()> {
-        let mut file = File::create(&temp)?;
-        std::io::Write::write_all(&mut file, &bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp, &path)
-    };
-    write().map_err(WalError::io(&path))?;
-    segment::sync_dir(wal_dir)
+    segment::write_atomically(
+        &wal_dir.join(START_FILE),
+        &wal_dir.join("START.tmp"),
+        &[&bytes],
+    )
 }
 
 fn find_valid_frame(data: &[u8], from: usize, path: &Path) -> Option<usize> {
