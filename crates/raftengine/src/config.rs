@@ -10,7 +10,9 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     pub id: NodeId,
-    /// Every voting member, this node included.
+    /// The initial voters, this node included; empty for a node that joins a running cluster
+    /// (it learns the configuration from the leader's log or snapshot). Once the log or a
+    /// snapshot holds a configuration, that one is in effect.
     pub voters: Vec<NodeId>,
     /// Thesis §9.6: ask before campaigning, so a partitioned node cannot disrupt the cluster.
     pub pre_vote: bool,
@@ -36,6 +38,13 @@ pub struct Config {
     /// Ask the driver for a snapshot after this many entries were applied since the last one
     /// (0: only when the driver decides).
     pub snapshot_after_entries: u64,
+    /// Also ask for a snapshot once the entries held in the log carry this many payload bytes
+    /// (0: no limit by size).
+    pub snapshot_after_log_bytes: u64,
+    /// A new voter catches up in at most this many rounds before the change is aborted.
+    pub catch_up_max_rounds: u32,
+    /// A catch-up is aborted when the new voters acknowledge nothing for this many ticks.
+    pub catch_up_stall_ticks: u64,
     /// Largest snapshot chunk in one message.
     pub max_snapshot_chunk_bytes: usize,
     /// Opt-in lease reads (thesis §6.4.1): a leader that a majority acknowledged less than
@@ -86,7 +95,9 @@ impl Mutation {
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
-    #[error("node {0} is not among the voters")]
+    #[error(
+        "node {0} is not among the initial voters (leave them empty to join a running cluster)"
+    )]
     NotAVoter(NodeId),
     #[error("node {0} appears more than once among the voters")]
     DuplicateVoter(NodeId),
@@ -116,6 +127,9 @@ impl Config {
             jitter_seed: id.0,
             forward_proposals: false,
             snapshot_after_entries: 0,
+            snapshot_after_log_bytes: 0,
+            catch_up_max_rounds: 10,
+            catch_up_stall_ticks: 300,
             max_snapshot_chunk_bytes: 1 << 20,
             notify_commit: false,
             lease_reads: false,
@@ -126,7 +140,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.voters.contains(&self.id) {
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter(self.id));
         }
         let mut seen = self.voters.clone();
@@ -147,6 +161,12 @@ impl Config {
         }
         if self.max_entries_per_message == 0 {
             return Err(ConfigError::ZeroLimit("max_entries_per_message"));
+        }
+        if self.catch_up_max_rounds == 0 {
+            return Err(ConfigError::ZeroLimit("catch_up_max_rounds"));
+        }
+        if self.catch_up_stall_ticks == 0 {
+            return Err(ConfigError::ZeroLimit("catch_up_stall_ticks"));
         }
         if self.max_in_flight_messages == 0 {
             return Err(ConfigError::ZeroLimit("max_in_flight_messages"));

@@ -4,14 +4,15 @@ use crate::event::Event;
 use crate::message::{Message, MessageBody};
 use crate::node::{Election, Leadership, RaftNode, Role, StepError};
 use crate::output::CommandRejected;
-use crate::progress::Progress;
-use crate::quorum;
 use crate::types::{Entry, EntryPayload, LogIndex, NodeId, Term};
 use std::collections::BTreeMap;
 
 impl RaftNode {
     /// Applies the term rules common to every message, then dispatches on its kind.
     pub(crate) fn step_checked(&mut self, msg: Message) -> Result<(), StepError> {
+        if self.ignores_candidate(&msg) {
+            return Ok(());
+        }
         let current = self.hard.term;
         if msg.term > current {
             if !self.adopt_newer_term(&msg) {
@@ -80,6 +81,7 @@ impl RaftNode {
             }
             MessageBody::InstallSnapshot {
                 last_included,
+                membership,
                 offset,
                 data,
                 done,
@@ -90,7 +92,14 @@ impl RaftNode {
                         term: msg.term,
                     });
                 }
-                self.handle_install_snapshot(msg.from, last_included, offset, data, done);
+                self.handle_install_snapshot(
+                    msg.from,
+                    last_included,
+                    membership,
+                    offset,
+                    data,
+                    done,
+                );
             }
             MessageBody::InstallSnapshotResponse {
                 last_included,
@@ -112,12 +121,38 @@ impl RaftNode {
             MessageBody::ReadIndexRequest { request } => {
                 self.handle_read_index_request(msg.from, request);
             }
+            MessageBody::ChangeMembership { request, change } => {
+                self.handle_change_request(msg.from, request, change);
+            }
+            MessageBody::ChangeMembershipResponse { request, result } => {
+                self.handle_change_response(request, result);
+            }
             MessageBody::ReadIndexResponse {
                 request,
                 read_index,
             } => self.handle_read_index_response(request, read_index),
         }
         Ok(())
+    }
+
+    /// A (pre-)vote request from a node that is not a voter of this node's configuration is
+    /// dropped before its term is looked at: a removed server that never learned of its removal
+    /// cannot depose a working leader by campaigning (thesis §4.2.3), whatever the pre-vote and
+    /// check-quorum settings. A node that knows no configuration yet (joining) does not vote.
+    fn ignores_candidate(&mut self, msg: &Message) -> bool {
+        let campaigning = matches!(
+            msg.body,
+            MessageBody::PreVoteRequest { .. } | MessageBody::VoteRequest { .. }
+        );
+        if !campaigning || self.membership().is_voter(msg.from) {
+            return false;
+        }
+        self.out.events.push(Event::VoteRefused {
+            candidate: msg.from,
+            term: msg.term,
+            reason: "candidate is not a voter of this node's configuration",
+        });
+        true
     }
 
     /// A message carries a newer term. Returns whether to go on handling it.
@@ -284,14 +319,7 @@ impl RaftNode {
             Role::PreCandidate(e) | Role::Candidate(e) => &e.votes,
             _ => return None,
         };
-        let voters = &self.config.voters;
-        if quorum::has_majority(voters, |v| votes.get(&v) == Some(&true)) {
-            Some(true)
-        } else if quorum::majority_impossible(voters, votes) {
-            Some(false)
-        } else {
-            None
-        }
+        self.membership().vote_result(votes)
     }
 
     fn lose_election(&mut self) {
@@ -306,7 +334,10 @@ impl RaftNode {
     /// Starts an election: with pre-vote first when enabled. `transfer` marks an election the
     /// leader asked for (leadership transfer), which pre-vote and leader stickiness let through.
     pub fn campaign(&mut self, transfer: bool) {
-        if self.is_stopped().is_some() || matches!(self.role, Role::Leader(_)) {
+        if self.is_stopped().is_some()
+            || matches!(self.role, Role::Leader(_))
+            || !self.membership().is_voter(self.config.id)
+        {
             return;
         }
         if self.config.pre_vote {
@@ -379,13 +410,8 @@ impl RaftNode {
     fn become_leader(&mut self) {
         let term = self.hard.term;
         let next = self.log.last_index().next();
-        let progress = self
-            .other_voters()
-            .into_iter()
-            .map(|p| (p, Progress::new(next)))
-            .collect();
         self.set_role(Role::Leader(Box::new(Leadership {
-            progress,
+            progress: BTreeMap::new(),
             pending: BTreeMap::new(),
             quorum_elapsed: 0,
             heartbeat_elapsed: 0,
@@ -394,7 +420,12 @@ impl RaftNode {
             forwarded: Default::default(),
             commit_notified: LogIndex(0),
             transfer: None,
+            term_start: next,
+            change: None,
+            stepping_down: false,
         })));
+        self.reconcile_progress_from(next);
+        self.resume_joint_change();
         self.set_leader(Some(self.config.id));
         self.out.events.push(Event::ElectionWon { term });
         self.append_entry(Entry {
@@ -411,6 +442,7 @@ impl RaftNode {
         if term > self.hard.term {
             self.set_hard_state(term, None);
         }
+        self.abandon_change();
         let (pending, reads) = match &mut self.role {
             Role::Leader(leadership) => (
                 std::mem::take(&mut leadership.pending),

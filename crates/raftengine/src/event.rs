@@ -1,7 +1,9 @@
 //! Events a user can subscribe to: what the node decided, for logs, metrics and traces.
 
+use crate::membership::Membership;
 use crate::types::{LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The externally visible roles. A pre-candidate is a follower asking for pre-votes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,4 +77,26 @@ pub enum Event {
     TransferAborted {
         target: NodeId,
     },
+    /// The configuration in effect changed: a configuration entry was appended (or installed
+    /// with a snapshot), or one was overwritten and the one before it is back.
+    MembershipChanged {
+        index: LogIndex,
+        membership: Membership,
+    },
+    /// The leader started catching up future voters (`address`es for the driver's transport).
+    CatchUpStarted {
+        nodes: BTreeMap<NodeId, String>,
+    },
+    /// A catch-up round began: it ends when the new voters hold `until`.
+    CatchUpRound {
+        round: u32,
+        until: LogIndex,
+    },
+    /// A membership change was given up before any configuration entry was appended.
+    MembershipChangeAborted {
+        reason: String,
+    },
+    /// A committed configuration no longer includes this node: it will not campaign again and
+    /// may be shut down.
+    RemovedFromCluster,
 }

@@ -5,7 +5,7 @@
 //! follows, and knows the index and term of the last compacted entry.
 
 use crate::storage::LogId;
-use crate::types::{Entry, LogIndex, Term};
+use crate::types::{Entry, EntryPayload, LogIndex, Term};
 
 #[derive(Debug, Clone, Default)]
 pub struct RaftLog {
@@ -13,6 +13,18 @@ pub struct RaftLog {
     start: LogId,
     /// `entries[i]` has index `start.index + 1 + i`.
     entries: Vec<Entry>,
+    /// Command bytes held in `entries` (the size policy for snapshots).
+    payload_bytes: u64,
+}
+
+fn payload_bytes(entries: &[Entry]) -> u64 {
+    entries
+        .iter()
+        .map(|e| match &e.payload {
+            EntryPayload::Command(c) => c.len() as u64,
+            _ => 0,
+        })
+        .sum()
 }
 
 impl RaftLog {
@@ -28,12 +40,22 @@ impl RaftLog {
                 return Err(e.index);
             }
         }
-        Ok(RaftLog { start, entries })
+        let payload_bytes = payload_bytes(&entries);
+        Ok(RaftLog {
+            start,
+            entries,
+            payload_bytes,
+        })
     }
 
     /// The last compacted entry (index 0 when nothing was compacted).
     pub fn start(&self) -> LogId {
         self.start
+    }
+
+    /// Command bytes held in the log (after its compacted prefix).
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload_bytes
     }
 
     pub fn last_index(&self) -> LogIndex {
@@ -77,13 +99,17 @@ impl RaftLog {
 
     pub fn push(&mut self, entry: Entry) {
         debug_assert_eq!(entry.index, self.last_index().next());
+        self.payload_bytes += payload_bytes(std::slice::from_ref(&entry));
         self.entries.push(entry);
     }
 
     /// Removes every entry from `from` on (never the compacted prefix).
     pub fn truncate_from(&mut self, from: LogIndex) {
         let keep = from.0.saturating_sub(self.start.index.0 + 1) as usize;
-        self.entries.truncate(keep);
+        if keep < self.entries.len() {
+            self.payload_bytes -= payload_bytes(&self.entries[keep..]);
+            self.entries.truncate(keep);
+        }
     }
 
     /// Drops the entries up to `through`, which a snapshot now covers; `through` may lie beyond
@@ -94,9 +120,11 @@ impl RaftLog {
         }
         if through.index >= self.last_index() {
             self.entries.clear();
+            self.payload_bytes = 0;
         } else {
-            self.entries
-                .drain(..(through.index.0 - self.start.index.0) as usize);
+            let dropped = (through.index.0 - self.start.index.0) as usize;
+            self.payload_bytes -= payload_bytes(&self.entries[..dropped]);
+            self.entries.drain(..dropped);
         }
         self.start = through;
     }
@@ -123,7 +151,6 @@ impl RaftLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::EntryPayload;
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {

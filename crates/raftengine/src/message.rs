@@ -1,5 +1,6 @@
 //! Messages between nodes: plain data with serde derives, no behaviour.
 
+use crate::membership::{Membership, MembershipChange, MembershipError};
 use crate::storage::LogId;
 use crate::types::{Entry, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,8 @@ pub enum MessageBody {
     /// A chunk of the leader's snapshot, for a follower whose next entry is compacted (`sn`).
     InstallSnapshot {
         last_included: LogId,
+        /// The configuration in effect at `last_included`.
+        membership: Membership,
         offset: u64,
         data: Vec<u8>,
         done: bool,
@@ -91,6 +94,16 @@ pub enum MessageBody {
         request: u64,
         placed: Option<LogId>,
     },
+    /// A node forwards a membership change to the leader (`m_c`).
+    ChangeMembership {
+        request: u64,
+        change: MembershipChange,
+    },
+    /// The leader's answer once the change committed or failed (`m_cr`).
+    ChangeMembershipResponse {
+        request: u64,
+        result: Result<Membership, MembershipError>,
+    },
     /// A follower asks the leader for a read index on behalf of its client (thesis §6.4).
     ReadIndexRequest {
         request: u64,
@@ -104,6 +117,21 @@ pub enum MessageBody {
 }
 
 impl MessageBody {
+    /// An answer to a request this node sent.
+    pub fn is_response(&self) -> bool {
+        matches!(
+            self,
+            MessageBody::PreVoteResponse { .. }
+                | MessageBody::VoteResponse { .. }
+                | MessageBody::AppendEntriesResponse { .. }
+                | MessageBody::InstallSnapshotResponse { .. }
+                | MessageBody::TimeoutNowResponse { .. }
+                | MessageBody::ProposeResponse { .. }
+                | MessageBody::ChangeMembershipResponse { .. }
+                | MessageBody::ReadIndexResponse { .. }
+        )
+    }
+
     /// The short code used in trace tables (`shared/trace-format.md`).
     pub fn code(&self) -> &'static str {
         match self {
@@ -119,6 +147,8 @@ impl MessageBody {
             MessageBody::TimeoutNowResponse { .. } => "t_pr",
             MessageBody::Propose { .. } => "fwd",
             MessageBody::ProposeResponse { .. } => "fwd_reply",
+            MessageBody::ChangeMembership { .. } => "m_c",
+            MessageBody::ChangeMembershipResponse { .. } => "m_cr",
             MessageBody::ReadIndexRequest { .. } => "ri_r",
             MessageBody::ReadIndexResponse { .. } => "ri",
         }

@@ -7,6 +7,7 @@ use crate::config::{Config, ConfigError};
 use crate::event::{Event, RoleKind};
 use crate::forward::Forwarded;
 use crate::log::RaftLog;
+use crate::membership::{Configurations, Membership};
 use crate::message::{Message, MessageBody};
 use crate::output::{CommandRejected, CommittedEntry, FatalError, Output};
 use crate::progress::Progress;
@@ -50,6 +51,14 @@ pub(crate) struct Leadership {
     /// The commit index followers were last told of (with `Config::notify_commit`).
     pub commit_notified: LogIndex,
     pub transfer: Option<crate::transfer::Transfer>,
+    /// Index of this term's first entry: membership changes wait until it commits (thesis §4.1,
+    /// the fix for single-server changes across leader changes).
+    pub term_start: LogIndex,
+    /// The membership change under way, one at a time.
+    pub change: Option<crate::reconfigure::PendingChange>,
+    /// This leader is not in the committed configuration: it hands leadership over, then steps
+    /// down even if the handover fails.
+    pub stepping_down: bool,
 }
 
 /// Bad input the node refuses; nothing in the node changed.
@@ -91,6 +100,8 @@ pub struct Status {
     pub commit: LogIndex,
     /// For a leader: (follower, match index, next index).
     pub progress: Vec<(NodeId, LogIndex, LogIndex)>,
+    /// The configuration in effect.
+    pub membership: Membership,
 }
 
 /// One Raft node. Feed it inputs (`step`, `tick`, `propose`, `persisted`, ...), then carry out
@@ -131,6 +142,14 @@ pub struct RaftNode {
     pub(crate) snapshot_requested: bool,
     /// Chunks of a snapshot being received from the leader.
     pub(crate) incoming_snapshot: Option<(crate::storage::LogId, Vec<u8>)>,
+    /// Every configuration this node knows (its log's and the one before its log).
+    pub(crate) configs: Configurations,
+    /// Some configuration named this node; a committed one that does not makes it removed.
+    pub(crate) was_member: bool,
+    /// A committed configuration left this node out.
+    pub(crate) removed: bool,
+    /// Membership changes this node forwarded to its leader.
+    pub(crate) forwarded_changes: BTreeMap<RequestId, NodeId>,
 }
 
 impl RaftNode {
@@ -176,6 +195,16 @@ impl RaftNode {
             });
         }
         let start = log.start();
+        let base = snapshot.as_ref().map_or_else(
+            || Membership::with_voters(config.voters.iter().copied()),
+            |s| s.membership.clone(),
+        );
+        let mut configs = Configurations::new(start.index, base);
+        for entry in log.slice(start.index.next(), log.last_index()) {
+            if let EntryPayload::Membership(m) = &entry.payload {
+                configs.appended(entry.index, m.clone());
+            }
+        }
         let persisted_index = log.last_index();
         let mut node = RaftNode {
             rng_state: config.jitter_seed ^ 0x9E37_79B9_7F4A_7C15,
@@ -201,7 +230,12 @@ impl RaftNode {
             snapshot,
             snapshot_requested: false,
             incoming_snapshot: None,
+            configs,
+            was_member: false,
+            removed: false,
+            forwarded_changes: BTreeMap::new(),
         };
+        node.was_member = node.configs.mentions(node.config.id);
         node.reset_election_timer();
         Ok(node)
     }
@@ -214,8 +248,17 @@ impl RaftNode {
         if msg.to != self.config.id {
             return Err(StepError::WrongRecipient(msg.to));
         }
-        if msg.from == self.config.id || !self.config.voters.contains(&msg.from) {
+        if msg.from == self.config.id {
             return Err(StepError::UnknownSender(msg.from));
+        }
+        if !self.may_hear_from(&msg) {
+            // A late answer from a node no longer followed (removed, or its catch-up aborted)
+            // is simply stale; a stranger asking for something is refused.
+            return if msg.body.is_response() {
+                Ok(())
+            } else {
+                Err(StepError::UnknownSender(msg.from))
+            };
         }
         if let MessageBody::AppendEntries {
             prev_log_index,
@@ -238,6 +281,7 @@ impl RaftNode {
             self.tick_leader();
         } else {
             self.election_elapsed += 1;
+            // Learners, joining and removed nodes never campaign (`campaign` checks).
             if self.election_elapsed >= self.randomized_timeout {
                 self.campaign(false);
             }
@@ -385,6 +429,21 @@ impl RaftNode {
         self.commit
     }
 
+    /// The configuration in effect (the last one in the log, committed or not).
+    pub fn membership(&self) -> &Membership {
+        self.configs.latest().1
+    }
+
+    /// The configuration known committed.
+    pub fn committed_membership(&self) -> &Membership {
+        self.configs.at(self.commit)
+    }
+
+    /// A committed configuration left this node out: it no longer takes part.
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
     pub fn log(&self) -> &RaftLog {
         &self.log
     }
@@ -412,6 +471,7 @@ impl RaftNode {
             last_term: self.log.last_term(),
             commit: self.commit,
             progress,
+            membership: self.membership().clone(),
         }
     }
 
@@ -485,7 +545,14 @@ impl RaftNode {
     }
 
     pub(crate) fn append_entry(&mut self, entry: Entry) {
-        self.log.push(entry.clone());
+        if let EntryPayload::Membership(m) = &entry.payload {
+            // Thesis §4.1: a configuration is in effect as soon as it is in the log.
+            self.configs.appended(entry.index, m.clone());
+            self.log.push(entry.clone());
+            self.membership_changed();
+        } else {
+            self.log.push(entry.clone());
+        }
         // Consecutive appends share one write (one allocation, one record run in the log).
         match self.open_writes.last_mut() {
             Some(LogWrite::Append(entries)) => entries.push(entry),
@@ -519,6 +586,10 @@ impl RaftNode {
         }
         self.log.truncate_from(from);
         self.write(LogWrite::TruncateFrom(from));
+        if self.configs.truncated(from) {
+            // The overwritten configuration never was: the one before it is back.
+            self.membership_changed();
+        }
         let keep = from.prev();
         self.persisted_index = self.persisted_index.min(keep);
         for (_, last) in self.batch_last_index.iter_mut() {
@@ -534,6 +605,7 @@ impl RaftNode {
             self.out.events.push(Event::LeaderChanged { leader });
             self.fail_forwarded_reads();
             self.fail_forwarded_proposals();
+            self.fail_forwarded_changes();
         }
     }
 
@@ -567,6 +639,7 @@ impl RaftNode {
             self.out.committed.push(CommittedEntry { entry, request });
         }
         self.committed_emitted = commit;
+        self.membership_committed();
     }
 
     pub(crate) fn reset_election_timer(&mut self) {
@@ -587,12 +660,12 @@ impl RaftNode {
         z ^ (z >> 31)
     }
 
+    /// Every voter of the configuration in effect but this node.
     pub(crate) fn other_voters(&self) -> Vec<NodeId> {
         let me = self.config.id;
-        self.config
-            .voters
-            .iter()
-            .copied()
+        self.membership()
+            .all_voters()
+            .into_iter()
             .filter(|v| *v != me)
             .collect()
     }

@@ -1,6 +1,7 @@
 //! What a node asks its driver to do after an input.
 
 use crate::event::Event;
+use crate::membership::{Membership, MembershipError};
 use crate::message::Message;
 use crate::storage::PersistBatch;
 use crate::types::{Entry, LogIndex, NodeId, RequestId};
@@ -27,6 +28,10 @@ pub struct Output {
     /// The snapshot policy asks for a snapshot of the state machine at this index (once the
     /// committed entries up to it are applied); hand it to `RaftNode::compact`.
     pub take_snapshot: Option<LogIndex>,
+    /// Outcomes of membership changes asked at this node
+    /// ([`RaftNode::change_membership`](crate::RaftNode::change_membership)): the configuration
+    /// now committed, or why the change did not (or may not) happen.
+    pub membership_changes: Vec<(RequestId, Result<Membership, MembershipError>)>,
     pub events: Vec<Event>,
     /// The node stopped on a fatal error; the driver should mark its storage broken.
     pub fatal: Option<FatalError>,
@@ -41,6 +46,7 @@ impl Output {
             && self.reads.is_empty()
             && self.install_snapshot.is_none()
             && self.take_snapshot.is_none()
+            && self.membership_changes.is_empty()
             && self.events.is_empty()
             && self.fatal.is_none()
     }

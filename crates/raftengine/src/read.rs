@@ -12,7 +12,6 @@
 use crate::message::MessageBody;
 use crate::node::{RaftNode, Role};
 use crate::output::{CommandRejected, ReadReady};
-use crate::quorum;
 use crate::types::{LogIndex, NodeId, RequestId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -194,13 +193,15 @@ impl RaftNode {
             return;
         };
         let rounds = &mut leadership.reads;
-        let confirmed = quorum::majority_reached(&self.config.voters, |v| {
+        let Some(confirmed) = self.configs.latest().1.quorum_reached(|v| {
             if v == me {
                 rounds.round
             } else {
                 rounds.echoed.get(&v).copied().unwrap_or(0)
             }
-        });
+        }) else {
+            return;
+        };
         if confirmed <= rounds.confirmed {
             return;
         }

@@ -5,7 +5,6 @@ use crate::event::Event;
 use crate::message::MessageBody;
 use crate::node::{RaftNode, Role};
 use crate::progress::ProgressState;
-use crate::quorum;
 use crate::types::{Entry, LogIndex, NodeId, Term};
 
 impl RaftNode {
@@ -147,6 +146,7 @@ impl RaftNode {
             }
             if news {
                 self.maybe_commit();
+                self.check_catch_up();
             }
             self.maybe_tell_target(from);
         } else {
@@ -217,8 +217,13 @@ impl RaftNode {
         }
     }
 
+    /// Sends every follower (voters, learners, nodes catching up) what it is missing.
     pub(crate) fn broadcast_append(&mut self) {
-        for peer in self.other_voters() {
+        let Role::Leader(leadership) = &self.role else {
+            return;
+        };
+        let peers: Vec<NodeId> = leadership.progress.keys().copied().collect();
+        for peer in peers {
             self.send_append(peer);
         }
     }
@@ -257,7 +262,9 @@ impl RaftNode {
         let Role::Leader(leadership) = &self.role else {
             return;
         };
-        let index = quorum::committed_index(&self.config.voters, |v| {
+        // The configuration in effect counts, committed or not (thesis §4.1); during a joint
+        // change both majorities are needed, and a leader outside C_new does not count itself.
+        let Some(index) = self.configs.latest().1.quorum_reached(|v| {
             if v == me {
                 own
             } else {
@@ -266,7 +273,9 @@ impl RaftNode {
                     .get(&v)
                     .map_or(LogIndex(0), |p| p.match_index)
             }
-        });
+        }) else {
+            return;
+        };
         #[cfg(feature = "mutations")]
         if index > self.commit && self.mutated(crate::config::Mutation::CommitPreviousTerm) {
             self.advance_commit(index);
@@ -304,6 +313,7 @@ impl RaftNode {
             }
         }
         self.tick_transfer();
+        self.tick_catch_up();
         let lease_reads = self.tick_reads();
         if heartbeat_due {
             if lease_reads {
@@ -322,9 +332,11 @@ impl RaftNode {
             return false;
         };
         let progress = &leadership.progress;
-        let ok = quorum::has_majority(&self.config.voters, |v| {
-            v == me || progress.get(&v).is_some_and(|p| p.recently_active)
-        });
+        let ok = self
+            .configs
+            .latest()
+            .1
+            .has_quorum(|v| v == me || progress.get(&v).is_some_and(|p| p.recently_active));
         for p in leadership.progress.values_mut() {
             p.recently_active = false;
         }

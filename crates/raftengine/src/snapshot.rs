@@ -4,6 +4,7 @@
 //! next entry is gone receives the snapshot in chunks (`sn`/`snr` in traces) while heartbeats go
 //! on, installs it (`Output::install_snapshot`), and continues from the entry after it.
 
+use crate::membership::Membership;
 use crate::message::MessageBody;
 use crate::node::{RaftNode, Role};
 use crate::progress::ProgressState;
@@ -16,6 +17,8 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub last_included: LogId,
+    /// The configuration in effect at `last_included`.
+    pub membership: Membership,
     pub data: Arc<Vec<u8>>,
 }
 
@@ -50,10 +53,12 @@ impl RaftNode {
         };
         self.snapshot = Some(Snapshot {
             last_included,
+            membership: self.configs.at(through).clone(),
             data: Arc::new(data),
         });
         self.snapshot_requested = false;
         self.log.compact(last_included);
+        self.configs.compacted(through);
         self.write(LogWrite::Purge { through, term });
         Ok(())
     }
@@ -63,17 +68,23 @@ impl RaftNode {
         self.snapshot.as_ref()
     }
 
-    /// Asks the driver for a snapshot when enough entries were applied since the last one.
+    /// Asks the driver for a snapshot when enough entries were applied since the last one, or
+    /// when the log holds too many bytes.
     pub(crate) fn maybe_request_snapshot(&mut self) {
-        let every = self.config.snapshot_after_entries;
-        if every == 0 || self.snapshot_requested {
+        let (every, max_bytes) = (
+            self.config.snapshot_after_entries,
+            self.config.snapshot_after_log_bytes,
+        );
+        if self.snapshot_requested {
             return;
         }
         let since = self
             .committed_emitted
             .0
             .saturating_sub(self.log.start().index.0);
-        if since >= every {
+        let by_count = every > 0 && since >= every;
+        let by_size = max_bytes > 0 && since > 0 && self.log.payload_bytes() >= max_bytes;
+        if by_count || by_size {
             self.snapshot_requested = true;
             self.out.take_snapshot = Some(self.committed_emitted);
         }
@@ -107,6 +118,7 @@ impl RaftNode {
         progress.probe_sent = true;
         let body = MessageBody::InstallSnapshot {
             last_included: snapshot.last_included,
+            membership: snapshot.membership.clone(),
             offset: offset as u64,
             data: snapshot.data.get(offset..end).unwrap_or_default().to_vec(),
             done: end == snapshot.data.len(),
@@ -136,6 +148,7 @@ impl RaftNode {
             progress.acknowledge(last_included);
             progress.become_probe(last_included.next());
             self.maybe_commit();
+            self.check_catch_up();
             self.send_append(from);
         } else {
             progress.snapshot_offset = next_offset;
@@ -148,6 +161,7 @@ impl RaftNode {
         &mut self,
         from: NodeId,
         last_included: LogId,
+        membership: Membership,
         offset: u64,
         data: Vec<u8>,
         done: bool,
@@ -198,6 +212,7 @@ impl RaftNode {
         }
         self.install_snapshot(Snapshot {
             last_included,
+            membership,
             data: Arc::new(buffer),
         });
         respond(self, offset + data.len() as u64, true);
@@ -216,6 +231,9 @@ impl RaftNode {
             self.write(LogWrite::TruncateFrom(id.index.next()));
         }
         self.persisted_index = self.persisted_index.min(self.log.last_index());
+        self.configs
+            .installed(id.index, snapshot.membership.clone(), keeps_suffix);
+        self.membership_changed();
         self.commit = self.commit.max(id.index);
         self.committed_emitted = self.committed_emitted.max(id.index);
         self.out.install_snapshot = Some(snapshot.clone());

@@ -40,7 +40,7 @@ impl RaftNode {
         if target == self.config.id {
             return Err(TransferError::TargetIsSelf);
         }
-        if !self.config.voters.contains(&target) {
+        if !self.membership().is_voter(target) {
             return Err(TransferError::UnknownTarget(target));
         }
         let Role::Leader(leadership) = &mut self.role else {
@@ -94,6 +94,7 @@ impl RaftNode {
     pub(crate) fn handle_timeout_now(&mut self, from: NodeId, last_log_index: LogIndex) {
         let accepted = matches!(self.role, Role::Follower)
             && self.leader == Some(from)
+            && self.membership().is_voter(self.config.id)
             && self.log.last_index() >= last_log_index;
         let term = self.hard.term;
         self.send(from, term, MessageBody::TimeoutNowResponse { accepted });
@@ -131,6 +132,11 @@ impl RaftNode {
         if leadership.transfer.is_some_and(|t| t.target == target) {
             leadership.transfer = None;
             self.out.events.push(Event::TransferAborted { target });
+            if leadership.stepping_down {
+                // A removed leader leaves even if no one took over: the others elect a leader.
+                let term = self.hard.term;
+                self.become_follower(term, None);
+            }
         }
     }
 

@@ -70,6 +70,8 @@ pub enum EntryPayload {
     TermStart,
     /// A client command for the state machine.
     Command(Vec<u8>),
+    /// A cluster configuration: in effect on a node from the moment it is appended there.
+    Membership(crate::membership::Membership),
 }
 
 /// One log entry.

@@ -204,16 +204,39 @@ fn same_state(a: &Status, b: &Status) {
 // ----- membership and addressing -------------------------------------------------------------
 
 #[test]
-fn message_from_unknown_sender_is_refused_without_state_change() {
+fn requests_from_an_unknown_sender_are_refused_and_its_campaign_ignored() {
     let mut n = follower_with(1, &[(1, 1)], 0);
     let before = n.status();
     let stranger = NodeId(9);
-    let err = n.step(append(stranger, N2, 5, (1, 1), &[(2, 5)], 1));
-    assert_eq!(err, Err(StepError::UnknownSender(stranger)));
-    let err = n.step(vote_request(stranger, N2, 7, (9, 9)));
-    assert_eq!(err, Err(StepError::UnknownSender(stranger)));
+    // Not a member of any configuration this node knows: asking for something is an error...
+    let propose = msg(
+        stranger,
+        N2,
+        1,
+        MessageBody::Propose {
+            request: 1,
+            command: b"x".to_vec(),
+        },
+    );
+    assert_eq!(n.step(propose), Err(StepError::UnknownSender(stranger)));
+    // ...and a campaign is dropped before its higher term is looked at (a removed server
+    // cannot depose anyone), whatever pre-vote and check-quorum say.
+    assert_eq!(n.step(vote_request(stranger, N2, 7, (9, 9))), Ok(()));
+    assert_eq!(n.step(pre_vote_request(stranger, N2, 8, (9, 9))), Ok(()));
     same_state(&before, &n.status());
-    assert!(n.take_output().is_empty());
+    let out = n.take_output();
+    assert!(out.messages.is_empty() && out.persist.is_none());
+}
+
+#[test]
+fn a_leader_from_a_configuration_not_seen_yet_is_followed() {
+    // Thesis §4.1: a server accepts AppendEntries from a leader outside its configuration (the
+    // leader may belong to a newer one this server has not received yet).
+    let mut n = follower_with(1, &[(1, 1)], 0);
+    let newcomer = NodeId(9);
+    let out = step_settled(&mut n, append(newcomer, N2, 5, (1, 1), &[(2, 5)], 1));
+    assert_eq!(n.leader(), Some(newcomer));
+    assert!(only_append_response(&out).1);
 }
 
 #[test]

@@ -290,6 +290,7 @@ where
                     .map_err(|e| NodeError::Snapshot(e.to_string()))?;
                 Some(raftengine::Snapshot {
                     last_included: file.last_included,
+                    membership: file.membership,
                     data: Arc::new(file.data),
                 })
             }
@@ -330,6 +331,7 @@ where
         let from = restart.snapshot.as_ref().map(|s| s.last_included);
         let raft = RaftNode::restart_from_snapshot(raft_config, restart.stored, restart.snapshot)?;
         let durable = raft.log().last_index();
+        let committed_membership = raft.committed_membership().clone();
         let state_machine = Arc::new(RwLock::new(state_machine));
         let metrics = Arc::new(Metrics::default());
         let (requests_tx, requests) = mpsc::unbounded_channel();
@@ -344,6 +346,7 @@ where
             applied_tx,
             metrics.clone(),
             from,
+            committed_membership,
             restart.snapshots,
             taken_tx,
         );

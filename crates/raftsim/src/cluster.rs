@@ -1149,6 +1149,7 @@ pub fn fields(msg: &Message) -> String {
             offset,
             data,
             done,
+            ..
         } => format!(
             "t-{t} i-{} o-{offset} b-{}{}",
             last_included.index.0,
@@ -1168,6 +1169,16 @@ pub fn fields(msg: &Message) -> String {
             None => format!("r-{request} refused"),
         },
         MessageBody::ReadIndexRequest { request } => format!("t-{t} r-{request}"),
+        MessageBody::ChangeMembership { request, change } => {
+            format!(
+                "op-{} n-{} r-{request}",
+                change.op(),
+                node_list(&change.nodes())
+            )
+        }
+        MessageBody::ChangeMembershipResponse { request, result } => {
+            format!("ok-{} r-{request}", yes(result.is_ok()))
+        }
         MessageBody::ReadIndexResponse {
             request,
             read_index,
@@ -1176,6 +1187,12 @@ pub fn fields(msg: &Message) -> String {
             None => format!("r-{request} refused"),
         },
     }
+}
+
+/// Node numbers joined by commas (`4,5`).
+pub fn node_list(nodes: &[NodeId]) -> String {
+    let ids: Vec<String> = nodes.iter().map(|n| n.0.to_string()).collect();
+    ids.join(",")
 }
 
 /// ` rr-N` for a read round, nothing before the first read (so traces without reads keep the

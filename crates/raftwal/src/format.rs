@@ -51,6 +51,7 @@ pub enum Record<'a> {
 pub enum Payload<'a> {
     TermStart,
     Command(#[serde(borrow, with = "serde_bytes")] &'a [u8]),
+    Membership(raftengine::Membership),
 }
 
 pub fn encode_record(record: &Record<'_>, body: &mut Vec<u8>) {

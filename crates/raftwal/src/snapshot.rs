@@ -3,17 +3,18 @@
 //! snapshot's name.
 //!
 //! File layout (little endian): magic `RESNAP\0\0`, u8 format version, 3 zero bytes, u32 CRC-32C
-//! of everything after it, u64 last included index, u64 its term, u64 data length, data.
+//! of everything after it, u64 last included index, u64 its term, u64 membership length, u64 data
+//! length, the membership (postcard), data.
 
 use crate::error::WalError;
 use crate::segment::{sync_dir, write_atomically};
-use raftengine::{LogId, LogIndex, Term};
+use raftengine::{LogId, LogIndex, Membership, Term};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RESNAP\0\0";
-const VERSION: u8 = 1;
-const HEADER_BYTES: usize = 40;
+const VERSION: u8 = 2;
+const HEADER_BYTES: usize = 48;
 const SUFFIX: &str = ".snap";
 
 /// A snapshot read back from disk.
@@ -21,6 +22,8 @@ const SUFFIX: &str = ".snap";
 pub struct Snapshot {
     /// The last log entry the snapshot covers.
     pub last_included: LogId,
+    /// The configuration in effect at `last_included`.
+    pub membership: Membership,
     pub data: Vec<u8>,
     pub path: PathBuf,
 }
@@ -45,6 +48,7 @@ impl SnapshotStore {
     pub fn save(
         &self,
         last_included: LogId,
+        membership: &Membership,
         data: &[u8],
         keep: usize,
     ) -> Result<PathBuf, WalError> {
@@ -54,10 +58,14 @@ impl SnapshotStore {
         );
         let temp = self.dir.join(format!("{name}.tmp"));
         let path = self.dir.join(format!("{name}{SUFFIX}"));
-        let mut body = Vec::with_capacity(24 + data.len());
+        // Encoding plain data into a Vec cannot fail (no size limit, no custom serializer).
+        let membership = postcard::to_allocvec(membership).expect("membership encodes");
+        let mut body = Vec::with_capacity(32 + membership.len());
         body.extend_from_slice(&last_included.index.0.to_le_bytes());
         body.extend_from_slice(&last_included.term.0.to_le_bytes());
+        body.extend_from_slice(&(membership.len() as u64).to_le_bytes());
         body.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        body.extend_from_slice(&membership);
         let mut crc = crc32c::crc32c(&body);
         crc = crc32c::crc32c_append(crc, data);
         write_atomically(
@@ -114,16 +122,21 @@ impl SnapshotStore {
         if crc32c::crc32c(&bytes[16..]) != stored_crc {
             return Err(corrupt("snapshot checksum mismatch"));
         }
-        let len = word(32) as usize;
-        if bytes.len() - HEADER_BYTES != len {
+        let (membership_len, data_len) = (word(32), word(40));
+        let body_len = bytes.len() - HEADER_BYTES;
+        if membership_len.checked_add(data_len) != Some(body_len as u64) {
             return Err(corrupt("snapshot length does not match its header"));
         }
+        let data_start = HEADER_BYTES + membership_len as usize;
+        let membership = postcard::from_bytes(&bytes[HEADER_BYTES..data_start])
+            .map_err(|_| corrupt("snapshot membership does not decode"))?;
         Ok(Some(Snapshot {
             last_included: LogId {
                 index: LogIndex(word(16)),
                 term: Term(word(24)),
             },
-            data: bytes[HEADER_BYTES..].to_vec(),
+            membership,
+            data: bytes[data_start..].to_vec(),
             path,
         }))
     }

@@ -414,6 +414,7 @@ impl Wal {
                         payload: match &entry.payload {
                             EntryPayload::TermStart => Payload::TermStart,
                             EntryPayload::Command(bytes) => Payload::Command(bytes),
+                            EntryPayload::Membership(m) => Payload::Membership(m.clone()),
                         },
                     })?;
                 }
@@ -586,6 +587,7 @@ impl Wal {
                                     Payload::Command(bytes) => {
                                         EntryPayload::Command(bytes.to_vec())
                                     }
+                                    Payload::Membership(m) => EntryPayload::Membership(m),
                                 },
                             });
                         }

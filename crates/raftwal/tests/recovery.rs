@@ -1,7 +1,8 @@
 //! Recovery reports, refusals with clear errors, the directory lock, snapshots and group commit.
 
 use raftengine::{
-    Entry, EntryPayload, LogId, LogIndex, LogStorage, LogWrite, PersistBatch, StorageError, Term,
+    Entry, EntryPayload, LogId, LogIndex, LogStorage, LogWrite, Membership, NodeId, PersistBatch,
+    StorageError, Term,
 };
 use raftwal::{Durable, GroupCommit, SnapshotStore, Wal, WalError, WalOptions};
 use std::fs;
@@ -154,10 +155,18 @@ fn snapshots_are_atomic_checked_and_pruned() {
             index: LogIndex(i * 100),
             term: Term(i),
         };
-        store.save(id, &vec![i as u8; 1000], 2).expect("save");
+        let mut membership = Membership::with_voters((1..=i).map(NodeId));
+        membership
+            .addresses
+            .insert(NodeId(1), "127.0.0.1:7001".into());
+        store
+            .save(id, &membership, &vec![i as u8; 1000], 2)
+            .expect("save");
     }
     let latest = store.latest().expect("read").expect("a snapshot");
     assert_eq!(latest.last_included.index, LogIndex(400));
+    assert_eq!(latest.membership.voters.len(), 4, "the membership is kept");
+    assert_eq!(latest.membership.addresses[&NodeId(1)], "127.0.0.1:7001");
     assert_eq!(latest.data, vec![4u8; 1000]);
     let files = fs::read_dir(root.path().join("snapshots"))
         .expect("list")

@@ -4,7 +4,9 @@
 
 use super::metrics::Metrics;
 use super::{ClientError, ReadReply, WriteReply};
-use raftengine::{ApplyError, Entry, EntryPayload, LogId, LogIndex, Snapshot, StateMachine, Term};
+use raftengine::{
+    ApplyError, Entry, EntryPayload, LogId, LogIndex, Membership, Snapshot, StateMachine, Term,
+};
 use raftwal::SnapshotStore;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -29,6 +31,8 @@ pub(crate) struct Applier<S> {
     state_machine: Arc<RwLock<S>>,
     applied: LogIndex,
     applied_term: Term,
+    /// The configuration as of `applied` (saved with each snapshot).
+    membership: Membership,
     /// Where snapshots are kept durably (none for an in-memory node).
     snapshots: Option<SnapshotStore>,
     taken: mpsc::UnboundedSender<Taken>,
@@ -43,6 +47,7 @@ impl<S: StateMachine> Applier<S> {
         applied_tx: watch::Sender<LogIndex>,
         metrics: Arc<Metrics>,
         from: Option<LogId>,
+        membership: Membership,
         snapshots: Option<SnapshotStore>,
         taken: mpsc::UnboundedSender<Taken>,
     ) -> Applier<S> {
@@ -51,6 +56,7 @@ impl<S: StateMachine> Applier<S> {
             state_machine,
             applied: from.index,
             applied_term: from.term,
+            membership,
             snapshots,
             taken,
             applied_tx,
@@ -92,6 +98,10 @@ impl<S: StateMachine> Applier<S> {
                             }
                             let result = match &entry.payload {
                                 EntryPayload::TermStart => Ok(Vec::new()),
+                                EntryPayload::Membership(m) => {
+                                    self.membership = m.clone();
+                                    Ok(Vec::new())
+                                }
                                 EntryPayload::Command(command) => {
                                     state_machine.apply(entry.index, command)
                                 }
@@ -130,7 +140,7 @@ impl<S: StateMachine> Applier<S> {
                         };
                         if let Some(store) = &self.snapshots {
                             // Durable before the core may purge the entries it covers.
-                            if let Err(e) = store.save(id, &data, 2) {
+                            if let Err(e) = store.save(id, &self.membership, &data, 2) {
                                 tracing::error!("could not save a snapshot: {e}");
                                 continue;
                             }
@@ -143,13 +153,20 @@ impl<S: StateMachine> Applier<S> {
                             return false;
                         }
                         if let Some(store) = &self.snapshots {
-                            if let Err(e) = store.save(snapshot.last_included, &snapshot.data, 2) {
+                            let saved = store.save(
+                                snapshot.last_included,
+                                &snapshot.membership,
+                                &snapshot.data,
+                                2,
+                            );
+                            if let Err(e) = saved {
                                 tracing::error!("could not save the leader's snapshot: {e}");
                                 return false;
                             }
                         }
                         self.applied = snapshot.last_included.index;
                         self.applied_term = snapshot.last_included.term;
+                        self.membership = snapshot.membership.clone();
                     }
                 }
             }

@@ -828,7 +828,7 @@ fn open_and_load(
         .iter()
         .map(|e| match &e.payload {
             EntryPayload::Command(b) => b.len() as u64,
-            EntryPayload::TermStart => 0,
+            EntryPayload::TermStart | EntryPayload::Membership(_) => 0,
         })
         .sum();
     if state.entries.len() as u64 != entries
