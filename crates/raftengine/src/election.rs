@@ -135,24 +135,27 @@ impl RaftNode {
         Ok(())
     }
 
-    /// A (pre-)vote request from a node that is not a voter of this node's configuration is
-    /// dropped before its term is looked at: a removed server that never learned of its removal
-    /// cannot depose a working leader by campaigning (thesis §4.2.3), whatever the pre-vote and
-    /// check-quorum settings. A node that knows no configuration yet (joining) does not vote.
+    /// Messages from outside the configuration that must not move this node's term (thesis
+    /// §4.2.3): a (pre-)vote request from a node that is not a voter of this node's configuration
+    /// (a removed server that never learned of its removal would otherwise depose a working
+    /// leader, whatever the pre-vote and check-quorum settings; a joining node that knows no
+    /// configuration does not vote at all), and, at a leader, an answer from a node it no longer
+    /// replicates to. Both are dropped before their term is looked at.
     fn ignores_candidate(&mut self, msg: &Message) -> bool {
         let campaigning = matches!(
             msg.body,
             MessageBody::PreVoteRequest { .. } | MessageBody::VoteRequest { .. }
         );
-        if !campaigning || self.membership().is_voter(msg.from) {
-            return false;
+        if campaigning && !self.membership().is_voter(msg.from) {
+            self.out.events.push(Event::VoteRefused {
+                candidate: msg.from,
+                term: msg.term,
+                reason: "candidate is not a voter of this node's configuration",
+            });
+            return true;
         }
-        self.out.events.push(Event::VoteRefused {
-            candidate: msg.from,
-            term: msg.term,
-            reason: "candidate is not a voter of this node's configuration",
-        });
-        true
+        let followed = matches!(&self.role, Role::Leader(l) if l.progress.contains_key(&msg.from));
+        matches!(self.role, Role::Leader(_)) && msg.body.is_response() && !followed
     }
 
     /// A message carries a newer term. Returns whether to go on handling it.

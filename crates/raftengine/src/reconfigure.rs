@@ -468,9 +468,11 @@ impl RaftNode {
             .iter()
             .filter(|(id, _)| !wanted.contains(id))
             .map(|(id, p)| {
+                // What it was sent so far, which includes the entry that removed it.
+                let prev = p.next_index.prev();
                 let body = MessageBody::AppendEntries {
-                    prev_log_index: p.match_index,
-                    prev_log_term: self.log.term(p.match_index).unwrap_or_default(),
+                    prev_log_index: prev,
+                    prev_log_term: self.log.term(prev).unwrap_or_default(),
                     entries: Vec::new(),
                     leader_commit: commit,
                     read_round: leadership.reads.round,
@@ -508,7 +510,11 @@ impl RaftNode {
         let target = voters
             .into_iter()
             .filter(|v| *v != me)
-            .max_by_key(|v| leadership.progress.get(v).map(|p| p.match_index));
+            // Ties go to the lowest id, so the choice is easy to predict.
+            .max_by_key(|v| {
+                let matched = leadership.progress.get(v).map(|p| p.match_index);
+                (matched, std::cmp::Reverse(*v))
+            });
         let Some(target) = target else {
             let term = self.hard.term;
             self.become_follower(term, None);

@@ -3,12 +3,13 @@
 
 use crate::counter::Counter;
 use crate::disk::{SimDisk, SyncMode};
-use crate::recorder::{NodeView, Recorder};
+use crate::recorder::{config_text, NodeView, Recorder};
 use crate::trace::RowEvent;
 use raftengine::{
     ApplyError, CommandRejected, Config, EntryPayload, Event, FatalError, LogStorage,
-    MemoryStorage, Message, MessageBody, NodeId, RaftNode, ReadReady, RequestId, RoleKind,
-    StartError, StateMachine, Status, StepError, StorageError, Term,
+    MembershipChange, MembershipError, MemoryStorage, Message, MessageBody, NodeId, RaftNode,
+    ReadReady, RequestId, RoleKind, StartError, StateMachine, Status, StepError, StorageError,
+    Term,
 };
 use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
@@ -19,6 +20,13 @@ pub const MAX_MOVES_PER_RUN: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
     pub nodes: usize,
+    /// The first `members` nodes form the initial configuration; the others start empty, as
+    /// nodes waiting to be added (0: every node is a member).
+    pub members: usize,
+    /// A new voter's catch-up: at most this many rounds, aborted after this many ticks without
+    /// progress.
+    pub catch_up_rounds: u32,
+    pub catch_up_stall_ticks: u64,
     pub pre_vote: bool,
     pub check_quorum: bool,
     /// Followers forward commands to the leader instead of redirecting.
@@ -38,6 +46,9 @@ impl Default for ClusterSettings {
     fn default() -> ClusterSettings {
         ClusterSettings {
             nodes: 3,
+            members: 0,
+            catch_up_rounds: 10,
+            catch_up_stall_ticks: 300,
             pre_vote: true,
             check_quorum: true,
             forward_proposals: false,
@@ -119,6 +130,11 @@ pub enum Trigger {
     Applied(usize, u64),
     /// A leader exists and no running voter has a queued message.
     ElectionDone,
+    /// The last move wrote a note row for `node` starting with `text` (`CATCH-UP ROUND 2`).
+    Note {
+        node: usize,
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +184,10 @@ pub struct Cluster {
     recording: bool,
     /// One-way links that lose every message: (from, to).
     cut_links: std::collections::BTreeSet<(usize, usize)>,
+    /// Notes for membership events, written after the row of the move that caused them.
+    pending_notes: Vec<(usize, String)>,
+    /// Notes written since the last move began.
+    recent_notes: Vec<(usize, String)>,
 }
 
 impl Cluster {
@@ -177,10 +197,28 @@ impl Cluster {
                 "a cluster needs at least one node".into(),
             ));
         }
-        let voters: Vec<NodeId> = (1..=settings.nodes as u64).map(NodeId).collect();
+        let members = match settings.members {
+            0 => settings.nodes,
+            m if m <= settings.nodes => m,
+            m => {
+                return Err(HarnessError::Settings(format!(
+                    "{m} members but only {} nodes",
+                    settings.nodes
+                )))
+            }
+        };
+        let voters: Vec<NodeId> = (1..=members as u64).map(NodeId).collect();
         let mut nodes = Vec::new();
-        for id in &voters {
-            let mut config = Config::new(*id, voters.clone());
+        for id in (1..=settings.nodes as u64).map(NodeId) {
+            // Nodes beyond the initial members join later: they start with no configuration.
+            let initial = if voters.contains(&id) {
+                voters.clone()
+            } else {
+                Vec::new()
+            };
+            let mut config = Config::new(id, initial);
+            config.catch_up_max_rounds = settings.catch_up_rounds;
+            config.catch_up_stall_ticks = settings.catch_up_stall_ticks;
             config.pre_vote = settings.pre_vote;
             config.check_quorum = settings.check_quorum;
             config.forward_proposals = settings.forward_proposals;
@@ -228,6 +266,8 @@ impl Cluster {
             fired: false,
             recording: true,
             cut_links: Default::default(),
+            pending_notes: Vec::new(),
+            recent_notes: Vec::new(),
         })
     }
 
@@ -280,6 +320,7 @@ impl Cluster {
     /// Forwards the oldest outbound message of `node`. Returns whether anything moved.
     pub fn forward_one(&mut self, node: usize) -> Result<bool, HarnessError> {
         let i = self.index(node)?;
+        self.recent_notes.clear();
         let n = &mut self.nodes[i];
         if n.raft.is_none() || n.block == Block::Hold {
             return Ok(false);
@@ -393,6 +434,7 @@ impl Cluster {
     /// Has `node` handle its oldest inbound message. Returns whether anything moved.
     pub fn handle_one(&mut self, node: usize) -> Result<bool, HarnessError> {
         let i = self.index(node)?;
+        self.recent_notes.clear();
         let n = &mut self.nodes[i];
         if n.block == Block::Hold {
             return Ok(false);
@@ -446,6 +488,7 @@ impl Cluster {
 
     /// Records a node-local event row (`NEW ROLE`, `CMD START`, `CRASH`...).
     pub fn note(&mut self, node: usize, text: &str) {
+        self.recent_notes.push((node, text.to_string()));
         let event = RowEvent::Note {
             node,
             text: text.to_string(),
@@ -459,6 +502,13 @@ impl Cluster {
         }
         let views = self.views();
         self.recorder.row(event, ops, views);
+        self.flush_notes();
+    }
+
+    fn flush_notes(&mut self) {
+        for (node, text) in std::mem::take(&mut self.pending_notes) {
+            self.note(node, &text);
+        }
     }
 
     fn views(&mut self) -> Vec<NodeView> {
@@ -485,10 +535,10 @@ impl Cluster {
                 None => NodeView {
                     role: "FLWR",
                     net,
-                    ..n.last_view
+                    ..n.last_view.clone()
                 },
             };
-            n.last_view = view;
+            n.last_view = view.clone();
             views.push(view);
         }
         views
@@ -526,6 +576,19 @@ impl Cluster {
                 n.results.insert(id, rejection_outcome(&rejection));
             }
             n.confirmed_reads.extend(out.reads);
+            for (id, result) in out.membership_changes {
+                let outcome = match result {
+                    Ok(m) => CommandOutcome::Value(format!("cfg-{}", config_text(&m))),
+                    Err(MembershipError::Retry) => CommandOutcome::Retry,
+                    Err(MembershipError::LeadershipLost) => CommandOutcome::LeadershipLost,
+                    Err(e) => CommandOutcome::Error(e.to_string()),
+                };
+                n.results.insert(id, outcome);
+            }
+            if self.recording {
+                self.pending_notes
+                    .extend(out.events.iter().filter_map(event_note).map(|t| (node, t)));
+            }
             self.events
                 .extend(out.events.into_iter().map(|e| (node, e)));
             if let Some(fatal) = out.fatal {
@@ -718,6 +781,10 @@ impl Cluster {
                     && by.is_none_or(|b| b == m.to)
                     && from.is_none_or(|f| f == m.from)
             }),
+            Trigger::Note { node, text } => self
+                .recent_notes
+                .iter()
+                .any(|(n, t)| n == node && t.starts_with(text.as_str())),
             Trigger::IsLeader(n) => status(*n).is_some_and(|r| r.role() == RoleKind::Leader),
             Trigger::HasLeader(n) => status(*n).is_some_and(|r| r.leader().is_some()),
             Trigger::LogIndex(n, k) => status(*n).is_some_and(|r| r.log().last_index().0 >= *k),
@@ -749,6 +816,7 @@ impl Cluster {
         f(raft);
         self.process_output(node)?;
         self.note_role_change(node, before);
+        self.flush_notes();
         Ok(())
     }
 
@@ -799,6 +867,28 @@ impl Cluster {
         self.nodes[i].results.insert(id, CommandOutcome::Pending);
         self.note(node, "CMD START");
         self.control(node, |r| r.propose(id, command.as_bytes().to_vec()))?;
+        Ok(id)
+    }
+
+    /// Asks `node` for a membership change (the leader carries it out, a follower forwards it
+    /// as `m_c`); the outcome is the committed configuration (`cfg-...`) or the refusal. Wait
+    /// for it with `wait_result`.
+    pub fn change_membership(
+        &mut self,
+        node: usize,
+        change: MembershipChange,
+    ) -> Result<RequestId, HarnessError> {
+        for n in change.nodes() {
+            self.index(n.0 as usize)?;
+        }
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let i = self.index(node)?;
+        self.nodes[i].last_command = Some(id);
+        self.nodes[i].results.insert(id, CommandOutcome::Pending);
+        let text = format!("CMD START {} {}", change.op(), node_list(&change.nodes()));
+        self.note(node, &text);
+        self.control(node, |r| r.change_membership(id, change))?;
         Ok(id)
     }
 
@@ -1059,6 +1149,18 @@ impl Cluster {
     }
 }
 
+/// Membership events worth a row of their own (the configuration itself shows as `cfg-` deltas).
+fn event_note(event: &Event) -> Option<String> {
+    match event {
+        Event::CatchUpRound { round, until } => {
+            Some(format!("CATCH-UP ROUND {round} TO {}", until.0))
+        }
+        Event::MembershipChangeAborted { .. } => Some("CATCH-UP ABORTED".into()),
+        Event::RemovedFromCluster => Some("REMOVED".into()),
+        _ => None,
+    }
+}
+
 fn settings_error(e: &StartError) -> HarnessError {
     HarnessError::Settings(e.to_string())
 }
@@ -1087,6 +1189,7 @@ fn view_of(raft: &RaftNode, net: u8) -> NodeView {
         last_index: raft.log().last_index().0,
         commit: raft.commit_index().0,
         net,
+        config: config_text(raft.membership()),
     }
 }
 

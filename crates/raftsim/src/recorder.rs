@@ -5,7 +5,7 @@ use crate::trace::{Cell, Row, RowEvent, Section, Trace};
 use std::fmt::Write;
 
 /// What the delta column compares from row to row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {
     pub role: &'static str,
     pub term: u64,
@@ -14,6 +14,33 @@ pub struct NodeView {
     pub commit: u64,
     /// 1 on the majority side (or no split), 2 on a minority side.
     pub net: u8,
+    /// The configuration in effect, in `cfg-` notation (see [`config_text`]).
+    pub config: String,
+}
+
+/// A configuration in trace notation: voters by number (`1,2,3`); during a joint change C_new
+/// then C_old (`2,4,5/1,2,3`); learners after a tilde (`1,2,3~4`); `none` for a node that knows
+/// no configuration yet.
+pub fn config_text(m: &raftengine::Membership) -> String {
+    let list = |set: &std::collections::BTreeSet<raftengine::NodeId>| {
+        set.iter()
+            .map(|n| n.0.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if m.voters.is_empty() && m.learners.is_empty() {
+        return "none".into();
+    }
+    let mut text = list(&m.voters);
+    if m.is_joint() {
+        text.push('/');
+        text.push_str(&list(&m.outgoing));
+    }
+    if !m.learners.is_empty() {
+        text.push('~');
+        text.push_str(&list(&m.learners));
+    }
+    text
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +129,12 @@ fn delta(before: &NodeView, after: &NodeView) -> String {
             out.push(' ');
         }
         let _ = write!(out, "n={}", after.net);
+    }
+    if before.config != after.config {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let _ = write!(out, "cfg-{}", after.config);
     }
     out
 }

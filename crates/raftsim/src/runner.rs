@@ -2,6 +2,7 @@
 
 use crate::cluster::{Block, Cluster, CommandOutcome, HarnessError};
 use crate::disk::SyncMode;
+use crate::recorder::config_text;
 use crate::scenario::{node_ref, Command, Scenario, ScenarioError};
 use crate::trace::Trace;
 use raftengine::RoleKind;
@@ -70,6 +71,9 @@ pub(crate) fn execute(c: &mut Cluster, command: &Command) -> Result<(), String> 
         Command::Run(trigger) => h(c.run(trigger.as_ref()).map(drop))?,
         Command::Submit { node, command } => h(c.submit(*node, command).map(drop))?,
         Command::WaitResult(node) => h(c.wait_result(*node).map(drop))?,
+        Command::Member { node, change } => {
+            h(c.change_membership(*node, change.to_core()).map(drop))?
+        }
         Command::Read { node, key: None } => h(c.read(*node).map(drop))?,
         Command::Read {
             node,
@@ -154,7 +158,16 @@ fn expect_state(c: &Cluster, node: usize, checks: &[(String, String)]) -> Result
             ("voted", Some(s)) => s.voted_for.map_or("none".into(), |l| l.to_string()),
             ("applied", Some(_)) => counter.applied.0.to_string(),
             ("total", Some(_)) => counter.total.to_string(),
-            _ => return Err(format!("unknown check `{key}` (expected role, term, last, lastterm, commit, leader, voted, applied or total)")),
+            ("cfg", Some(_)) => c
+                .raft(node)
+                .ok()
+                .flatten()
+                .map_or("none".into(), |r| config_text(r.membership())),
+            ("removed", Some(_)) => {
+                let removed = c.raft(node).ok().flatten().is_some_and(|r| r.is_removed());
+                if removed { "yes" } else { "no" }.to_string()
+            }
+            _ => return Err(format!("unknown check `{key}` (expected role, term, last, lastterm, commit, leader, voted, applied, total, cfg or removed)")),
         };
         if &got != want {
             return Err(format!("expected N-{node} {key}={want}, found {key}={got}"));

@@ -68,6 +68,11 @@ pub enum Command {
         command: String,
     },
     WaitResult(usize),
+    /// A membership change asked at `node`.
+    Member {
+        node: usize,
+        change: MemberChange,
+    },
     Read {
         node: usize,
         key: Option<String>,
@@ -129,6 +134,77 @@ pub enum Command {
         inbound: usize,
         outbound: usize,
     },
+}
+
+/// A membership change in scenario terms (nodes by number; a node's address is its label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    Learner(usize),
+    Add(usize),
+    Remove(usize),
+    Joint { add: Vec<usize>, remove: Vec<usize> },
+}
+
+impl MemberChange {
+    pub fn to_core(&self) -> raftengine::MembershipChange {
+        use raftengine::{MembershipChange, NodeId};
+        let id = |n: &usize| NodeId(*n as u64);
+        let address = |n: &usize| format!("N-{n}");
+        match self {
+            MemberChange::Learner(n) => MembershipChange::AddLearner {
+                node: id(n),
+                address: address(n),
+            },
+            MemberChange::Add(n) => MembershipChange::AddVoter {
+                node: id(n),
+                address: address(n),
+            },
+            MemberChange::Remove(n) => MembershipChange::Remove { node: id(n) },
+            MemberChange::Joint { add, remove } => MembershipChange::Joint {
+                add: add.iter().map(|n| (id(n), address(n))).collect(),
+                remove: remove.iter().map(id).collect(),
+            },
+        }
+    }
+
+    fn to_words(&self) -> String {
+        match self {
+            MemberChange::Learner(n) => format!("learner N-{n}"),
+            MemberChange::Add(n) => format!("add N-{n}"),
+            MemberChange::Remove(n) => format!("remove N-{n}"),
+            MemberChange::Joint { add, remove } => {
+                let mut words = vec!["joint".to_string()];
+                words.extend(add.iter().map(|n| format!("+N-{n}")));
+                words.extend(remove.iter().map(|n| format!("-N-{n}")));
+                words.join(" ")
+            }
+        }
+    }
+}
+
+/// `member N-k add|learner|remove N-j` or `member N-k joint +N-a -N-b ...`.
+fn parse_member(args: &[&str]) -> Result<Command, String> {
+    let usage = "expected `member N-k add|learner|remove N-j` or `member N-k joint +N-a -N-b ...`";
+    let node = node_ref(args.first().ok_or(usage)?)?;
+    let target = || node_ref(args.get(2).ok_or(usage)?);
+    let change = match args.get(1).copied() {
+        Some("add") => MemberChange::Add(target()?),
+        Some("learner") => MemberChange::Learner(target()?),
+        Some("remove") => MemberChange::Remove(target()?),
+        Some("joint") => {
+            let (mut add, mut remove) = (Vec::new(), Vec::new());
+            for word in &args[2..] {
+                match (word.strip_prefix('+'), word.strip_prefix('-')) {
+                    (Some(n), _) => add.push(node_ref(n)?),
+                    (_, Some(n)) => remove.push(node_ref(n)?),
+                    _ => return Err(format!("expected +N-k or -N-k, found `{word}`")),
+                }
+            }
+            MemberChange::Joint { add, remove }
+        }
+        _ => return Err(usage.into()),
+    };
+    Ok(Command::Member { node, change })
 }
 
 /// Parses a scenario file's text. `file` names it in errors.
@@ -238,8 +314,11 @@ fn parse_cluster(rest: &str) -> Result<ClusterSettings, String> {
             "chunk" => settings.max_snapshot_chunk_bytes = number(value)? as usize,
             "max_entries" => settings.max_entries_per_message = number(value)? as usize,
             "election" => settings.election_timeout_ticks = range(value)?,
+            "members" => settings.members = number(value)? as usize,
+            "catch_up_rounds" => settings.catch_up_rounds = number(value)? as u32,
+            "catch_up_stall" => settings.catch_up_stall_ticks = number(value)?,
             "heartbeat" => settings.heartbeat_interval_ticks = number(value)?,
-            _ => return Err(format!("unknown cluster option `{key}` (expected pre_vote, check_quorum, forward, max_entries, election or heartbeat)")),
+            _ => return Err(format!("unknown cluster option `{key}` (expected pre_vote, check_quorum, forward, snapshot_every, chunk, max_entries, election, heartbeat, members, catch_up_rounds or catch_up_stall)")),
         }
     }
     Ok(settings)
@@ -301,6 +380,7 @@ fn parse_command(word: &str, rest: &str) -> Result<Command, String> {
             }
         }
         "wait-result" => Command::WaitResult(node()?),
+        "member" => parse_member(&args)?,
         "read" => Command::Read {
             node: node()?,
             key: args.get(1).map(|k| k.to_string()),
@@ -396,6 +476,7 @@ impl Command {
             ),
             Command::Sync(node) => format!("sync {}", n(node)),
             Command::Transfer { node, target } => format!("transfer {} {}", n(node), n(target)),
+            Command::Member { node, change } => format!("member {} {}", n(node), change.to_words()),
             _ => return None,
         })
     }
@@ -432,6 +513,10 @@ fn parse_trigger(args: &[&str]) -> Result<Trigger, String> {
     };
     Ok(match arg(0)? {
         "election-done" => Trigger::ElectionDone,
+        "note" => Trigger::Note {
+            node: node_ref(arg(1)?)?,
+            text: args.get(2..).unwrap_or_default().join(" "),
+        },
         "leader" => Trigger::IsLeader(node_ref(arg(1)?)?),
         "has-leader" => Trigger::HasLeader(node_ref(arg(1)?)?),
         "log" => Trigger::LogIndex(node_ref(arg(1)?)?, number(arg(2)?)?),
@@ -439,12 +524,14 @@ fn parse_trigger(args: &[&str]) -> Result<Trigger, String> {
         "applied" => Trigger::Applied(node_ref(arg(1)?)?, number(arg(2)?)?),
         "sent" => Trigger::Sent { code: message_code(arg(1)?)?, from: opt_node("from")?, to: opt_node("to")? },
         "handled" => Trigger::Handled { code: message_code(arg(1)?)?, by: opt_node("by")?, from: opt_node("from")? },
-        other => return Err(format!("unknown trigger `{other}` (expected election-done, leader, has-leader, log, commit, applied, sent or handled)")),
+        other => return Err(format!("unknown trigger `{other}` (expected election-done, note, leader, has-leader, log, commit, applied, sent or handled)")),
     })
 }
 
 fn message_code(code: &str) -> Result<String, String> {
-    const CODES: [&str; 14] = [
+    const CODES: [&str; 16] = [
+        "m_c",
+        "m_cr",
         "p_v_r",
         "p_v",
         "poll",
