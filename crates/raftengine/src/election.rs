@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 impl RaftNode {
     /// Applies the term rules common to every message, then dispatches on its kind.
     pub(crate) fn step_checked(&mut self, msg: Message) -> Result<(), StepError> {
-        if self.ignores_candidate(&msg) {
+        if self.ignores_stale_answer(&msg) {
             return Ok(());
         }
         let current = self.hard.term;
@@ -135,25 +135,13 @@ impl RaftNode {
         Ok(())
     }
 
-    /// Messages from outside the configuration that must not move this node's term (thesis
-    /// §4.2.3): a (pre-)vote request from a node that is not a voter of this node's configuration
-    /// (a removed server that never learned of its removal would otherwise depose a working
-    /// leader, whatever the pre-vote and check-quorum settings; a joining node that knows no
-    /// configuration does not vote at all), and, at a leader, an answer from a node it no longer
-    /// replicates to. Both are dropped before their term is looked at.
-    fn ignores_candidate(&mut self, msg: &Message) -> bool {
-        let campaigning = matches!(
-            msg.body,
-            MessageBody::PreVoteRequest { .. } | MessageBody::VoteRequest { .. }
-        );
-        if campaigning && !self.membership().is_voter(msg.from) {
-            self.out.events.push(Event::VoteRefused {
-                candidate: msg.from,
-                term: msg.term,
-                reason: "candidate is not a voter of this node's configuration",
-            });
-            return true;
-        }
+    /// At a leader, an answer from a node it no longer replicates to (removed, or its catch-up
+    /// given up) is stale: it is dropped before its term is looked at, so a removed server that
+    /// moved on to a higher term cannot depose the leader through it. (Vote requests from
+    /// outside the configuration are handled like any other, as the thesis prescribes (§4.1):
+    /// refusing them can leave a joint configuration without any electable node. Pre-vote and
+    /// check-quorum keep a removed server's campaigns harmless, §4.2.3.)
+    fn ignores_stale_answer(&self, msg: &Message) -> bool {
         let followed = matches!(&self.role, Role::Leader(l) if l.progress.contains_key(&msg.from));
         matches!(self.role, Role::Leader(_)) && msg.body.is_response() && !followed
     }
@@ -339,7 +327,7 @@ impl RaftNode {
     pub fn campaign(&mut self, transfer: bool) {
         if self.is_stopped().is_some()
             || matches!(self.role, Role::Leader(_))
-            || !self.membership().is_voter(self.config.id)
+            || !self.may_campaign()
         {
             return;
         }

@@ -73,6 +73,11 @@ impl Membership {
         std::iter::once(&self.voters).chain(Some(&self.outgoing).filter(|o| !o.is_empty()))
     }
 
+    /// Whether `nodes` include a majority of the voters (of both sets when joint).
+    pub fn is_quorum(&self, nodes: &BTreeSet<NodeId>) -> bool {
+        self.has_quorum(|n| nodes.contains(&n))
+    }
+
     /// Whether the nodes for which `yes` holds form a majority (of both sets when joint).
     pub(crate) fn has_quorum(&self, yes: impl Fn(NodeId) -> bool) -> bool {
         !self.voters.is_empty() && self.voter_sets().all(|set| quorum::has_majority(set, &yes))

@@ -434,6 +434,18 @@ impl RaftNode {
         self.configs.latest().1
     }
 
+    /// The configuration in effect and the index of its entry (the log's start index when it
+    /// came with a snapshot or is the initial one).
+    pub fn membership_entry(&self) -> (LogIndex, &Membership) {
+        self.configs.latest()
+    }
+
+    /// The configuration in effect at `index` (the last one at or before it that this node
+    /// knows; the one its log starts with for compacted indexes).
+    pub fn membership_at(&self, index: LogIndex) -> &Membership {
+        self.configs.at(index)
+    }
+
     /// The configuration known committed.
     pub fn committed_membership(&self) -> &Membership {
         self.configs.at(self.commit)

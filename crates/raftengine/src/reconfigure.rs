@@ -529,6 +529,17 @@ impl RaftNode {
         self.maybe_tell_target(target);
     }
 
+    /// A voter of the configuration in effect campaigns; so does a voter whose own removal is
+    /// not known committed yet. It may hold the only copy of that configuration entry, which the
+    /// remaining voters need from it: leading without counting itself (thesis §4.2.2), it
+    /// replicates the entry, and hands over once it commits. Learners, joining nodes and nodes
+    /// whose removal committed never campaign.
+    pub(crate) fn may_campaign(&self) -> bool {
+        let me = self.config.id;
+        let (index, latest) = self.configs.latest();
+        latest.is_voter(me) || (index > self.commit && self.configs.at(index.prev()).is_voter(me))
+    }
+
     /// Whether a message from its sender is acceptable. Leaders (and candidates) of a
     /// configuration this node has not seen yet must get through (thesis §4.1: servers accept
     /// requests from outside their configuration); other messages need a sender this node knows

@@ -58,6 +58,8 @@ fn runs_include_every_kind_of_fault() {
         "disk",
         "sync",
         "transfer",
+        "snapshot",
+        "member",
     ] {
         assert!(seen.contains(kind), "no `{kind}` in 40 seeds: {seen:?}");
     }

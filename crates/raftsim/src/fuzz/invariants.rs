@@ -2,8 +2,8 @@
 //! paper's property (Figure 3) or the rule it guards.
 
 use crate::cluster::Cluster;
-use raftengine::{Entry, LogIndex, LogStorage, RoleKind, Term};
-use std::collections::BTreeMap;
+use raftengine::{Entry, LogIndex, LogStorage, Membership, NodeId, RoleKind, Term};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// A broken property and what showed it.
@@ -35,6 +35,8 @@ pub struct Invariants {
     committed_in: Vec<Term>,
     /// Per node: (restarts seen, last commit index) so commits are compared within one life.
     commits: BTreeMap<usize, (u64, LogIndex)>,
+    /// Every configuration seen in effect on some node, by the index of its entry.
+    configs: BTreeMap<LogIndex, Vec<Membership>>,
 }
 
 impl Invariants {
@@ -46,6 +48,13 @@ impl Invariants {
         for node in 1..=count {
             if let Ok(Some(raft)) = cluster.raft(node) {
                 live.push((node, raft));
+            }
+        }
+        for &(_, raft) in &live {
+            let (index, membership) = raft.membership_entry();
+            let seen = self.configs.entry(index).or_default();
+            if !seen.contains(membership) {
+                seen.push(membership.clone());
             }
         }
         for &(node, raft) in &live {
@@ -148,10 +157,13 @@ impl Invariants {
                     self.committed_in.push(raft.term());
                 }
             }
-            // Commit only what a majority stores durably.
+            // Commit only what a majority stores durably: a majority of the configuration the
+            // committing leader had in effect — the one at the index, or a later one seen on
+            // some node (a leader counts in its latest configuration, which may follow entries
+            // this node lacks). One change at a time keeps those majorities overlapping.
             if commit.0 > 0 {
                 let term = raft.log().term(commit);
-                let stored = (1..=count)
+                let stored: BTreeSet<NodeId> = (1..=count)
                     .filter(|&n| {
                         cluster.storage(n).is_ok_and(|s| {
                             // A snapshot past the index holds it too.
@@ -162,12 +174,20 @@ impl Invariants {
                                     == Some(term)
                         })
                     })
-                    .count();
-                if stored < count / 2 + 1 {
+                    .map(|n| NodeId(n as u64))
+                    .collect();
+                let quorum = raft.membership_at(commit).is_quorum(&stored)
+                    || self
+                        .configs
+                        .range(commit..)
+                        .flat_map(|(_, seen)| seen)
+                        .any(|m| m.is_quorum(&stored));
+                if !quorum {
                     return violation(
                         "commit only what a majority stores",
                         format!(
-                            "N-{node} commits index {commit} but only {stored} of {count} nodes store it durably"
+                            "N-{node} commits index {commit} but only {stored:?} store it durably (configuration {:?})",
+                            raft.membership_at(commit)
                         ),
                     );
                 }

@@ -18,7 +18,7 @@ pub use shrink::shrink;
 use crate::cluster::{Cluster, ClusterSettings, CommandOutcome};
 use crate::counter::NIL;
 use crate::runner;
-use crate::scenario::Command;
+use crate::scenario::{Command, MemberChange};
 use history::History;
 use invariants::Invariants;
 use lincheck::{CheckResult, KvInput};
@@ -132,6 +132,7 @@ pub fn replay(settings: &ClusterSettings, commands: &[Command]) -> Option<Violat
 
 /// The cluster, the checks, and the clients' history.
 struct Sim {
+    settings: ClusterSettings,
     cluster: Cluster,
     invariants: Invariants,
     history: History,
@@ -149,6 +150,7 @@ impl Sim {
         let mut cluster = Cluster::new(settings).expect("valid fuzz settings");
         cluster.set_recording(false);
         Sim {
+            settings: settings.clone(),
             cluster,
             invariants: Invariants::default(),
             history: History::default(),
@@ -182,6 +184,12 @@ impl Sim {
             }
             self.executed.push(command);
         }
+        // A stranger's request is refused by design; between the harness's nodes that only
+        // happens when a removed node (no longer named in any configuration the receiver knows)
+        // forwards a client's request.
+        self.cluster
+            .step_errors
+            .retain(|(_, e)| !matches!(e, raftengine::StepError::UnknownSender(_)));
         if let Some((node, e)) = self.cluster.step_errors.first() {
             return Err(Violation {
                 property: "no message refused",
@@ -459,7 +467,13 @@ impl Generator {
         let down: Vec<usize> = (1..=nodes).filter(|n| !live.contains(n)).collect();
         let manual: Vec<usize> = (1..=nodes).filter(|&n| c.disk_is_manual(n)).collect();
         let node = 1 + below(rng, nodes as u64) as usize;
-        match below(rng, 100) {
+        match below(rng, 110) {
+            // Without pre-vote and check-quorum, a removed node that missed its removal can
+            // depose leaders forever (thesis §4.2.3): such runs change no membership.
+            100.. if sim.settings.pre_vote || sim.settings.check_quorum => {
+                Self::membership_change(rng, c, live)
+            }
+            100.. => Command::Heal,
             0..=24 if !manual.is_empty() => {
                 Command::Sync(manual[below(rng, manual.len() as u64) as usize])
             }
@@ -521,6 +535,50 @@ impl Generator {
                 manual: !c.disk_is_manual(node),
             },
         }
+    }
+}
+
+impl Generator {
+    /// A membership change asked at a random live node (a follower forwards it): a node outside
+    /// the configuration joins as a voter or a learner, a voter leaves (never below two), or
+    /// one voter is swapped for another by joint consensus.
+    fn membership_change(rng: &mut ChaCha8Rng, c: &Cluster, live: &[usize]) -> Command {
+        let id = |n: usize| raftengine::NodeId(n as u64);
+        // The configuration as the most advanced live node sees it.
+        let membership = live
+            .iter()
+            .filter_map(|n| c.raft(*n).ok().flatten())
+            .max_by_key(|r| (r.commit_index(), r.term()))
+            .map(|r| r.membership().clone())
+            .unwrap_or_default();
+        let nodes = c.node_count();
+        let outside: Vec<usize> = (1..=nodes)
+            .filter(|&n| !membership.is_voter(id(n)))
+            .collect();
+        let voters: Vec<usize> = (1..=nodes)
+            .filter(|&n| membership.voters.contains(&id(n)))
+            .collect();
+        let pick =
+            |rng: &mut ChaCha8Rng, from: &[usize]| from[below(rng, from.len() as u64) as usize];
+        let at = pick(rng, live);
+        let change = match below(rng, 4) {
+            0 | 1 if !outside.is_empty() => {
+                let n = pick(rng, &outside);
+                if below(rng, 3) == 0 {
+                    MemberChange::Learner(n)
+                } else {
+                    MemberChange::Add(n)
+                }
+            }
+            2 if !outside.is_empty() && voters.len() >= 2 => MemberChange::Joint {
+                add: vec![pick(rng, &outside)],
+                remove: vec![pick(rng, &voters)],
+            },
+            _ if voters.len() >= 3 => MemberChange::Remove(pick(rng, &voters)),
+            _ if !outside.is_empty() => MemberChange::Add(pick(rng, &outside)),
+            _ => MemberChange::Remove(pick(rng, &voters)),
+        };
+        Command::Member { node: at, change }
     }
 }
 
