@@ -126,6 +126,9 @@ pub struct RaftNode {
     persisted_seq: u64,
     /// Log length at the end of each issued, not yet persisted batch.
     batch_last_index: VecDeque<(u64, LogIndex)>,
+    /// The batch holding the latest hard-state write: a leader's appends may outrun its log
+    /// writes, never the term they carry.
+    hard_state_seq: u64,
     /// Highest index known durable on this node (the leader counts itself only up to here).
     pub(crate) persisted_index: LogIndex,
     /// Messages waiting for the batch they depend on, in send order.
@@ -221,6 +224,7 @@ impl RaftNode {
             next_seq: 1,
             persisted_seq: 0,
             batch_last_index: VecDeque::new(),
+            hard_state_seq: 0,
             persisted_index,
             held: VecDeque::new(),
             out: Output::default(),
@@ -513,9 +517,12 @@ impl RaftNode {
             term,
             body,
         };
-        // A leader's AppendEntries goes out before its own write (thesis §10.2.1); so does its
-        // answer to a forwarded command, which only says where the command was placed.
+        // A leader's AppendEntries goes out before its own log write (thesis §10.2.1); so does
+        // its answer to a forwarded command, which only says where the command was placed. Not
+        // before its term is durable, though: a leader elected by its own vote alone (a single
+        // voter) that crashed first would lead the same term again with another log.
         let leader_append = matches!(self.role, Role::Leader(_))
+            && self.hard_state_seq <= self.persisted_seq
             && matches!(
                 msg.body,
                 MessageBody::AppendEntries { .. } | MessageBody::ProposeResponse { .. }
@@ -545,12 +552,14 @@ impl RaftNode {
                 term,
                 voted_for: None,
             }));
+            self.hard_state_seq = self.next_seq;
             if term_changed {
                 self.out.events.push(Event::TermChanged { term });
             }
             return;
         }
         self.write(LogWrite::HardState(self.hard));
+        self.hard_state_seq = self.next_seq;
         if term_changed {
             self.out.events.push(Event::TermChanged { term });
         }

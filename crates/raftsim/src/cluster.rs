@@ -33,6 +33,8 @@ pub struct ClusterSettings {
     pub forward_proposals: bool,
     /// Snapshot after this many applied entries (0: only on `snapshot N-k`).
     pub snapshot_after_entries: u64,
+    /// Also snapshot once the log holds this many command bytes (0: no size limit).
+    pub snapshot_after_log_bytes: u64,
     pub max_snapshot_chunk_bytes: usize,
     pub max_entries_per_message: usize,
     pub election_timeout_ticks: (u64, u64),
@@ -53,6 +55,7 @@ impl Default for ClusterSettings {
             check_quorum: true,
             forward_proposals: false,
             snapshot_after_entries: 0,
+            snapshot_after_log_bytes: 0,
             max_snapshot_chunk_bytes: 1 << 20,
             max_entries_per_message: 64,
             election_timeout_ticks: (15, 30),
@@ -223,6 +226,7 @@ impl Cluster {
             config.check_quorum = settings.check_quorum;
             config.forward_proposals = settings.forward_proposals;
             config.snapshot_after_entries = settings.snapshot_after_entries;
+            config.snapshot_after_log_bytes = settings.snapshot_after_log_bytes;
             config.max_snapshot_chunk_bytes = settings.max_snapshot_chunk_bytes;
             #[cfg(feature = "mutations")]
             {

@@ -311,6 +311,7 @@ fn parse_cluster(rest: &str) -> Result<ClusterSettings, String> {
             "check_quorum" => settings.check_quorum = on_off(value)?,
             "forward" => settings.forward_proposals = on_off(value)?,
             "snapshot_every" => settings.snapshot_after_entries = number(value)?,
+            "snapshot_bytes" => settings.snapshot_after_log_bytes = number(value)?,
             "chunk" => settings.max_snapshot_chunk_bytes = number(value)? as usize,
             "max_entries" => settings.max_entries_per_message = number(value)? as usize,
             "election" => settings.election_timeout_ticks = range(value)?,
@@ -318,7 +319,7 @@ fn parse_cluster(rest: &str) -> Result<ClusterSettings, String> {
             "catch_up_rounds" => settings.catch_up_rounds = number(value)? as u32,
             "catch_up_stall" => settings.catch_up_stall_ticks = number(value)?,
             "heartbeat" => settings.heartbeat_interval_ticks = number(value)?,
-            _ => return Err(format!("unknown cluster option `{key}` (expected pre_vote, check_quorum, forward, snapshot_every, chunk, max_entries, election, heartbeat, members, catch_up_rounds or catch_up_stall)")),
+            _ => return Err(format!("unknown cluster option `{key}` (expected pre_vote, check_quorum, forward, snapshot_every, snapshot_bytes, chunk, max_entries, election, heartbeat, members, catch_up_rounds or catch_up_stall)")),
         }
     }
     Ok(settings)

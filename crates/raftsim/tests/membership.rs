@@ -224,3 +224,28 @@ fn learners_and_joining_nodes_never_campaign() {
         );
     }
 }
+
+#[test]
+fn the_snapshot_policy_also_counts_log_bytes() {
+    // No entry-count policy: only the command bytes the log holds ask for a snapshot.
+    let mut c = cluster(3, 0, |s| s.snapshot_after_log_bytes = 40);
+    let put = |i: usize| format!("put key{i} {}", "x".repeat(8)); // 17 bytes
+    for i in 0..2 {
+        c.submit(1, &put(i)).unwrap();
+        c.wait_result(1).unwrap();
+    }
+    let raft = c.raft(1).unwrap().unwrap();
+    assert_eq!(raft.log().payload_bytes(), 34);
+    assert!(raft.snapshot().is_none(), "34 bytes are below the limit");
+    c.submit(1, &put(2)).unwrap();
+    c.wait_result(1).unwrap();
+    let raft = c.raft(1).unwrap().unwrap();
+    assert!(raft.snapshot().is_some(), "51 bytes ask for a snapshot");
+    // It covers what was applied when the log reached the limit: the third command was
+    // appended then, not yet applied, so it stays in the log.
+    assert_eq!(
+        raft.log().payload_bytes(),
+        17,
+        "the log behind it is compacted"
+    );
+}
