@@ -409,7 +409,7 @@ impl RaftNode {
             append_dirty: true,
             reads: Default::default(),
             forwarded: Default::default(),
-            commit_notified: LogIndex(0),
+            commit_waiters: BTreeMap::new(),
             transfer: None,
             term_start: next,
             change: None,

@@ -101,6 +101,9 @@ impl RaftNode {
             }
             _ => None,
         };
+        if let Some(id) = placed {
+            self.add_commit_waiter(from, id.index);
+        }
         self.send(from, term, MessageBody::ProposeResponse { request, placed });
     }
 

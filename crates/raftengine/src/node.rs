@@ -48,8 +48,9 @@ pub(crate) struct Leadership {
     /// Forwarded commands placed in this term, so a duplicated `Propose` message is answered
     /// with the same place instead of being appended twice.
     pub forwarded: crate::forward::PlacedForwards,
-    /// The commit index followers were last told of (with `Config::notify_commit`).
-    pub commit_notified: LogIndex,
+    /// Followers waiting for the commit index to reach an index (a command they forwarded, a
+    /// read index they were given): with `Config::notify_commit` they are told at once.
+    pub commit_waiters: BTreeMap<NodeId, LogIndex>,
     pub transfer: Option<crate::transfer::Transfer>,
     /// Index of this term's first entry: membership changes wait until it commits (thesis §4.1,
     /// the fix for single-server changes across leader changes).
@@ -371,15 +372,7 @@ impl RaftNode {
             }
             self.broadcast_append();
         }
-        let commit = self.commit;
-        let notify = self.config.notify_commit
-            && matches!(&self.role, Role::Leader(l) if l.commit_notified < commit);
-        if notify {
-            if let Role::Leader(leadership) = &mut self.role {
-                leadership.commit_notified = commit;
-            }
-            self.broadcast_heartbeat();
-        }
+        self.notify_commit_waiters();
         if !self.open_writes.is_empty() {
             let seq = self.next_seq;
             self.next_seq += 1;

@@ -242,6 +242,7 @@ impl RaftNode {
                 index: read.index,
             }),
             Some(follower) => {
+                self.add_commit_waiter(follower, read.index);
                 let term = self.hard.term;
                 let body = MessageBody::ReadIndexResponse {
                     request: read.request.0,

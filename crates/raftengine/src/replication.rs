@@ -232,6 +232,44 @@ impl RaftNode {
     /// Its previous index is what the follower has been sent so far, so a follower that lost
     /// entries answers with a rejection and gets probed.
     pub fn broadcast_heartbeat(&mut self) {
+        self.heartbeat_to(|_| true);
+    }
+
+    /// With `Config::notify_commit`: followers waiting for an index the commit reached (a
+    /// forwarded command, a read index) hear the new commit index now, not at the next heartbeat
+    /// or append. Followers that wait for nothing get no extra message.
+    pub(crate) fn notify_commit_waiters(&mut self) {
+        let commit = self.commit;
+        let Role::Leader(leadership) = &mut self.role else {
+            return;
+        };
+        let due: Vec<NodeId> = leadership
+            .commit_waiters
+            .iter()
+            .filter(|(_, index)| **index <= commit)
+            .map(|(id, _)| *id)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for id in &due {
+            leadership.commit_waiters.remove(id);
+        }
+        self.heartbeat_to(|peer| due.contains(&peer));
+    }
+
+    /// Notes that `follower` waits for the commit index to reach `index`.
+    pub(crate) fn add_commit_waiter(&mut self, follower: NodeId, index: LogIndex) {
+        if !self.config.notify_commit {
+            return;
+        }
+        if let Role::Leader(leadership) = &mut self.role {
+            let waiting = leadership.commit_waiters.entry(follower).or_default();
+            *waiting = (*waiting).max(index);
+        }
+    }
+
+    fn heartbeat_to(&mut self, wanted: impl Fn(NodeId) -> bool) {
         let (term, commit) = (self.hard.term, self.commit);
         let Role::Leader(leadership) = &self.role else {
             return;
@@ -239,6 +277,7 @@ impl RaftNode {
         let targets: Vec<(NodeId, LogIndex)> = leadership
             .progress
             .iter()
+            .filter(|(id, _)| wanted(**id))
             .map(|(id, p)| (*id, p.next_index.prev()))
             .collect();
         let read_round = leadership.reads.round;

@@ -70,3 +70,46 @@ fn a_forwarded_command_overwritten_by_a_new_leader_gets_retry() {
         net.nodes.iter().map(|n| n.status()).collect::<Vec<_>>()
     );
 }
+
+fn notifying_net() -> Net {
+    let mut net = forwarding_net();
+    for node in &mut net.nodes {
+        let mut config = node.config().clone();
+        config.notify_commit = true;
+        *node = raftengine::RaftNode::new(config).expect("valid config");
+    }
+    net
+}
+
+#[test]
+fn with_notify_commit_only_a_waiting_follower_hears_the_commit_at_once() {
+    let mut net = notifying_net();
+    net.elect(1);
+    net.node(1).broadcast_heartbeat();
+    net.settle();
+    let committed_at = |net: &Net, node: u64| {
+        net.committed
+            .iter()
+            .filter(|(n, _)| *n == NodeId(node))
+            .count()
+    };
+    // A command at the leader: followers learn its commit with the next heartbeat only (no
+    // extra message per commit when nobody waits).
+    let before = (committed_at(&net, 2), committed_at(&net, 3));
+    net.node(1).propose(RequestId(1), b"at the leader".to_vec());
+    net.settle();
+    assert_eq!((committed_at(&net, 2), committed_at(&net, 3)), before);
+    // A command forwarded by N-3: N-3 is told of the commit at once, without a heartbeat tick,
+    // and answers its client; N-2 waits for nothing and is not told yet (it learned the earlier
+    // commit from the append that carried the forwarded command).
+    net.node(3).propose(RequestId(2), b"forwarded".to_vec());
+    net.settle();
+    let answered = net
+        .committed
+        .iter()
+        .any(|(n, c)| *n == NodeId(3) && c.request == Some(RequestId(2)));
+    assert!(answered, "{:?}", net.committed);
+    let forwarded_index = net.node(1).log().last_index();
+    assert_eq!(net.node(3).commit_index(), forwarded_index);
+    assert!(net.node(2).commit_index() < forwarded_index);
+}
