@@ -9,6 +9,8 @@
 //! forward = true                    # followers forward writes to the leader (default)
 //! tick_ms = 10
 //! election_ms = [150, 300]
+//! snapshot_entries = 100000        # snapshot after this many applied entries (default)
+//! join = false                      # true: a node added to a running cluster
 //!
 //! [[nodes]]
 //! id = 1
@@ -16,6 +18,12 @@
 //! client = "127.0.0.1:6101"
 //! # ... one [[nodes]] table per member, this node included
 //! ```
+//!
+//! A node that joins a running cluster (`join = true`, or `--join`) starts with no configuration
+//! of its own: it waits until a member adds it (`raftkv cluster add-learner` or `add`) and learns
+//! the configuration from the leader. Its `[[nodes]]` list names itself (its raft address is the
+//! one the cluster is told) and the current members, which it must be able to answer; members
+//! added at run time are reached at the addresses their configuration entries carry.
 //!
 //! Loading is two steps: [`RawConfig`] holds what the file and the flags said (every field
 //! optional, flags merged over the file with [`RawConfig::merge`]), and [`RawConfig::validate`]
@@ -41,6 +49,8 @@ pub const DEFAULT_ELECTION_MS: [u64; 2] = [150, 300];
 pub const DEFAULT_CLUSTER_ID: u64 = 1;
 /// Longest tick accepted: longer ones make elections take tens of seconds.
 const MAX_TICK_MS: u64 = 1_000;
+/// Default number of applied entries between two snapshots.
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
 
 /// One member as written in the file or on the command line (addresses not yet resolved).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +120,10 @@ pub struct RawConfig {
     pub forward: Option<bool>,
     pub tick_ms: Option<u64>,
     pub election_ms: Option<[u64; 2]>,
+    /// Snapshot the store (and compact the log) after this many applied entries.
+    pub snapshot_entries: Option<u64>,
+    /// This node is added to a running cluster: it starts without a configuration.
+    pub join: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSpec>,
 }
@@ -146,6 +160,8 @@ impl RawConfig {
             forward: over.forward.or(self.forward),
             tick_ms: over.tick_ms.or(self.tick_ms),
             election_ms: over.election_ms.or(self.election_ms),
+            snapshot_entries: over.snapshot_entries.or(self.snapshot_entries),
+            join: over.join.or(self.join),
             nodes: if over.nodes.is_empty() {
                 self.nodes
             } else {
@@ -209,6 +225,14 @@ impl RawConfig {
                 known: nodes.keys().copied().collect(),
             });
         }
+        let join = self.join.unwrap_or(false);
+        if join && nodes.len() < 2 {
+            return Err(ConfigError::JoinWithoutMembers);
+        }
+        let snapshot_entries = self.snapshot_entries.unwrap_or(DEFAULT_SNAPSHOT_ENTRIES);
+        if snapshot_entries == 0 {
+            return Err(ConfigError::ZeroSnapshotEntries);
+        }
         let admin = match self.admin.as_deref().map(str::trim) {
             None | Some("") | Some("off") => None,
             Some(text) => {
@@ -250,6 +274,8 @@ impl RawConfig {
             forward: self.forward.unwrap_or(true),
             tick: Duration::from_millis(tick_ms),
             election_ticks: (min_ticks, max_ticks),
+            snapshot_entries,
+            join,
         })
     }
 }
@@ -302,6 +328,10 @@ pub struct ServerConfig {
     pub tick: Duration,
     /// Election timeout range in ticks.
     pub election_ticks: (u64, u64),
+    /// Applied entries between two snapshots.
+    pub snapshot_entries: u64,
+    /// Start without a configuration, to be added to a running cluster.
+    pub join: bool,
 }
 
 impl ServerConfig {
@@ -324,6 +354,8 @@ impl ServerConfig {
                 DEFAULT_ELECTION_MS[0] / tick_ms,
                 DEFAULT_ELECTION_MS[1] / tick_ms,
             ),
+            snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
+            join: false,
         }
     }
 
@@ -347,6 +379,8 @@ impl ServerConfig {
             self.data_dir.clone(),
         );
         config.tick = self.tick;
+        config.join = self.join;
+        config.raft.snapshot_after_entries = self.snapshot_entries;
         config.raft.forward_proposals = self.forward;
         config.raft.election_timeout_min_ticks = self.election_ticks.0;
         config.raft.election_timeout_max_ticks = self.election_ticks.1;
@@ -388,6 +422,10 @@ pub enum ConfigError {
     },
     #[error("bad timing: {0}")]
     BadTiming(String),
+    #[error("a joining node must also list the current members it can reach (--node for each), not only itself")]
+    JoinWithoutMembers,
+    #[error("snapshot_entries must be at least 1")]
+    ZeroSnapshotEntries,
 }
 
 /// `raftkv serve`'s flags. Each overrides the same setting of the config file.
@@ -420,6 +458,14 @@ pub struct ServeArgs {
     /// Election timeout range in milliseconds [default: 150..300].
     #[arg(long, value_name = "MIN..MAX")]
     pub election_ms: Option<ElectionRange>,
+    /// Snapshot the store and compact the log after this many applied entries [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub snapshot_entries: Option<u64>,
+    /// Join a running cluster: start without a configuration and wait to be added (`raftkv
+    /// cluster add-learner` or `add`, at any member). List this node and the current members
+    /// with --node.
+    #[arg(long)]
+    pub join: bool,
 }
 
 impl ServeArgs {
@@ -433,6 +479,8 @@ impl ServeArgs {
             forward: self.no_forward.then_some(false),
             tick_ms: self.tick_ms,
             election_ms: self.election_ms.map(|range| range.0),
+            snapshot_entries: self.snapshot_entries,
+            join: self.join.then_some(true),
             nodes: self.nodes.clone(),
         }
     }
@@ -502,7 +550,43 @@ mod tests {
         assert!(!node.peers.contains_key(&NodeId(2)));
         assert!(node.raft.forward_proposals);
         assert_eq!(node.raft.election_timeout_min_ticks, 20);
+        assert_eq!(node.raft.snapshot_after_entries, DEFAULT_SNAPSHOT_ENTRIES);
+        assert!(!node.join);
         node.raft.validate().unwrap();
+    }
+
+    #[test]
+    fn a_joining_node_starts_without_voters() {
+        let text = format!("join = true\nsnapshot_entries = 50\n{FILE}");
+        let config = RawConfig::from_toml(&text).unwrap().validate().unwrap();
+        assert!(config.join);
+        let node = config.node_config();
+        assert!(node.join);
+        assert_eq!(node.peers.len(), 2, "it knows the members it can reach");
+        assert_eq!(node.raft.snapshot_after_entries, 50);
+        // The flag does the same.
+        let args = ServeArgs {
+            join: true,
+            ..ServeArgs::default()
+        };
+        let config = RawConfig::from_toml(FILE)
+            .unwrap()
+            .merge(args.to_raw())
+            .validate()
+            .unwrap();
+        assert!(config.join);
+        // Alone in its list, it could answer nobody.
+        let alone = RawConfig {
+            join: Some(true),
+            nodes: vec![spec(1, "127.0.0.1:7001", "127.0.0.1:6001")],
+            ..base()
+        };
+        assert_eq!(alone.validate(), Err(ConfigError::JoinWithoutMembers));
+        let zero = RawConfig {
+            snapshot_entries: Some(0),
+            ..base()
+        };
+        assert_eq!(zero.validate(), Err(ConfigError::ZeroSnapshotEntries));
     }
 
     #[test]

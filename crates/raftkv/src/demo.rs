@@ -1,5 +1,5 @@
-//! `raftkv demo`: a local 3-node cluster survives losing its leader, and nothing acknowledged is
-//! lost.
+//! `raftkv demo`: a local 3-node cluster survives losing its leader, grows by a node and
+//! shrinks by one, and nothing acknowledged is lost.
 //!
 //! The demo runs `raftkv serve` three times as child processes ([`LocalCluster`]), each with a
 //! durable data directory under one fresh directory and ports picked free on loopback, and then:
@@ -10,9 +10,14 @@
 //! 3. kills the leader with SIGKILL while the workload goes on, and waits for a new leader in a
 //!    higher term (reporting how long the failover and the pause in writes took);
 //! 4. restarts the old leader from its data directory and waits until it has applied everything
-//!    the leader has committed;
-//! 5. reads every key from every node and checks it against the acknowledged writes;
-//! 6. prints a summary, stops the nodes with SIGTERM (SIGKILL after a grace period) and removes
+//!    the leader had committed when it came back;
+//! 5. starts a 4th node with `--join`, adds it as a voter through the admin API (`POST
+//!    /cluster/voters`: the leader catches it up, then adds it) and waits until it has applied
+//!    what the leader had committed;
+//! 6. removes the old leader from the cluster (`POST /cluster/remove`) and stops it;
+//! 7. stops the workload (it ran through steps 3 to 6), reads every key from every remaining
+//!    member and checks it against the acknowledged writes;
+//! 8. prints a summary, stops the nodes with SIGTERM (SIGKILL after a grace period) and removes
 //!    the temporary directory, unless `--keep` was given or something failed (then the node logs
 //!    in it explain what happened).
 //!
@@ -22,6 +27,7 @@
 //! acknowledged write, so any of them is allowed. Reads during the workload are checked the same
 //! way: a read that returns something else is stale, and a failure.
 
+use crate::admin_client::{self, AdminClientError, ClusterRequest, ClusterView};
 use crate::client::{Client, ClientConfig, ClientError, NodeInfo};
 use crate::resp::Reply;
 use bytes::Bytes;
@@ -116,11 +122,20 @@ const LOG_TAIL_LINES: usize = 15;
 /// One `raftkv serve` child process and where it listens.
 #[derive(Debug)]
 pub struct LocalNode {
-    /// Raft node id, `1..=n`.
+    /// Raft node id, `1..=n`, then `n + 1`, ... for nodes added with
+    /// [`LocalCluster::add_node`].
     pub id: u64,
     pub raft_addr: SocketAddr,
     pub client_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// Started with `--join` (added to the running cluster) rather than as an initial voter.
+    pub joined: bool,
+    /// The nodes (ids) its `--node` list names, fixed when it first starts: an initial voter
+    /// restarts with the initial members, never with members added since.
+    pub listed: Vec<u64>,
+    /// Arguments for its `serve` in place of the cluster's `extra_args` (`None`: those).
+    pub extra_args: Option<Vec<String>>,
     /// The node's stdout and stderr, appended across restarts.
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -161,18 +176,18 @@ impl LocalCluster {
             None => std::env::current_exe().map_err(ClusterError::Executable)?,
         };
         let (dir, temp) = fresh_dir(options.dir)?;
-        let ports = free_ports(options.nodes * 2).map_err(ClusterError::Ports)?;
+        let ports = free_ports(options.nodes * 3).map_err(ClusterError::Ports)?;
+        let initial: Vec<u64> = (1..=options.nodes as u64).collect();
         let nodes = (0..options.nodes)
             .map(|index| {
                 let id = index as u64 + 1;
-                LocalNode {
+                LocalNode::new(
+                    &dir,
                     id,
-                    raft_addr: ports[2 * index],
-                    client_addr: ports[2 * index + 1],
-                    data_dir: dir.join(format!("node-{id}")),
-                    log_path: dir.join(format!("node-{id}.log")),
-                    child: None,
-                }
+                    &ports[3 * index..3 * index + 3],
+                    false,
+                    initial.clone(),
+                )
             })
             .collect();
         let mut cluster = LocalCluster {
@@ -206,6 +221,51 @@ impl LocalCluster {
     /// Client addresses of all nodes, running or not, in id order.
     pub fn client_addrs(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(|node| node.client_addr).collect()
+    }
+
+    /// Admin (HTTP) addresses of all nodes, running or not, in id order.
+    pub fn admin_addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|node| node.admin_addr).collect()
+    }
+
+    /// Starts one more node with `--join` (the next id, fresh ports and data directory, every
+    /// node so far in its `--node` list) and returns its index once it printed its ready line.
+    /// It takes part only once a member adds it (`POST /cluster/learners` or `/cluster/voters`).
+    /// `extra_args` replace the cluster's extra arguments for this node when given.
+    pub async fn add_node(
+        &mut self,
+        extra_args: Option<Vec<String>>,
+    ) -> Result<usize, ClusterError> {
+        if self.nodes.len() >= MAX_LOCAL_NODES {
+            return Err(ClusterError::NodeCount(self.nodes.len() + 1));
+        }
+        let id = self.nodes.iter().map(|node| node.id).max().unwrap_or(0) + 1;
+        // A stopped node's ports are free too, but it may start again: do not take them.
+        let taken: Vec<SocketAddr> = self
+            .nodes
+            .iter()
+            .flat_map(|n| [n.raft_addr, n.client_addr, n.admin_addr])
+            .collect();
+        let mut ports = free_ports(3).map_err(ClusterError::Ports)?;
+        for _ in 0..10 {
+            if !ports.iter().any(|addr| taken.contains(addr)) {
+                break;
+            }
+            ports = free_ports(3).map_err(ClusterError::Ports)?;
+        }
+        if ports.iter().any(|addr| taken.contains(addr)) {
+            let busy = io::Error::new(io::ErrorKind::AddrInUse, "only ports of stopped nodes");
+            return Err(ClusterError::Ports(busy));
+        }
+        let mut listed: Vec<u64> = self.nodes.iter().map(|node| node.id).collect();
+        listed.push(id);
+        let mut node = LocalNode::new(&self.dir, id, &ports, true, listed);
+        node.extra_args = extra_args;
+        self.nodes.push(node);
+        let index = self.nodes.len() - 1;
+        let ready = self.spawn(index)?;
+        self.wait_ready(index, ready).await?;
+        Ok(index)
     }
 
     /// The index of the node with Raft id `id`.
@@ -351,15 +411,19 @@ impl LocalCluster {
         command
             .arg("serve")
             .args(["--id", &node.id.to_string()])
-            .args(["--cluster-id", &self.cluster_id.to_string()]);
-        for member in &self.nodes {
+            .args(["--cluster-id", &self.cluster_id.to_string()])
+            .args(["--admin", &node.admin_addr.to_string()]);
+        if node.joined {
+            command.arg("--join");
+        }
+        for member in self.nodes.iter().filter(|m| node.listed.contains(&m.id)) {
             let spec = format!("{}={},{}", member.id, member.raft_addr, member.client_addr);
             command.args(["--node", &spec]);
         }
         command
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(&self.extra_args)
+            .args(node.extra_args.as_ref().unwrap_or(&self.extra_args))
             // The nodes log to files: no colour codes in them.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -406,6 +470,24 @@ impl LocalCluster {
                 log,
             },
         })
+    }
+}
+
+impl LocalNode {
+    /// A node not started yet; `ports` are its raft, client and admin ports.
+    fn new(dir: &Path, id: u64, ports: &[SocketAddr], joined: bool, listed: Vec<u64>) -> LocalNode {
+        LocalNode {
+            id,
+            raft_addr: ports[0],
+            client_addr: ports[1],
+            admin_addr: ports[2],
+            data_dir: dir.join(format!("node-{id}")),
+            joined,
+            listed,
+            extra_args: None,
+            log_path: dir.join(format!("node-{id}.log")),
+            child: None,
+        }
     }
 }
 
@@ -504,7 +586,8 @@ pub struct DemoArgs {
     /// Seconds of workload before the leader is killed.
     #[arg(long, default_value_t = 3.0)]
     pub before_kill: f64,
-    /// Seconds of workload after the new leader is elected.
+    /// Seconds of workload after the new leader is elected, before the old leader restarts (the
+    /// workload goes on while it catches up, a node is added and one removed).
     #[arg(long, default_value_t = 2.0)]
     pub after_failover: f64,
     /// Concurrent workload clients (each its own connection and its own keys).
@@ -554,6 +637,13 @@ pub struct DemoSummary {
     pub catch_up: Duration,
     /// The restarted node's applied index and the leader's commit index when it caught up.
     pub caught_up_at: (u64, u64),
+    /// The node added with `--join`, and from its ready line to it being a voter that has
+    /// applied what the leader had committed when it was added.
+    pub added: Option<(u64, Duration)>,
+    /// The node removed, and how long the change took.
+    pub removed: Option<(u64, Duration)>,
+    /// The members at the end, whose stores were verified.
+    pub final_members: Vec<u64>,
     pub writes_acked: u64,
     pub writes_uncertain: u64,
     pub reads: u64,
@@ -709,8 +799,10 @@ fn validate(args: &DemoArgs) -> Result<(), DemoError> {
 const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(10);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for a membership change (a new voter catches up first).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Steps 1 to 5, filling `summary`. `Err` for a step that could not be carried out; failed
+/// Steps 1 to 7, filling `summary`. `Err` for a step that could not be carried out; failed
 /// checks go into `summary.failures`.
 async fn scenario(
     args: &DemoArgs,
@@ -763,27 +855,77 @@ async fn scenario(
         summary.failover.as_millis()
     ));
     sleep(Duration::from_secs_f64(args.after_failover)).await;
+    match workload.shared.writes_resumed.get() {
+        Some(resumed) => out.say(format!(
+            "writes resumed {} ms after the kill",
+            resumed.as_millis()
+        )),
+        None => out.say("no write acknowledged since the kill yet".to_owned()),
+    }
+
+    out.step("restarting the old leader");
+    restart_and_catch_up(cluster, leader, new_leader, out, summary).await?;
+
+    out.step("adding a node");
+    let added = add_voter(cluster, out, summary).await?;
+
+    out.step("removing a node");
+    remove_member(cluster, leader, out, summary).await?;
+
     let history = workload.stop().await;
     progress.abort();
     summary.writes_resumed = history.shared.writes_resumed.get().copied();
-    if let Some(resumed) = summary.writes_resumed {
-        out.say(format!(
-            "writes resumed {} ms after the kill",
-            resumed.as_millis()
-        ));
-    } else {
+    if summary.writes_resumed.is_none() {
         summary
             .failures
             .push("no write was acknowledged after the leader was killed".to_owned());
     }
     history.record_counts(summary);
 
-    out.step("restarting the old leader");
-    restart_and_catch_up(cluster, leader, new_leader, out, summary).await?;
-
     out.step("verifying");
-    verify(cluster, &history, out, summary).await;
+    let members: Vec<usize> = (0..cluster.nodes().len())
+        .filter(|&index| index != leader && (cluster.is_running(index) || index == added))
+        .collect();
+    summary.final_members = members.iter().map(|&i| cluster.nodes()[i].id).collect();
+    verify(cluster, &members, &history, out, summary).await;
     Ok(())
+}
+
+/// The leader's commit index as its `INFO` reports it (polled until it answers).
+async fn commit_index_of(cluster: &LocalCluster, index: usize) -> Result<u64, DemoError> {
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    loop {
+        match cluster.info(index).await {
+            Ok(info) => return Ok(info.commit_index),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(DemoError::step("reading the leader's commit index", error))
+            }
+            Err(_) => sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
+
+/// Polls node `index` until it has applied `target`; returns its `INFO` then, or `None` after
+/// [`CATCH_UP_TIMEOUT`] (with the last state seen in `last`).
+async fn wait_applied(
+    cluster: &LocalCluster,
+    index: usize,
+    target: u64,
+    last: &mut String,
+) -> Option<NodeInfo> {
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    loop {
+        if let Ok(node) = cluster.info(index).await {
+            if node.applied_index >= target {
+                return Some(node);
+            }
+            *last = format!("applied index {}, target {target}", node.applied_index);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        sleep(Duration::from_millis(25)).await;
+    }
 }
 
 async fn restart_and_catch_up(
@@ -800,42 +942,144 @@ async fn restart_and_catch_up(
         cluster.nodes()[old].data_dir.display()
     ));
     let restarted = Instant::now();
-    let deadline = restarted + CATCH_UP_TIMEOUT;
+    // The writes go on, so the leader's commit index keeps moving: catching up means reaching
+    // where it was when the node came back.
+    let target = commit_index_of(cluster, leader).await?;
     let mut last = String::from("no INFO answer yet");
-    loop {
-        if let (Ok(node), Ok(lead)) = (cluster.info(old).await, cluster.info(leader).await) {
-            if node.applied_index >= lead.commit_index && lead.commit_index > 0 {
-                summary.catch_up = restarted.elapsed();
-                summary.caught_up_at = (node.applied_index, lead.commit_index);
-                out.say(format!(
-                    "node {id} caught up in {} ms: applied index {} >= leader commit index {} ({}, term {})",
-                    summary.catch_up.as_millis(),
-                    node.applied_index,
-                    lead.commit_index,
-                    node.role,
-                    node.term
-                ));
-                return Ok(());
-            }
-            last = format!(
-                "applied index {}, leader commit index {}",
-                node.applied_index, lead.commit_index
-            );
-        }
-        if Instant::now() >= deadline {
-            summary.failures.push(format!(
-                "node {id} did not catch up within {CATCH_UP_TIMEOUT:?} ({last})"
+    match wait_applied(cluster, old, target, &mut last).await {
+        Some(node) => {
+            summary.catch_up = restarted.elapsed();
+            summary.caught_up_at = (node.applied_index, target);
+            out.say(format!(
+                "node {id} caught up in {} ms: applied index {} >= leader commit index {target} ({}, term {})",
+                summary.catch_up.as_millis(),
+                node.applied_index,
+                node.role,
+                node.term
             ));
-            return Ok(());
         }
-        sleep(Duration::from_millis(25)).await;
+        None => summary.failures.push(format!(
+            "node {id} did not catch up within {CATCH_UP_TIMEOUT:?} ({last})"
+        )),
     }
+    Ok(())
+}
+
+/// The admin addresses of the running nodes: a membership change may go to any member.
+fn running_admins(cluster: &LocalCluster) -> Vec<String> {
+    (0..cluster.nodes().len())
+        .filter(|&index| cluster.is_running(index))
+        .map(|index| cluster.nodes()[index].admin_addr.to_string())
+        .collect()
+}
+
+/// Sends a membership change to the first running node that answers.
+async fn change_membership(
+    cluster: &LocalCluster,
+    request: ClusterRequest,
+) -> Result<ClusterView, AdminClientError> {
+    let mut last = None;
+    for admin in running_admins(cluster) {
+        match admin_client::send::<ClusterView>(&admin, &request, CHANGE_TIMEOUT).await {
+            Ok(view) => return Ok(view),
+            Err(
+                error @ (AdminClientError::Unreachable { .. } | AdminClientError::Timeout { .. }),
+            ) => last = Some(error),
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last.unwrap_or(AdminClientError::Unreachable {
+        addr: String::new(),
+        reason: "no node is running".into(),
+    }))
+}
+
+/// Step 5: a new node joins as a voter; returns its index.
+async fn add_voter(
+    cluster: &mut LocalCluster,
+    out: &Narrator,
+    summary: &mut DemoSummary,
+) -> Result<usize, DemoError> {
+    let index = cluster.add_node(None).await?;
+    let started = Instant::now();
+    let node = &cluster.nodes()[index];
+    let (id, raft) = (node.id, node.raft_addr.to_string());
+    out.say(format!(
+        "started node {id} with --join (client {}, raft {raft}); adding it as a voter",
+        node.client_addr
+    ));
+    let view = change_membership(
+        cluster,
+        ClusterRequest::AddVoter {
+            id,
+            raft: Some(raft),
+        },
+    )
+    .await
+    .map_err(|error| DemoError::step(format!("adding node {id}"), error))?;
+    if !view.voters.contains(&id) {
+        summary.failures.push(format!(
+            "node {id} is not a voter after being added: voters {:?}",
+            view.voters
+        ));
+    }
+    let (leader, _) = cluster.wait_for_leader(None, 0, LEADER_TIMEOUT).await?;
+    let target = commit_index_of(cluster, leader).await?;
+    let mut last = String::from("no INFO answer yet");
+    match wait_applied(cluster, index, target, &mut last).await {
+        Some(info) => {
+            let took = started.elapsed();
+            summary.added = Some((id, took));
+            out.say(format!(
+                "node {id} is a voter (voters {:?}) and caught up in {} ms: applied index {} ({}, term {})",
+                view.voters,
+                took.as_millis(),
+                info.applied_index,
+                info.role,
+                info.term
+            ));
+        }
+        None => summary.failures.push(format!(
+            "node {id} did not catch up within {CATCH_UP_TIMEOUT:?} ({last})"
+        )),
+    }
+    Ok(index)
+}
+
+/// Step 6: node `index` leaves the cluster and is stopped.
+async fn remove_member(
+    cluster: &mut LocalCluster,
+    index: usize,
+    out: &Narrator,
+    summary: &mut DemoSummary,
+) -> Result<(), DemoError> {
+    let id = cluster.nodes()[index].id;
+    let started = Instant::now();
+    let view = change_membership(cluster, ClusterRequest::Remove { id })
+        .await
+        .map_err(|error| DemoError::step(format!("removing node {id}"), error))?;
+    let took = started.elapsed();
+    if view.members.iter().any(|member| member.id == id) {
+        summary.failures.push(format!(
+            "node {id} is still a member after its removal: {:?}",
+            view.members
+        ));
+    }
+    summary.removed = Some((id, took));
+    out.say(format!(
+        "removed node {id} in {} ms (voters now {:?}); stopping it",
+        took.as_millis(),
+        view.voters
+    ));
+    cluster.stop(index, Duration::from_secs(5)).await;
+    Ok(())
 }
 
 /// Reads every written key from every node (pipelined, linearizable GETs) and checks it against
 /// the history.
 async fn verify(
     cluster: &LocalCluster,
+    members: &[usize],
     history: &History,
     out: &Narrator,
     summary: &mut DemoSummary,
@@ -845,7 +1089,7 @@ async fn verify(
     let keys: Vec<&KeyHistory> = history.keys.iter().filter(|key| key.written()).collect();
     summary.keys_verified = keys.len();
     let mut wrong = 0;
-    for node in cluster.nodes() {
+    for node in members.iter().map(|&index| &cluster.nodes()[index]) {
         let config = ClientConfig {
             deadline: Duration::from_secs(10),
             ..ClientConfig::default()
@@ -886,9 +1130,10 @@ async fn verify(
             .push(format!("... {} more wrong reads", wrong - FAILURES_SHOWN));
     }
     out.say(format!(
-        "read {} keys from each of {} nodes: {}",
+        "read {} keys from each of the {} members (nodes {:?}): {}",
         keys.len(),
-        cluster.nodes().len(),
+        members.len(),
+        summary.final_members,
         if wrong == 0 {
             "every key holds its last acknowledged value".to_owned()
         } else {
@@ -944,6 +1189,18 @@ fn print_summary(summary: &DemoSummary, kept: bool) {
             summary.caught_up_at.1
         ),
     );
+    if let Some((id, took)) = summary.added {
+        line(
+            "added",
+            format!(
+                "node {id} (--join, then a voter, caught up) in {} ms",
+                took.as_millis()
+            ),
+        );
+    }
+    if let Some((id, took)) = summary.removed {
+        line("removed", format!("node {id} in {} ms", took.as_millis()));
+    }
     line(
         "writes",
         format!(
@@ -1233,7 +1490,7 @@ async fn read(conn: &mut Client, key: &KeyHistory, shared: &Shared) {
 // Output.
 
 /// The demo's steps, for the progress bar.
-const STEPS: u64 = 7;
+const STEPS: u64 = 9;
 
 /// Prints the demo's story: above the progress bar when it is shown, plainly otherwise.
 struct Narrator {

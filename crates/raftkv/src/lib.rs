@@ -22,9 +22,11 @@
 //! propose `KvCommand::encode()` to Raft and answer with [`command::reply_for_apply`] when it
 //! commits, or wait for a read barrier and answer with [`command::read_reply`].
 
+pub mod admin_client;
 pub mod bench;
 pub mod cli_client;
 pub mod client;
+pub mod cluster_cli;
 pub mod command;
 pub mod config;
 pub mod demo;

@@ -20,12 +20,15 @@ enum Command {
     /// Run one node of a cluster.
     ///
     /// Raft on its raft address, RESP2 clients (redis-cli, redis-benchmark) on its client
-    /// address, GET /status and /metrics on the admin address. Prints "raftkv node <id> ready:
+    /// address, GET /status, /metrics and /cluster (and the cluster changes of `raftkv
+    /// cluster`) on the admin address. With --join it starts without a configuration, to be
+    /// added to a running cluster. Prints "raftkv node <id> ready:
     /// raft <addr> client <addr> admin <addr|off>" on stdout once it serves; logs go to stderr
     /// (filter: RAFTKV_LOG, default info). SIGTERM or Ctrl-C stops it gracefully.
     Serve(ServeArgs),
     /// Start a local 3-node cluster (three processes, durable data in a fresh directory), run a
-    /// workload, kill the leader, restart it, and check that no acknowledged write was lost.
+    /// workload, kill the leader, restart it, add a 4th node, remove the old leader, and check
+    /// that no acknowledged write was lost.
     Demo(raftkv::demo::DemoArgs),
     /// Closed-loop load against a cluster (or a local 3-node one with --local): ops/s and
     /// latency percentiles, optionally as JSON.
@@ -36,6 +39,9 @@ enum Command {
     Set(raftkv::cli_client::SetArgs),
     /// DEL keys (follows redirects).
     Del(raftkv::cli_client::DelArgs),
+    /// Change a running cluster through a node's admin port: show, add-learner, add, remove,
+    /// transfer-leader, snapshot.
+    Cluster(raftkv::cluster_cli::ClusterArgs),
 }
 
 /// Exit code for an unusable configuration (the same as clap's for bad flags).
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
         Command::Del(args) => {
             raftkv::cli_client::run_cli(raftkv::cli_client::ClientCommand::Del(args))
         }
+        Command::Cluster(args) => raftkv::cluster_cli::run_cli(args),
     }
 }
 

@@ -6,7 +6,8 @@
 //!   [`ServerLimits::max_in_flight`] per connection, and the replies go back in request order
 //!   (pipelining, as `redis-benchmark -P 16` does). Writes go through Raft; reads are
 //!   linearizable (ReadIndex) and served from the local store, on a follower too.
-//! - Admin port ([`admin`]): `GET /status` (JSON) and `GET /metrics` (Prometheus text).
+//! - Admin port ([`admin`]): `GET /status` (JSON), `GET /metrics` (Prometheus text), and the
+//!   cluster API of [`crate::admin_client`] (membership, leadership transfer, snapshots).
 //!
 //! [`run`] is what the binary does: bind, start, print the ready line, wait for SIGTERM or
 //! Ctrl-C, shut down. Tests use [`Server::start`] with listeners they bound themselves (port 0),
@@ -240,6 +241,10 @@ pub fn client_error_reply(
         }
         ClientError::OutcomeUnknown => {
             "UNCERTAIN leadership changed; the command may or may not have been applied".to_owned()
+        }
+        // TRYAGAIN: a client that gets it repeatedly moves on to another node.
+        ClientError::Removed => {
+            "TRYAGAIN this node was removed from the cluster; ask another node".to_owned()
         }
         ClientError::Stopped(_) => "ERR node stopped".to_owned(),
     };

@@ -1,5 +1,5 @@
-//! The demo end to end: three `raftkv serve` processes, the leader killed and restarted, every
-//! acknowledged write read back from every node.
+//! The demo end to end: three `raftkv serve` processes, the leader killed and restarted, a 4th
+//! node added and the old leader removed, every acknowledged write read back from every member.
 
 use raftkv::demo::{self, DemoArgs};
 use std::path::PathBuf;
@@ -30,4 +30,11 @@ async fn demo_survives_leader_failure_without_losing_acknowledged_writes() {
     assert_ne!(summary.first_leader.0, summary.new_leader.0);
     assert!(summary.new_leader.1 > summary.first_leader.1);
     assert!(summary.writes_resumed.is_some());
+    let (added, _) = summary.added.expect("a node was added");
+    assert_eq!(added, 4);
+    let (removed, _) = summary.removed.expect("a node was removed");
+    assert_eq!(removed, summary.killed_leader.0);
+    assert_eq!(summary.final_members.len(), 3);
+    assert!(summary.final_members.contains(&4));
+    assert!(!summary.final_members.contains(&removed));
 }

@@ -185,6 +185,21 @@ async fn a_three_node_cluster_serves_every_command_over_resp() {
     assert!(body.contains("raftkv_commands_total "), "{body}");
     let (code, _, _) = http_get(cluster.admin_addr(leader), "/nope").await;
     assert_eq!(code, 404);
+    // The cluster view: the three initial voters, with the addresses of the node's config.
+    let (code, _, body) = http_get(cluster.admin_addr(follower), "/cluster").await;
+    assert_eq!(code, 200, "{body}");
+    let view: raftkv::admin_client::ClusterView = serde_json::from_str(&body).expect("a view");
+    assert_eq!((view.node, view.leader), (follower, Some(leader)));
+    assert_eq!(view.voters, [1, 2, 3]);
+    assert!(view.committed && !view.removed);
+    assert_eq!(
+        view.members[0].client,
+        Some(cluster.client_addr(1).to_string())
+    );
+    // Changes take POST only.
+    let (code, head, _) = http_get(cluster.admin_addr(leader), "/cluster/remove?id=3").await;
+    assert_eq!(code, 405);
+    assert!(head.to_ascii_lowercase().contains("allow: post"), "{head}");
 
     cluster.shutdown().await;
 }

@@ -385,6 +385,14 @@ fn configuration_mistakes_exit_2_with_a_message() {
             &["--config", "/no/such/file.toml"],
             "cannot read config file",
         ),
+        (
+            &["--id", "1", "--node", node1, "--join"],
+            "a joining node must also list the current members",
+        ),
+        (
+            &["--id", "1", "--node", node1, "--snapshot-entries", "0"],
+            "snapshot_entries must be at least 1",
+        ),
         (&["--id", "x"], "invalid value"),
     ];
     for (args, message) in cases {

@@ -13,18 +13,22 @@
 //! AppendEntries per follower and one durable write; the leader sends before its own write is
 //! durable (thesis §10.2.1); applying runs off the loop.
 
+mod admin;
 mod apply;
 mod backend;
 mod metrics;
 
+pub use admin::AdminError;
 pub use backend::{InProcessNetwork, LogBackend, Network};
 pub use metrics::{Histogram, Metrics};
 
 use crate::transport::{Transport, TransportConfig, TransportStats};
+use admin::{ChangeReply, PeerBook, PendingAdmin, TransferReply};
 use apply::{Applier, ApplyMsg};
 use raftengine::{
-    CommandRejected, Config, ConfigError, Event, LogIndex, LogStorage, Message, NodeId, Output,
-    RaftNode, RequestId, RoleKind, StartError, StateMachine, Status,
+    CommandRejected, Config, ConfigError, Event, LogIndex, LogStorage, Membership,
+    MembershipChange, Message, NodeId, Output, RaftNode, RequestId, RoleKind, StartError,
+    StateMachine,
 };
 use raftwal::{SnapshotStore, Wal, WalError, WalOptions};
 use serde::Serialize;
@@ -44,9 +48,16 @@ use tokio_util::sync::CancellationToken;
 pub struct NodeConfig {
     pub id: NodeId,
     pub cluster_id: u64,
-    /// Raft addresses of the other voters.
+    /// Raft addresses of the other voters (of a joining node: of the members it can reach).
+    /// Members added later are reached at the addresses their configuration entries carry.
     pub peers: BTreeMap<NodeId, SocketAddr>,
     pub data_dir: PathBuf,
+    /// This node joins a running cluster: it starts with no configuration and learns it from the
+    /// leader's log or snapshot once a member adds it (it never campaigns until it is a voter).
+    pub join: bool,
+    /// Longest wait for the outcome of a membership change or a leadership transfer asked
+    /// through the [`NodeHandle`].
+    pub admin_timeout: Duration,
     /// Length of one core tick. The core's defaults (heartbeat 1 tick, election 15–30 ticks)
     /// give, with 10 ms, the seed engine's 10 ms heartbeat and 150–300 ms election timeout.
     pub tick: Duration,
@@ -77,6 +88,8 @@ impl NodeConfig {
             cluster_id,
             peers,
             data_dir: data_dir.into(),
+            join: false,
+            admin_timeout: Duration::from_secs(30),
             tick: Duration::from_millis(10),
             raft,
             segment_bytes: WalOptions::default().segment_bytes,
@@ -131,6 +144,9 @@ pub enum ClientError {
     /// take effect.
     #[error("leadership changed before the command committed; outcome unknown")]
     OutcomeUnknown,
+    /// This node was removed from the cluster: ask another node.
+    #[error("this node was removed from the cluster")]
+    Removed,
     /// The state machine refused the command (a deterministic result).
     #[error("{0}")]
     Rejected(String),
@@ -152,11 +168,18 @@ pub struct NodeStatus {
     pub durable_index: u64,
     /// (follower, match index, next index) on a leader.
     pub progress: Vec<(u64, u64, u64)>,
+    /// The configuration in effect (the last one in the log, committed or not).
+    pub membership: Membership,
+    /// Whether `membership` is committed (false while a change is under way).
+    pub membership_committed: bool,
+    /// A committed configuration left this node out: it no longer takes part.
+    pub removed: bool,
     pub stopped: Option<String>,
 }
 
 impl NodeStatus {
-    fn from_core(status: &Status, applied: LogIndex, durable: LogIndex) -> NodeStatus {
+    fn of(raft: &RaftNode, applied: LogIndex, durable: LogIndex) -> NodeStatus {
+        let status = raft.status();
         NodeStatus {
             id: status.id.0,
             role: role_name(status.role).to_string(),
@@ -171,6 +194,9 @@ impl NodeStatus {
                 .iter()
                 .map(|(id, m, n)| (id.0, m.0, n.0))
                 .collect(),
+            membership_committed: *raft.committed_membership() == status.membership,
+            membership: status.membership,
+            removed: raft.is_removed(),
             stopped: None,
         }
     }
@@ -187,10 +213,27 @@ pub fn role_name(role: RoleKind) -> &'static str {
 
 type WriteReply = oneshot::Sender<Result<Vec<u8>, ClientError>>;
 type ReadReply = oneshot::Sender<Result<(), ClientError>>;
+type SnapshotReply = oneshot::Sender<Result<LogIndex, AdminError>>;
 
 enum Request {
-    Write { command: Vec<u8>, reply: WriteReply },
-    Read { reply: ReadReply },
+    Write {
+        command: Vec<u8>,
+        reply: WriteReply,
+    },
+    Read {
+        reply: ReadReply,
+    },
+    ChangeMembership {
+        change: MembershipChange,
+        reply: ChangeReply,
+    },
+    TransferLeadership {
+        target: NodeId,
+        reply: TransferReply,
+    },
+    Snapshot {
+        reply: SnapshotReply,
+    },
 }
 
 /// A cloneable handle for clients of one node.
@@ -237,6 +280,44 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
         Ok(f(&state_machine))
     }
 
+    /// Changes the cluster's membership and waits for the outcome: the configuration committed
+    /// once the change is done. Any node takes the request (a follower forwards it to the
+    /// leader). Adding a voter first catches it up; adding a member that is already one, or
+    /// removing a node that is not, succeeds at once. Gives up after the node's `admin_timeout`
+    /// ([`AdminError::Timeout`]; the change may still happen).
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<Membership, AdminError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::ChangeMembership { change, reply })
+            .map_err(|_| admin_stopped())?;
+        answer.await.map_err(|_| admin_stopped())?
+    }
+
+    /// Hands leadership to `target` and waits until it leads (returns its id), or until the
+    /// transfer is aborted (the target did not take over within an election timeout), or the
+    /// node's `admin_timeout`. Only the leader transfers ([`AdminError::NotLeader`] names the
+    /// leader otherwise); a transfer to the node that already leads succeeds at once.
+    pub async fn transfer_leadership(&self, target: NodeId) -> Result<NodeId, AdminError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::TransferLeadership { target, reply })
+            .map_err(|_| admin_stopped())?;
+        answer.await.map_err(|_| admin_stopped())?
+    }
+
+    /// Takes a snapshot of the state machine now (it is saved durably) and compacts the log
+    /// behind it; returns the index it covers.
+    pub async fn trigger_snapshot(&self) -> Result<LogIndex, AdminError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Snapshot { reply })
+            .map_err(|_| admin_stopped())?;
+        answer.await.map_err(|_| admin_stopped())?
+    }
+
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
     }
@@ -255,6 +336,10 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
 
 fn stopped() -> ClientError {
     ClientError::Stopped("the node is shut down".into())
+}
+
+fn admin_stopped() -> AdminError {
+    AdminError::Stopped("the node is shut down".into())
 }
 
 /// A running node. Dropping it without [`Node::shutdown`] aborts its tasks.
@@ -300,6 +385,8 @@ where
             TransportConfig::new(config.id, config.cluster_id, config.peers.clone());
         let (transport, inbound) = Transport::start(transport_config, listener)?;
         let network: Arc<dyn Network> = Arc::new(transport.sender());
+        // The transport starts with the configured peers; the raft loop keeps them in step with
+        // the configuration from its first turn on.
         let mut node = Node::start_with(
             config,
             LogBackend::durable(wal),
@@ -328,6 +415,9 @@ where
     ) -> Result<Node<S>, NodeError> {
         let mut raft_config = config.raft.clone();
         raft_config.id = config.id;
+        if config.join {
+            raft_config.voters.clear();
+        }
         let from = restart.snapshot.as_ref().map(|s| s.last_included);
         let raft = RaftNode::restart_from_snapshot(raft_config, restart.stored, restart.snapshot)?;
         let durable = raft.log().last_index();
@@ -335,7 +425,7 @@ where
         let state_machine = Arc::new(RwLock::new(state_machine));
         let metrics = Arc::new(Metrics::default());
         let (requests_tx, requests) = mpsc::unbounded_channel();
-        let initial = NodeStatus::from_core(&raft.status(), LogIndex(0), durable);
+        let initial = NodeStatus::of(&raft, LogIndex(0), durable);
         let (status_tx, status) = watch::channel(initial);
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         let (applied_tx, applied_rx) = watch::channel(LogIndex(0));
@@ -353,7 +443,15 @@ where
         let apply_task = tokio::spawn(applier.run(apply_rx));
         let (durable_tx, durable_rx) = mpsc::unbounded_channel();
         let backend = backend.start(durable_tx, metrics.clone());
+        let configured = config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, addr.to_string()))
+            .collect();
         let raft_loop = RaftLoop {
+            peers: PeerBook::new(config.id, configured),
+            admin: PendingAdmin::default(),
+            admin_timeout: config.admin_timeout,
             raft,
             backend,
             network,
@@ -444,6 +542,11 @@ struct RaftLoop {
     proposed_at: BTreeMap<RequestId, Instant>,
     metrics: Arc<Metrics>,
     last_role: Option<RoleKind>,
+    /// Where to send, kept in step with the configuration.
+    peers: PeerBook,
+    /// Membership changes and transfers waiting for their outcome.
+    admin: PendingAdmin,
+    admin_timeout: Duration,
 }
 
 impl RaftLoop {
@@ -458,6 +561,8 @@ impl RaftLoop {
     ) {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The peers of the configuration the node restarted with.
+        self.sync_admin();
         loop {
             tokio::select! {
                 biased;
@@ -482,12 +587,13 @@ impl RaftLoop {
                         self.on_request(request);
                     }
                 }
-                Some((index, data)) = taken.recv() => {
-                    if let Err(e) = self.raft.compact(index, data) {
-                        tracing::debug!("snapshot not used for compaction: {e}");
-                    }
+                Some(taken) = taken.recv() => {
+                    self.on_snapshot_taken(taken.index, taken.data, taken.reply);
                 }
-                _ = ticker.tick() => self.raft.tick(),
+                _ = ticker.tick() => {
+                    self.raft.tick();
+                    self.expire_admin();
+                }
             }
             // Whatever else is already queued joins this turn's output.
             while let Ok(request) = requests.try_recv() {
@@ -523,20 +629,43 @@ impl RaftLoop {
         }
     }
 
-    fn on_request(&mut self, request: Request) {
+    fn new_request_id(&mut self) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
+        id
+    }
+
+    fn on_request(&mut self, request: Request) {
+        let removed = self.raft.is_removed();
         match request {
+            // The core would still pass them to its former leader, which no longer listens.
+            Request::Write { reply, .. } if removed => {
+                let _ = reply.send(Err(ClientError::Removed));
+            }
+            Request::Read { reply } if removed => {
+                let _ = reply.send(Err(ClientError::Removed));
+            }
             Request::Write { command, reply } => {
+                let id = self.new_request_id();
                 self.writes.insert(id, reply);
                 self.proposed_at.insert(id, Instant::now());
                 self.metrics.proposals.inc();
                 self.raft.propose(id, command);
             }
             Request::Read { reply } => {
+                let id = self.new_request_id();
                 self.reads.insert(id, reply);
                 self.metrics.reads.inc();
                 self.raft.read(id);
+            }
+            Request::ChangeMembership { change, reply } => self.on_change_request(change, reply),
+            Request::TransferLeadership { target, reply } => {
+                self.on_transfer_request(target, reply)
+            }
+            Request::Snapshot { reply } => {
+                let _ = self
+                    .apply
+                    .send(ApplyMsg::TakeSnapshot { reply: Some(reply) });
             }
         }
     }
@@ -573,7 +702,7 @@ impl RaftLoop {
                 let _ = self.apply.send(ApplyMsg::Entries(entries));
             }
             if out.take_snapshot.is_some() {
-                let _ = self.apply.send(ApplyMsg::TakeSnapshot);
+                let _ = self.apply.send(ApplyMsg::TakeSnapshot { reply: None });
             }
             for ready in out.reads {
                 if let Some(reply) = self.reads.remove(&ready.request) {
@@ -586,7 +715,10 @@ impl RaftLoop {
             for (id, why) in out.rejected {
                 self.reject(id, why);
             }
+            self.on_change_outcomes(out.membership_changes);
+            self.on_admin_events(&out.events);
             for event in &out.events {
+                tracing::debug!(?event, "core event");
                 if let Event::ElectionWon { .. } = event {
                     self.metrics.elections_won.inc();
                 }
@@ -605,6 +737,7 @@ impl RaftLoop {
                 return false;
             }
         }
+        self.sync_admin();
         self.publish_status(None);
         true
     }
@@ -630,19 +763,19 @@ impl RaftLoop {
     }
 
     fn publish_status(&mut self, stopped: Option<String>) {
-        let core = self.raft.status();
+        let (term, commit, role) = (self.raft.term(), self.raft.commit_index(), self.raft.role());
         let applied = *self.applied.borrow();
-        let mut status = NodeStatus::from_core(&core, applied, self.durable);
+        let mut status = NodeStatus::of(&self.raft, applied, self.durable);
         status.stopped = stopped;
-        self.metrics.term.set(core.term.0);
-        self.metrics.commit_index.set(core.commit.0);
+        self.metrics.term.set(term.0);
+        self.metrics.commit_index.set(commit.0);
         self.metrics.applied_index.set(applied.0);
         self.metrics
             .is_leader
-            .set(u64::from(core.role == RoleKind::Leader));
-        if self.last_role != Some(core.role) {
-            self.last_role = Some(core.role);
-            tracing::info!(term = core.term.0, "role: {}", role_name(core.role));
+            .set(u64::from(role == RoleKind::Leader));
+        if self.last_role != Some(role) {
+            self.last_role = Some(role);
+            tracing::info!(term = term.0, "role: {}", role_name(role));
         }
         self.status.send_if_modified(|current| {
             let changed = current.role != status.role
@@ -653,12 +786,27 @@ impl RaftLoop {
                 || current.last_index != status.last_index
                 || current.durable_index != status.durable_index
                 || current.stopped != status.stopped
-                || current.progress != status.progress;
+                || current.progress != status.progress
+                || current.membership_committed != status.membership_committed
+                || current.removed != status.removed
+                || current.membership != status.membership;
             if changed {
                 *current = status;
             }
             changed
         });
+    }
+
+    /// This node will apply nothing more, so the writes and reads it waits for would never be
+    /// answered. A write may still have been committed by the others: its outcome is unknown.
+    fn fail_requests_of_removed_node(&mut self) {
+        self.proposed_at.clear();
+        for (_, reply) in self.writes.drain() {
+            let _ = reply.send(Err(ClientError::OutcomeUnknown));
+        }
+        for (_, reply) in self.reads.drain() {
+            let _ = reply.send(Err(ClientError::Removed));
+        }
     }
 
     fn stop_all(&mut self, reason: &str) {
@@ -668,5 +816,6 @@ impl RaftLoop {
         for (_, reply) in self.reads.drain() {
             let _ = reply.send(Err(ClientError::Stopped(reason.into())));
         }
+        self.admin.stop_all(reason);
     }
 }

@@ -19,11 +19,23 @@
 //! # Handshake and trust
 //!
 //! The dialer's first frame is a [`wire::Hello`] (magic, [`wire::PROTOCOL_VERSION`], cluster id,
-//! node id); the acceptor answers `Welcome` or `Refused { reason }` and closes. After that, each
-//! frame must be a [`raftengine::Message`] whose `from` is the handshake's node id and whose `to`
-//! is this node, or it is dropped. This *identifies* peers and keeps misconfigured nodes from
-//! talking to the wrong cluster; it is not cryptographic authentication (use a private network or
-//! a tunnel against an active attacker). See [`wire`] for the byte format.
+//! node id); the acceptor answers `Welcome` or `Refused { reason }` and closes. A dialer is
+//! accepted whatever its node id (except the acceptor's own) when the magic, protocol version and
+//! cluster id match: a node joining the cluster, or one the leader is catching up, is not in the
+//! acceptor's peer list yet. After that, each frame must be a [`raftengine::Message`] whose `from`
+//! is the handshake's node id and whose `to` is this node, or it is dropped. This *identifies*
+//! peers and keeps misconfigured nodes from talking to the wrong cluster; it is not cryptographic
+//! authentication (use a private network or a tunnel against an active attacker). See [`wire`]
+//! for the byte format.
+//!
+//! # Peers change at run time
+//!
+//! [`TransportSender::set_peers`] replaces the set of peers this node sends to (the runtime calls
+//! it when the cluster's membership changes): a new peer gets a queue and a dialing task, a peer
+//! whose address changed is dialed afresh, and a peer that left is still routed to for
+//! [`TransportConfig::peer_linger`], then dropped: what the node sends right after a removal (the
+//! leader's last heartbeat, which tells the removed node of its removal; the answer to a change
+//! the removed node asked for, held until a disk write completes) still goes out.
 
 mod inbound;
 mod outbound;
@@ -37,7 +49,7 @@ use raftengine::{Message, NodeId};
 use stats::{bump, Counters, PeerCounters};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -52,7 +64,8 @@ pub struct TransportConfig {
     pub node_id: NodeId,
     /// Identifies the cluster; nodes only talk to nodes with the same id.
     pub cluster_id: u64,
-    /// The other nodes and where they listen. Must not contain `node_id`.
+    /// The other nodes and where they listen, at start; [`TransportSender::set_peers`] changes
+    /// them later. Must not contain `node_id`.
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// Largest frame payload sent or accepted (default 64 MiB). Larger outgoing messages are
     /// dropped; a larger incoming frame closes the connection.
@@ -71,6 +84,8 @@ pub struct TransportConfig {
     /// Accepted connections open at once; further ones are closed at once (default 1024). Bounds
     /// what a flood of connections can cost.
     pub max_inbound_connections: usize,
+    /// How long a peer dropped by [`TransportSender::set_peers`] is still sent to (default 1 s).
+    pub peer_linger: Duration,
 }
 
 impl TransportConfig {
@@ -98,6 +113,7 @@ impl TransportConfig {
             reconnect_backoff_max: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(2),
             max_inbound_connections: 1024,
+            peer_linger: Duration::from_secs(1),
         }
     }
 
@@ -162,11 +178,124 @@ enum ConnError {
     Decode(#[from] wire::DecodeError),
 }
 
-/// The sending side of a [`Transport`]: it only queues messages for the peer tasks.
+/// The peers a transport sends to, shared by its senders (which route and change them) and the
+/// transport itself (stats, shutdown).
+#[derive(Debug)]
+struct PeerTable {
+    node_id: NodeId,
+    peers: RwLock<BTreeMap<NodeId, Arc<Peer>>>,
+    settings: Arc<DialSettings>,
+    queue_capacity: usize,
+    linger: Duration,
+    /// The transport's; cancelling it stops every peer task.
+    cancel: CancellationToken,
+    runtime: tokio::runtime::Handle,
+    /// Every peer task, lingering ones included. Dropping the set aborts them.
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl PeerTable {
+    /// A poisoned lock only means a thread panicked while holding it; the map is still valid.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<NodeId, Arc<Peer>>> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<NodeId, Arc<Peer>>> {
+        self.peers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, JoinSet<()>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts sending to `id` at `addr`: a fresh queue and a dialing task.
+    fn spawn_peer(self: &Arc<Self>, id: NodeId, addr: String) -> Arc<Peer> {
+        let peer = Arc::new(Peer {
+            id,
+            addr,
+            queue: PeerQueue::new(self.queue_capacity),
+            counters: PeerCounters::default(),
+            retire: CancellationToken::new(),
+        });
+        let (task_peer, settings, cancel, linger) = (
+            peer.clone(),
+            self.settings.clone(),
+            self.cancel.clone(),
+            self.linger,
+        );
+        // Weak: the table holds the tasks, so a strong reference here would be a cycle.
+        let table = Arc::downgrade(self);
+        let span = tracing::info_span!("raftnet_outbound", node = self.node_id.0, peer = id.0);
+        self.tasks().spawn_on(
+            async move {
+                // Cancellation interrupts the task at whatever it awaits (dial, handshake,
+                // write, backoff sleep); dropping its state closes the socket.
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = async {
+                        task_peer.retire.cancelled().await;
+                        tokio::time::sleep(linger).await;
+                    } => {
+                        if let Some(table) = table.upgrade() {
+                            let mut peers = table.write();
+                            // Unless the peer was added again meanwhile (a new entry).
+                            if peers.get(&id).is_some_and(|p| Arc::ptr_eq(p, &task_peer)) {
+                                peers.remove(&id);
+                            }
+                        }
+                        tracing::debug!(peer = id.0, "peer removed; its task ends");
+                    }
+                    _ = outbound::run(&task_peer, &settings) => {}
+                }
+            }
+            .instrument(span),
+            &self.runtime,
+        );
+        peer
+    }
+
+    /// Makes `wanted` the set of peers (see [`TransportSender::set_peers`]).
+    fn set_peers(self: &Arc<Self>, wanted: &BTreeMap<NodeId, String>) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        let mut peers = self.write();
+        for (id, peer) in peers.iter() {
+            if peer.retire.is_cancelled() || wanted.get(id) == Some(&peer.addr) {
+                continue;
+            }
+            // Still routed to until it is replaced or its task ends after lingering.
+            peer.retire.cancel();
+            tracing::info!(
+                node = self.node_id.0,
+                peer = id.0,
+                "peer left; sending what is queued for it, then no more"
+            );
+        }
+        for (&id, addr) in wanted {
+            let current = peers
+                .get(&id)
+                .filter(|p| !p.retire.is_cancelled() && p.addr == *addr);
+            if id == self.node_id || current.is_some() {
+                continue;
+            }
+            tracing::info!(node = self.node_id.0, peer = id.0, %addr, "sending to peer");
+            let peer = self.spawn_peer(id, addr.clone());
+            peers.insert(id, peer);
+        }
+        drop(peers);
+        // Reap the tasks of peers that have finished lingering, so the set does not grow.
+        let mut tasks = self.tasks();
+        while tasks.try_join_next().is_some() {}
+    }
+}
+
+/// The sending side of a [`Transport`]: it only queues messages for the peer tasks, and changes
+/// the set of peers.
 #[derive(Debug, Clone)]
 pub struct TransportSender {
     node_id: NodeId,
-    peers: Arc<BTreeMap<NodeId, Arc<Peer>>>,
+    table: Arc<PeerTable>,
     counters: Arc<Counters>,
 }
 
@@ -187,12 +316,13 @@ impl TransportSender {
             );
             return;
         }
-        let Some(peer) = self.peers.get(&msg.to) else {
+        let peers = self.table.read();
+        let Some(peer) = peers.get(&msg.to) else {
             bump(&self.counters.unroutable);
-            tracing::warn!(
+            tracing::debug!(
                 node = self.node_id.0,
                 to = msg.to.0,
-                "message for an unknown node; dropped"
+                "message for a node with no known address; dropped"
             );
             return;
         };
@@ -204,11 +334,31 @@ impl TransportSender {
             );
         }
     }
+
+    /// Makes `peers` (node id to `host:port`) the nodes this transport sends to: new ones are
+    /// dialed, ones whose address changed are dialed afresh at the new address (their queue and
+    /// counters start over), and ones left out are still routed to for
+    /// [`TransportConfig::peer_linger`] (an answer held until a disk write completes still
+    /// reaches a node that was just removed), then dropped. This node's own id is ignored.
+    /// Addresses are resolved when dialed. Does nothing after the transport shut down.
+    pub fn set_peers(&self, peers: &BTreeMap<NodeId, String>) {
+        self.table.set_peers(peers);
+    }
+
+    /// The peers this transport sends to now (those that left within the last `peer_linger`
+    /// included), with their addresses.
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        self.table
+            .read()
+            .iter()
+            .map(|(id, peer)| (*id, peer.addr.clone()))
+            .collect()
+    }
 }
 
 /// A running transport: an accept loop plus one dialing task per peer.
 ///
-/// Dropping it aborts its tasks without waiting; [`Transport::shutdown`] stops them and waits.
+/// Dropping it stops its tasks without waiting; [`Transport::shutdown`] stops them and waits.
 #[derive(Debug)]
 pub struct Transport {
     node_id: NodeId,
@@ -216,8 +366,7 @@ pub struct Transport {
     sender: TransportSender,
     counters: Arc<Counters>,
     cancel: CancellationToken,
-    /// The accept loop and the peer tasks. Dropping a `JoinSet` aborts its tasks, which is what
-    /// makes dropping the transport stop it.
+    /// The accept loop. Dropping a `JoinSet` aborts its tasks.
     tasks: JoinSet<()>,
 }
 
@@ -241,7 +390,6 @@ impl Transport {
         let ctx = Arc::new(inbound::InboundCtx {
             node_id: config.node_id,
             cluster_id: config.cluster_id,
-            peers: config.peers.keys().copied().collect(),
             max_frame_bytes: config.max_frame_bytes,
             handshake_timeout: config.handshake_timeout,
             max_inbound_connections: config.max_inbound_connections,
@@ -262,40 +410,32 @@ impl Transport {
             backoff_initial: config.reconnect_backoff_initial,
             backoff_max: config.reconnect_backoff_max,
         });
-        let mut peers = BTreeMap::new();
-        for (&id, &addr) in &config.peers {
-            let peer = Arc::new(Peer {
-                id,
-                addr,
-                queue: PeerQueue::new(config.peer_queue_capacity),
-                counters: PeerCounters::default(),
-            });
-            peers.insert(id, peer.clone());
-            let (settings, cancel) = (settings.clone(), cancel.clone());
-            let span =
-                tracing::info_span!("raftnet_outbound", node = config.node_id.0, peer = id.0);
-            tasks.spawn_on(
-                async move {
-                    // Cancellation interrupts the task at whatever it awaits (dial, handshake,
-                    // write, backoff sleep); dropping its state closes the socket.
-                    tokio::select! {
-                        _ = cancel.cancelled() => {}
-                        _ = outbound::run(&peer, &settings) => {}
-                    }
-                }
-                .instrument(span),
-                &runtime,
-            );
-        }
+        let table = Arc::new(PeerTable {
+            node_id: config.node_id,
+            peers: RwLock::new(BTreeMap::new()),
+            settings,
+            queue_capacity: config.peer_queue_capacity,
+            linger: config.peer_linger,
+            cancel: cancel.clone(),
+            runtime,
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        let sender = TransportSender {
+            node_id: config.node_id,
+            table,
+            counters: counters.clone(),
+        };
+        let initial = config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, addr.to_string()))
+            .collect();
+        sender.set_peers(&initial);
 
         let transport = Transport {
             node_id: config.node_id,
             local_addr,
-            sender: TransportSender {
-                node_id: config.node_id,
-                peers: Arc::new(peers),
-                counters: counters.clone(),
-            },
+            sender,
             counters,
             cancel,
             tasks,
@@ -323,12 +463,23 @@ impl Transport {
         self.sender.clone()
     }
 
-    /// A snapshot of the counters.
+    /// Replaces the set of peers; see [`TransportSender::set_peers`].
+    pub fn set_peers(&self, peers: &BTreeMap<NodeId, String>) {
+        self.sender.set_peers(peers);
+    }
+
+    /// The peers this transport sends to now, with their addresses.
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        self.sender.peers()
+    }
+
+    /// A snapshot of the counters (`peers`: the peers routed to now).
     pub fn stats(&self) -> TransportStats {
         let mut stats = self.counters.snapshot();
         stats.peers = self
             .sender
-            .peers
+            .table
+            .read()
             .iter()
             .map(|(&id, peer)| (id, peer.counters.snapshot(peer.queue.len())))
             .collect();
@@ -340,12 +491,23 @@ impl Transport {
     /// listener's port can be bound again and the inbound channel yields `None` once drained.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
-        while let Some(result) = self.tasks.join_next().await {
-            if let Err(e) = result {
-                if e.is_panic() {
-                    tracing::error!(node = self.node_id.0, error = %e, "transport task panicked");
+        let mut peer_tasks = std::mem::take(&mut *self.sender.table.tasks());
+        for set in [&mut self.tasks, &mut peer_tasks] {
+            while let Some(result) = set.join_next().await {
+                if let Err(e) = result {
+                    if e.is_panic() {
+                        tracing::error!(node = self.node_id.0, error = %e, "transport task panicked");
+                    }
                 }
             }
         }
+    }
+}
+
+impl Drop for Transport {
+    /// The peer tasks belong to a table that senders share, so dropping the transport cannot
+    /// abort them directly: cancelling makes every task end at its next await.
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }

@@ -2,146 +2,17 @@
 //! node (forwarded to the leader), linearizable reads, leader shutdown and re-election, restart
 //! and catch-up. Waits are bounded by timeouts; nothing sleeps for correctness.
 
-use raftengine::{ApplyError, LogIndex, NodeId, StateMachine};
-use raftnet::runtime::{ClientError, Node, NodeConfig, NodeHandle};
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Duration;
+mod common;
+
+use common::{leader_among, read_all, start, start_cluster, write, Journal};
+use raftengine::NodeId;
+use raftnet::runtime::{ClientError, NodeHandle};
 use tokio::net::TcpListener;
-
-/// Remembers every command in order.
-#[derive(Default)]
-struct Journal {
-    commands: Vec<Vec<u8>>,
-}
-
-impl StateMachine for Journal {
-    fn snapshot(&self) -> Vec<u8> {
-        self.commands.join(&b'\n')
-    }
-
-    fn restore_from(&mut self, snapshot: &[u8]) -> Result<(), ApplyError> {
-        self.commands = if snapshot.is_empty() {
-            Vec::new()
-        } else {
-            snapshot
-                .split(|b| *b == b'\n')
-                .map(<[u8]>::to_vec)
-                .collect()
-        };
-        Ok(())
-    }
-
-    fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Result<Vec<u8>, ApplyError> {
-        if command == b"reject me" {
-            return Err(ApplyError::Rejected("rejected on purpose".into()));
-        }
-        self.commands.push(command.to_vec());
-        Ok(self.commands.len().to_string().into_bytes())
-    }
-}
-
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn start(
-    id: u64,
-    addrs: &BTreeMap<NodeId, SocketAddr>,
-    listener: TcpListener,
-    root: &Path,
-) -> Node<Journal> {
-    start_with_snapshots(id, addrs, listener, root, 0).await
-}
-
-/// A node that snapshots after `every` applied entries (0: the default policy).
-async fn start_with_snapshots(
-    id: u64,
-    addrs: &BTreeMap<NodeId, SocketAddr>,
-    listener: TcpListener,
-    root: &Path,
-    every: u64,
-) -> Node<Journal> {
-    let peers = addrs
-        .iter()
-        .filter(|(n, _)| n.0 != id)
-        .map(|(n, a)| (*n, *a))
-        .collect();
-    let mut config = NodeConfig::new(NodeId(id), 7, peers, root.join(format!("node-{id}")));
-    if every > 0 {
-        config.raft.snapshot_after_entries = every;
-    }
-    Node::start(config, listener, Journal::default())
-        .await
-        .expect("node starts")
-}
-
-type Addrs = BTreeMap<NodeId, SocketAddr>;
-
-/// Three nodes on loopback ports, durable logs under `root`, snapshotting every `every` entries
-/// (0: the default policy).
-async fn start_cluster(root: &Path, every: u64) -> (Addrs, BTreeMap<u64, Node<Journal>>) {
-    let mut listeners = BTreeMap::new();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        addrs.insert(NodeId(id), l.local_addr().expect("addr"));
-        listeners.insert(id, l);
-    }
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        nodes.insert(id, start_with_snapshots(id, &addrs, l, root, every).await);
-    }
-    (addrs, nodes)
-}
-
-async fn leader_among(handles: &[(u64, NodeHandle<Journal>)]) -> u64 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        for (id, h) in handles {
-            let s = h.status();
-            if s.role == "leader" {
-                return *id;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no leader elected");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Writes, retrying while an election is under way (the outcome of an unknown write is checked
-/// by the caller through reads).
-async fn write(handle: &NodeHandle<Journal>, command: &[u8]) -> Result<usize, ClientError> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match handle.write(command.to_vec()).await {
-            Ok(v) => return Ok(String::from_utf8_lossy(&v).parse().expect("a count")),
-            Err(ClientError::Retry | ClientError::NotLeader { .. })
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-async fn read_all(handle: &NodeHandle<Journal>) -> Vec<Vec<u8>> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match handle.read(|j| j.commands.clone()).await {
-            Ok(v) => return v,
-            Err(ClientError::Retry) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("read failed: {e}"),
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_elects_replicates_survives_its_leader_and_catches_up_a_restarted_node() {
     let root = tempfile::tempdir().expect("temp dir");
-    let (addrs, mut nodes) = start_cluster(root.path(), 0).await;
+    let (addrs, mut nodes) = start_cluster(root.path(), 3, 0).await;
     let handles: Vec<(u64, NodeHandle<Journal>)> =
         nodes.iter().map(|(id, n)| (*id, n.handle())).collect();
     let leader = leader_among(&handles).await;
@@ -184,7 +55,7 @@ async fn a_cluster_elects_replicates_survives_its_leader_and_catches_up_a_restar
     let listener = TcpListener::bind(addrs[&NodeId(leader)])
         .await
         .expect("rebind");
-    let back = start(leader, &addrs, listener, root.path()).await;
+    let back = start(leader, &addrs, listener, root.path(), 0).await;
     let h = back.handle();
     let all = read_all(&h).await;
     let expected: Vec<Vec<u8>> = (0..40).map(|i| format!("w{i}").into_bytes()).collect();
@@ -206,7 +77,7 @@ async fn a_cluster_elects_replicates_survives_its_leader_and_catches_up_a_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot() {
     let root = tempfile::tempdir().expect("temp dir");
-    let (addrs, mut nodes) = start_cluster(root.path(), 10).await;
+    let (addrs, mut nodes) = start_cluster(root.path(), 3, 10).await;
     let handles: Vec<(u64, NodeHandle<Journal>)> =
         nodes.iter().map(|(id, n)| (*id, n.handle())).collect();
     let leader = leader_among(&handles).await;
@@ -229,7 +100,7 @@ async fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot() {
     let listener = TcpListener::bind(addrs[&NodeId(absent)])
         .await
         .expect("rebind");
-    let back = start_with_snapshots(absent, &addrs, listener, root.path(), 10).await;
+    let back = start(absent, &addrs, listener, root.path(), 10).await;
     let expected: Vec<Vec<u8>> = (0..60).map(|i| format!("s{i}").into_bytes()).collect();
     assert_eq!(read_all(&back.handle()).await, expected);
     back.shutdown().await;
@@ -237,7 +108,7 @@ async fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot() {
     let listener = TcpListener::bind(addrs[&NodeId(absent)])
         .await
         .expect("rebind");
-    let again = start_with_snapshots(absent, &addrs, listener, root.path(), 10).await;
+    let again = start(absent, &addrs, listener, root.path(), 10).await;
     assert_eq!(read_all(&again.handle()).await, expected);
     again.shutdown().await;
     for (_, n) in nodes {

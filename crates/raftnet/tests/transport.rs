@@ -267,14 +267,14 @@ async fn refused_handshakes_then_good_peer_served() {
     }
     expect_closed(raw.get_mut()).await;
 
-    // Unknown node id.
-    let (unknown, _) = start(config(9, &[(1, a1)]), bind().await);
-    unknown.send(msg(9, 1, 101));
-    wait_until("unknown node refused", || {
-        unknown.stats().peers[&NodeId(1)].refused >= 1
+    // A dialer claiming the acceptor's own id (two nodes given the same id).
+    let (twin, _) = start(config(1, &[(2, a1)]), bind().await);
+    twin.send(msg(1, 2, 101));
+    wait_until("same id refused", || {
+        twin.stats().peers[&NodeId(2)].refused >= 1
     })
     .await;
-    bounded("shutdown", unknown.shutdown()).await;
+    bounded("shutdown", twin.shutdown()).await;
 
     let stats = t1.stats();
     assert!(stats.connections_refused >= 3, "{stats:?}");
@@ -566,4 +566,78 @@ async fn invalid_config_is_rejected() {
         Transport::start(c, bind().await),
         Err(TransportError::InvalidConfig(_))
     ));
+}
+
+#[tokio::test]
+async fn a_node_not_in_the_peer_list_is_accepted_if_its_cluster_matches() {
+    init_tracing();
+    let l1 = bind().await;
+    let a1 = l1.local_addr().unwrap();
+    let (t1, mut rx1) = start(config(1, &[]), l1);
+    // Node 9 joins: node 1 has never heard of it, but it belongs to the cluster.
+    let (t9, _rx9) = start(config(9, &[(1, a1)]), bind().await);
+    still_serves(&t9, &mut rx1, 1, 5).await;
+    // Another cluster's node is still refused.
+    let mut c = config(8, &[(1, a1)]);
+    c.cluster_id = CLUSTER + 1;
+    let (stranger, _) = start(c, bind().await);
+    stranger.send(msg(8, 1, 6));
+    wait_until("other cluster refused", || {
+        stranger.stats().peers[&NodeId(1)].refused >= 1
+    })
+    .await;
+    assert!(rx1.try_recv().is_err());
+    for t in [t1, t9, stranger] {
+        bounded("shutdown", t.shutdown()).await;
+    }
+}
+
+#[tokio::test]
+async fn peers_are_added_moved_and_removed_at_run_time() {
+    init_tracing();
+    let l1 = bind().await;
+    let mut c1 = config(1, &[]);
+    c1.peer_linger = Duration::from_millis(300);
+    let (t1, _rx1) = start(c1, l1);
+    let l2 = bind().await;
+    let a2 = l2.local_addr().unwrap();
+    let (t2, mut rx2) = start(config(2, &[]), l2);
+
+    // Unknown at first: unroutable.
+    t1.send(msg(1, 2, 1));
+    assert_eq!(t1.stats().unroutable, 1);
+    // Added: delivered.
+    let peers: BTreeMap<NodeId, String> = [(NodeId(2), a2.to_string())].into();
+    t1.set_peers(&peers);
+    assert_eq!(t1.peers(), peers);
+    still_serves(&t1, &mut rx2, 2, 2).await;
+
+    // Node 2 moves to another port: after the update, messages reach the new place.
+    bounded("shutdown", t2.shutdown()).await;
+    let l2b = bind().await;
+    let a2b = l2b.local_addr().unwrap();
+    let (t2b, mut rx2b) = start(config(2, &[]), l2b);
+    let moved: BTreeMap<NodeId, String> = [(NodeId(2), a2b.to_string())].into();
+    t1.set_peers(&moved);
+    still_serves(&t1, &mut rx2b, 2, 3).await;
+
+    // Removed: what was queued just before still goes out (a farewell), and after the linger
+    // the peer is gone from the table and messages to it are unroutable.
+    t1.send(msg(1, 2, 4));
+    t1.set_peers(&BTreeMap::new());
+    t1.send(msg(1, 2, 5));
+    assert_eq!(recv(&mut rx2b).await, msg(1, 2, 4));
+    assert_eq!(recv(&mut rx2b).await, msg(1, 2, 5));
+    wait_until("peer dropped after lingering", || t1.peers().is_empty()).await;
+    let before = t1.stats().unroutable;
+    t1.send(msg(1, 2, 6));
+    assert_eq!(t1.stats().unroutable, before + 1);
+    // Added again: a fresh entry.
+    t1.set_peers(&moved);
+    still_serves(&t1, &mut rx2b, 2, 7).await;
+    // Its own id is ignored.
+    t1.set_peers(&[(NodeId(1), "127.0.0.1:1".to_string())].into());
+    wait_until("only node 2 left the table", || t1.peers().is_empty()).await;
+    bounded("shutdown", t1.shutdown()).await;
+    bounded("shutdown", t2b.shutdown()).await;
 }

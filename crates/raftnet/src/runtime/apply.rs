@@ -3,7 +3,7 @@
 //! applying never delays replication.
 
 use super::metrics::Metrics;
-use super::{ClientError, ReadReply, WriteReply};
+use super::{AdminError, ClientError, ReadReply, SnapshotReply, WriteReply};
 use raftengine::{
     ApplyError, Entry, EntryPayload, LogId, LogIndex, Membership, Snapshot, StateMachine, Term,
 };
@@ -18,14 +18,21 @@ pub(crate) enum ApplyMsg {
         index: LogIndex,
         reply: ReadReply,
     },
-    /// Snapshot the state machine (everything before this message is applied) and send it back.
-    TakeSnapshot,
+    /// Snapshot the state machine (everything before this message is applied) and send it back;
+    /// `reply` answers an explicit request once the raft loop has compacted behind it.
+    TakeSnapshot {
+        reply: Option<SnapshotReply>,
+    },
     /// Replace the state with the leader's snapshot (before the entries that follow it).
     Install(Snapshot),
 }
 
 /// A snapshot the apply task took, on its way to the core's `compact`.
-pub(crate) type Taken = (LogIndex, Vec<u8>);
+pub(crate) struct Taken {
+    pub index: LogIndex,
+    pub data: Vec<u8>,
+    pub reply: Option<SnapshotReply>,
+}
 
 pub(crate) struct Applier<S> {
     state_machine: Arc<RwLock<S>>,
@@ -132,7 +139,7 @@ impl<S: StateMachine> Applier<S> {
                     ApplyMsg::Read { index, reply } => {
                         self.waiting_reads.entry(index).or_default().push(reply);
                     }
-                    ApplyMsg::TakeSnapshot => {
+                    ApplyMsg::TakeSnapshot { reply } => {
                         let data = state_machine.snapshot();
                         let id = LogId {
                             index: self.applied,
@@ -142,10 +149,17 @@ impl<S: StateMachine> Applier<S> {
                             // Durable before the core may purge the entries it covers.
                             if let Err(e) = store.save(id, &self.membership, &data, 2) {
                                 tracing::error!("could not save a snapshot: {e}");
+                                if let Some(reply) = reply {
+                                    let _ = reply.send(Err(AdminError::Snapshot(e.to_string())));
+                                }
                                 continue;
                             }
                         }
-                        let _ = self.taken.send((self.applied, data));
+                        let _ = self.taken.send(Taken {
+                            index: self.applied,
+                            data,
+                            reply,
+                        });
                     }
                     ApplyMsg::Install(snapshot) => {
                         if let Err(e) = state_machine.restore_from(&snapshot.data) {

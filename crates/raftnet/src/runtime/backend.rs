@@ -15,11 +15,19 @@ pub type Durable = Result<raftwal::Durable, StorageError>;
 /// Sends messages to peers. Never blocks; may drop (Raft tolerates loss).
 pub trait Network: Send + Sync {
     fn send(&self, msg: Message);
+
+    /// The nodes to send to and their addresses (as the configuration names them), given
+    /// whenever they change. A network that reaches nodes by id alone ignores it.
+    fn set_peers(&self, _peers: &BTreeMap<NodeId, String>) {}
 }
 
 impl Network for TransportSender {
     fn send(&self, msg: Message) {
         TransportSender::send(self, msg);
+    }
+
+    fn set_peers(&self, peers: &BTreeMap<NodeId, String>) {
+        TransportSender::set_peers(self, peers);
     }
 }
 

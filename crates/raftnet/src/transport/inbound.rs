@@ -4,7 +4,6 @@ use super::stats::{bump, Counters};
 use super::wire::{self, HelloReply, HANDSHAKE_MAX_FRAME_BYTES};
 use futures_util::{SinkExt, StreamExt};
 use raftengine::{Message, NodeId};
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,6 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 pub(crate) struct InboundCtx {
     pub node_id: NodeId,
     pub cluster_id: u64,
-    pub peers: BTreeSet<NodeId>,
     pub max_frame_bytes: usize,
     pub handshake_timeout: Duration,
     pub max_inbound_connections: usize,
@@ -144,20 +142,18 @@ async fn handshake(
             return None;
         }
         Ok(Some(Err(e))) => format!("bad hello frame: {e}"),
-        Ok(Some(Ok(frame))) => {
-            match wire::check_hello(&frame, ctx.cluster_id, |id| ctx.peers.contains(&id)) {
-                Ok(from) => {
-                    return match reply(framed, ctx, HelloReply::Welcome).await {
-                        Ok(()) => Some(from),
-                        Err(e) => {
-                            tracing::warn!(%addr, peer = from.0, error = %e, "cannot send welcome");
-                            None
-                        }
-                    };
-                }
-                Err(e) => e.to_string(),
+        Ok(Some(Ok(frame))) => match wire::check_hello(&frame, ctx.cluster_id, ctx.node_id) {
+            Ok(from) => {
+                return match reply(framed, ctx, HelloReply::Welcome).await {
+                    Ok(()) => Some(from),
+                    Err(e) => {
+                        tracing::warn!(%addr, peer = from.0, error = %e, "cannot send welcome");
+                        None
+                    }
+                };
             }
-        }
+            Err(e) => e.to_string(),
+        },
     };
     tracing::warn!(%addr, %reason, "refusing connection");
     // Best effort: the dialer may already be gone, or never have been a raftnet node.

@@ -6,7 +6,6 @@ use super::ConnError;
 use futures_util::{SinkExt, StreamExt};
 use raftengine::{Message, NodeId};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -76,9 +75,13 @@ impl PeerQueue {
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub id: NodeId,
-    pub addr: SocketAddr,
+    /// `host:port`, resolved at every dial (so a name may move, and resolving never blocks the
+    /// caller of `set_peers`).
+    pub addr: String,
     pub queue: PeerQueue,
     pub counters: PeerCounters,
+    /// Cancelled when the peer leaves the table; its task then lingers and ends.
+    pub retire: tokio_util::sync::CancellationToken,
 }
 
 /// The settings a peer's task needs.
@@ -148,7 +151,7 @@ async fn connect(
 ) -> Result<Framed<TcpStream, LengthDelimitedCodec>, ConnError> {
     let limit = settings.handshake_timeout;
     // A connect to an unreachable host can take minutes; bound it like the handshake.
-    let stream = timeout(limit, TcpStream::connect(peer.addr))
+    let stream = timeout(limit, TcpStream::connect(peer.addr.as_str()))
         .await
         .map_err(|_| ConnError::Timeout("connect"))??;
     // Raft messages are small and latency-sensitive, and batching is done here already.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// current values.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TransportStats {
-    /// Per configured peer: its outbound connection and queue.
+    /// Per peer sent to now (see `Transport::set_peers`): its outbound connection and queue.
     pub peers: BTreeMap<NodeId, PeerStats>,
     /// Messages from authenticated connections handed to the inbound channel.
     pub inbound_received: u64,
@@ -22,7 +22,8 @@ pub struct TransportStats {
     /// TCP connections accepted by the listener.
     pub connections_accepted: u64,
     /// Accepted connections whose handshake failed (bad, missing or late hello; wrong magic,
-    /// version or cluster; unknown node): each was closed without delivering anything.
+    /// version or cluster; the acceptor's own node id): each was closed without delivering
+    /// anything.
     pub connections_refused: u64,
     /// Authenticated connections closed because of a malformed frame (oversized, truncated or
     /// undecodable) or a read error.

@@ -42,7 +42,8 @@ pub struct Hello {
     pub protocol_version: u16,
     /// The cluster the dialer belongs to; must equal the acceptor's.
     pub cluster_id: u64,
-    /// The dialer's node id; must be one of the acceptor's peers.
+    /// The dialer's node id; any id but the acceptor's own (a node joining the cluster, or one
+    /// the leader is catching up, is not in the acceptor's configuration yet).
     pub node_id: NodeId,
 }
 
@@ -109,18 +110,14 @@ pub enum HelloError {
         /// The acceptor's cluster id.
         ours: u64,
     },
-    /// The dialer's node id is not one of the acceptor's peers.
-    #[error("node id {0} is not a known peer")]
-    UnknownNode(u64),
+    /// The dialer claims the acceptor's own node id: two nodes were given the same id.
+    #[error("node id {0} is this node's own id (two nodes configured with the same id?)")]
+    SameId(u64),
 }
 
-/// Decodes and checks a hello payload against this node's cluster id; `is_peer` says whether a
-/// node id is a configured peer. Returns the dialer's node id.
-pub fn check_hello(
-    payload: &[u8],
-    cluster_id: u64,
-    is_peer: impl Fn(NodeId) -> bool,
-) -> Result<NodeId, HelloError> {
+/// Decodes and checks a hello payload against this node's cluster id and node id (`own_id`).
+/// Returns the dialer's node id.
+pub fn check_hello(payload: &[u8], cluster_id: u64, own_id: NodeId) -> Result<NodeId, HelloError> {
     let (header, rest): (HelloHeader, _) =
         postcard::take_from_bytes(payload).map_err(|e| HelloError::Malformed(e.to_string()))?;
     if header.magic != MAGIC {
@@ -138,8 +135,8 @@ pub fn check_hello(
             ours: cluster_id,
         });
     }
-    if !is_peer(body.node_id) {
-        return Err(HelloError::UnknownNode(body.node_id.0));
+    if body.node_id == own_id {
+        return Err(HelloError::SameId(body.node_id.0));
     }
     Ok(body.node_id)
 }
@@ -185,28 +182,28 @@ mod tests {
     fn hello_round_trip_and_checks() {
         let payload = encode(&Hello::new(7, NodeId(2))).unwrap();
         assert_eq!(&payload[..8], b"RAFTENGN");
-        assert_eq!(check_hello(&payload, 7, |n| n == NodeId(2)), Ok(NodeId(2)));
+        assert_eq!(check_hello(&payload, 7, NodeId(1)), Ok(NodeId(2)));
         assert_eq!(
-            check_hello(&payload, 8, |_| true),
+            check_hello(&payload, 8, NodeId(1)),
             Err(HelloError::Cluster { theirs: 7, ours: 8 })
         );
         assert_eq!(
-            check_hello(&payload, 7, |_| false),
-            Err(HelloError::UnknownNode(2))
+            check_hello(&payload, 7, NodeId(2)),
+            Err(HelloError::SameId(2))
         );
         let mut v = Hello::new(7, NodeId(2));
         v.protocol_version = 99;
         let payload = encode(&v).unwrap();
         assert_eq!(
-            check_hello(&payload, 7, |_| true),
+            check_hello(&payload, 7, NodeId(1)),
             Err(HelloError::Version { theirs: 99 })
         );
         assert!(matches!(
-            check_hello(b"GET / HTTP/1.1\r\n", 7, |_| true),
+            check_hello(b"GET / HTTP/1.1\r\n", 7, NodeId(1)),
             Err(HelloError::BadMagic(_))
         ));
         assert!(matches!(
-            check_hello(b"RAF", 7, |_| true),
+            check_hello(b"RAF", 7, NodeId(1)),
             Err(HelloError::Malformed(_))
         ));
     }
