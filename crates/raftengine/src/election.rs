@@ -323,7 +323,10 @@ impl RaftNode {
     // ----- role changes: the only places a role is entered -----------------------------------
 
     /// Starts an election: with pre-vote first when enabled. `transfer` marks an election the
-    /// leader asked for (leadership transfer), which pre-vote and leader stickiness let through.
+    /// leader asked for (leadership transfer): it skips pre-vote and goes to term + 1 at once, as
+    /// if its election timer had fired (thesis §3.10), and leader stickiness lets it through. A
+    /// pre-vote round here would be undone by the next append from the old leader, which is
+    /// still sending in the current term, and the transfer would time out.
     pub fn campaign(&mut self, transfer: bool) {
         if self.is_stopped().is_some()
             || matches!(self.role, Role::Leader(_))
@@ -331,7 +334,7 @@ impl RaftNode {
         {
             return;
         }
-        if self.config.pre_vote {
+        if self.config.pre_vote && !transfer {
             self.become_pre_candidate(transfer);
         } else {
             self.become_candidate(transfer);
