@@ -7,7 +7,6 @@ use crate::membership::{ChangePlan, Membership, MembershipChange, MembershipErro
 use crate::message::{Message, MessageBody};
 use crate::node::{RaftNode, Role};
 use crate::progress::Progress;
-use crate::transfer::Transfer;
 use crate::types::{Entry, EntryPayload, LogIndex, NodeId, RequestId};
 use std::collections::BTreeSet;
 
@@ -515,18 +514,13 @@ impl RaftNode {
                 let matched = leadership.progress.get(v).map(|p| p.match_index);
                 (matched, std::cmp::Reverse(*v))
             });
-        let Some(target) = target else {
-            let term = self.hard.term;
-            self.become_follower(term, None);
-            return;
-        };
-        leadership.transfer = Some(Transfer {
-            target,
-            elapsed: 0,
-            told: false,
-        });
-        self.out.events.push(Event::TransferStarted { target });
-        self.maybe_tell_target(target);
+        match target {
+            Some(target) => self.begin_transfer(target),
+            None => {
+                let term = self.hard.term;
+                self.become_follower(term, None);
+            }
+        }
     }
 
     /// A voter of the configuration in effect campaigns; so does a voter whose own removal is

@@ -49,6 +49,15 @@ impl RaftNode {
         if let Some(t) = leadership.transfer {
             return Err(TransferError::InProgress(t.target));
         }
+        self.begin_transfer(target);
+        Ok(())
+    }
+
+    /// Leader: starts handing leadership to `target` (the caller checked that it may).
+    pub(crate) fn begin_transfer(&mut self, target: NodeId) {
+        let Role::Leader(leadership) = &mut self.role else {
+            return;
+        };
         leadership.transfer = Some(Transfer {
             target,
             elapsed: 0,
@@ -56,7 +65,6 @@ impl RaftNode {
         });
         self.out.events.push(Event::TransferStarted { target });
         self.maybe_tell_target(target);
-        Ok(())
     }
 
     /// Sends `TimeoutNow` once the target holds the leader's whole log; until then, catches it up.

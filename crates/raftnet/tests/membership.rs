@@ -162,6 +162,20 @@ fn handles(nodes: &BTreeMap<u64, Node<Journal>>) -> Vec<(u64, NodeHandle<Journal
     nodes.iter().map(|(id, n)| (*id, n.handle())).collect()
 }
 
+/// Every node in `nodes` holds every acknowledged write; then they stop.
+async fn check_every_member_and_shut_down(
+    nodes: BTreeMap<u64, Node<Journal>>,
+    outcomes: &Outcomes,
+) {
+    let members = handles(&nodes);
+    check_no_write_lost(
+        &members.iter().map(|(_, h)| h).collect::<Vec<_>>(),
+        outcomes,
+    )
+    .await;
+    shutdown(nodes).await;
+}
+
 async fn shutdown(nodes: BTreeMap<u64, Node<Journal>>) {
     for (_, node) in nodes {
         node.shutdown().await;
@@ -236,13 +250,7 @@ async fn a_learner_is_added_then_promoted_to_voter_under_write_load() {
 
     let outcomes = load.finish().await;
     nodes.insert(4, four);
-    let members = handles(&nodes);
-    check_no_write_lost(
-        &members.iter().map(|(_, h)| h).collect::<Vec<_>>(),
-        &outcomes,
-    )
-    .await;
-    shutdown(nodes).await;
+    check_every_member_and_shut_down(nodes, &outcomes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,13 +310,7 @@ async fn a_removed_follower_learns_it_and_the_rest_go_on() {
     Load::progress(&leader_node.handle(), 20).await;
 
     let outcomes = load.finish().await;
-    let members = handles(&nodes);
-    check_no_write_lost(
-        &members.iter().map(|(_, h)| h).collect::<Vec<_>>(),
-        &outcomes,
-    )
-    .await;
-    shutdown(nodes).await;
+    check_every_member_and_shut_down(nodes, &outcomes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,12 +361,7 @@ async fn a_joint_change_replaces_two_voters_at_once() {
         })
         .await;
     }
-    check_no_write_lost(
-        &members.iter().map(|(_, h)| h).collect::<Vec<_>>(),
-        &outcomes,
-    )
-    .await;
-    shutdown(nodes).await;
+    check_every_member_and_shut_down(nodes, &outcomes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,13 +416,7 @@ async fn a_new_node_catches_up_from_a_snapshot() {
 
     let outcomes = load.finish().await;
     nodes.insert(4, four);
-    let members = handles(&nodes);
-    check_no_write_lost(
-        &members.iter().map(|(_, h)| h).collect::<Vec<_>>(),
-        &outcomes,
-    )
-    .await;
-    shutdown(nodes).await;
+    check_every_member_and_shut_down(nodes, &outcomes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
