@@ -22,13 +22,24 @@ const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn start_cluster(extra_args: &[&str]) -> LocalCluster {
-    LocalCluster::start(LocalClusterOptions {
-        server_bin: Some(PathBuf::from(BIN)),
-        extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-        ..LocalClusterOptions::default()
-    })
-    .await
-    .expect("cluster starts")
+    // Ports are picked free, then bound by the child processes: a test running beside this one
+    // may take one in between. That is the environment, not the code under test: try again on
+    // fresh ports (and say why).
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let started = LocalCluster::start(LocalClusterOptions {
+            server_bin: Some(PathBuf::from(BIN)),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            ..LocalClusterOptions::default()
+        })
+        .await;
+        match started {
+            Ok(cluster) => return cluster,
+            Err(e) if attempt < 3 => eprintln!("cluster start attempt {attempt} failed: {e}"),
+            Err(e) => panic!("cluster starts: {e}"),
+        }
+    }
 }
 
 /// Runs `raftkv cluster ARGS --admin ADMINS`; returns stdout, failing the test on a non-zero exit.

@@ -1,6 +1,6 @@
-//! The apply task: applies committed entries in order, answers the writes they carry, and
-//! releases confirmed reads once their index is applied. It runs beside the raft loop, so
-//! applying never delays replication.
+//! The apply thread: applies committed entries in order, answers the writes they carry, and
+//! releases confirmed reads once their index is applied. It runs beside the raft loop, on a
+//! thread of its own, so applying and snapshotting never delay replication or heartbeats.
 
 use super::metrics::Metrics;
 use super::{AdminError, ClientError, ReadReply, SnapshotReply, WriteReply};
@@ -72,8 +72,11 @@ impl<S: StateMachine> Applier<S> {
         }
     }
 
-    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ApplyMsg>) {
-        while let Some(first) = inbox.recv().await {
+    /// Runs on its own thread: applying, snapshotting (serializing the whole state and writing
+    /// it durably) and restoring block, and must never hold up a runtime worker the raft loop
+    /// needs for its heartbeats.
+    pub fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ApplyMsg>) {
+        while let Some(first) = inbox.blocking_recv() {
             let mut batch = vec![first];
             while let Ok(more) = inbox.try_recv() {
                 batch.push(more);
