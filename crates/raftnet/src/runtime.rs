@@ -119,8 +119,6 @@ pub enum NodeError {
     Transport(#[from] crate::transport::TransportError),
     #[error("restoring the state machine from its snapshot: {0}")]
     Snapshot(String),
-    #[error("starting the apply thread: {0}")]
-    Thread(String),
 }
 
 /// What a node restarts from: its stored log and hard state, the snapshot that covers the
@@ -349,7 +347,7 @@ pub struct Node<S> {
     handle: NodeHandle<S>,
     cancel: CancellationToken,
     raft_loop: Option<JoinHandle<()>>,
-    apply_thread: Option<std::thread::JoinHandle<()>>,
+    apply_task: Option<JoinHandle<()>>,
     transport: Option<Transport>,
 }
 
@@ -442,10 +440,7 @@ where
             restart.snapshots,
             taken_tx,
         );
-        let apply_thread = std::thread::Builder::new()
-            .name(format!("raft-apply-{}", config.id.0))
-            .spawn(move || applier.run(apply_rx))
-            .map_err(|e| NodeError::Thread(e.to_string()))?;
+        let apply_task = tokio::spawn(applier.run(apply_rx));
         let (durable_tx, durable_rx) = mpsc::unbounded_channel();
         let backend = backend.start(durable_tx, metrics.clone());
         let configured = config
@@ -489,7 +484,7 @@ where
             },
             cancel,
             raft_loop: Some(task),
-            apply_thread: Some(apply_thread),
+            apply_task: Some(apply_task),
             transport: None,
         })
     }
@@ -508,9 +503,8 @@ where
         if let Some(task) = self.raft_loop.take() {
             let _ = task.await;
         }
-        if let Some(thread) = self.apply_thread.take() {
-            // It stops once the raft loop (which feeds it) has ended.
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        if let Some(task) = self.apply_task.take() {
+            let _ = task.await;
         }
         if let Some(transport) = self.transport.take() {
             transport.shutdown().await;
@@ -524,8 +518,9 @@ impl<S> Drop for Node<S> {
         if let Some(task) = self.raft_loop.take() {
             task.abort();
         }
-        // The apply thread ends by itself when the aborted raft loop drops its inbox.
-        self.apply_thread.take();
+        if let Some(task) = self.apply_task.take() {
+            task.abort();
+        }
     }
 }
 

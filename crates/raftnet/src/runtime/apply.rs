@@ -1,6 +1,6 @@
-//! The apply thread: applies committed entries in order, answers the writes they carry, and
-//! releases confirmed reads once their index is applied. It runs beside the raft loop, on a
-//! thread of its own, so applying and snapshotting never delay replication or heartbeats.
+//! The apply task: applies committed entries in order, answers the writes they carry, and
+//! releases confirmed reads once their index is applied. It runs beside the raft loop, so
+//! applying never delays replication.
 
 use super::metrics::Metrics;
 use super::{AdminError, ClientError, ReadReply, SnapshotReply, WriteReply};
@@ -9,7 +9,7 @@ use raftengine::{
 };
 use raftwal::SnapshotStore;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 
 pub(crate) enum ApplyMsg {
@@ -40,8 +40,9 @@ pub(crate) struct Applier<S> {
     applied_term: Term,
     /// The configuration as of `applied` (saved with each snapshot).
     membership: Membership,
-    /// Where snapshots are kept durably (none for an in-memory node).
-    snapshots: Option<SnapshotStore>,
+    /// Where snapshots are kept durably (none for an in-memory node). Taken snapshots are
+    /// written on a blocking thread, one at a time.
+    snapshots: Option<Arc<Mutex<SnapshotStore>>>,
     taken: mpsc::UnboundedSender<Taken>,
     applied_tx: watch::Sender<LogIndex>,
     waiting_reads: BTreeMap<LogIndex, Vec<ReadReply>>,
@@ -64,7 +65,7 @@ impl<S: StateMachine> Applier<S> {
             applied: from.index,
             applied_term: from.term,
             membership,
-            snapshots,
+            snapshots: snapshots.map(|store| Arc::new(Mutex::new(store))),
             taken,
             applied_tx,
             waiting_reads: BTreeMap::new(),
@@ -72,11 +73,8 @@ impl<S: StateMachine> Applier<S> {
         }
     }
 
-    /// Runs on its own thread: applying, snapshotting (serializing the whole state and writing
-    /// it durably) and restoring block, and must never hold up a runtime worker the raft loop
-    /// needs for its heartbeats.
-    pub fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ApplyMsg>) {
-        while let Some(first) = inbox.blocking_recv() {
+    pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ApplyMsg>) {
+        while let Some(first) = inbox.recv().await {
             let mut batch = vec![first];
             while let Ok(more) = inbox.try_recv() {
                 batch.push(more);
@@ -148,21 +146,27 @@ impl<S: StateMachine> Applier<S> {
                             index: self.applied,
                             term: self.applied_term,
                         };
-                        if let Some(store) = &self.snapshots {
-                            // Durable before the core may purge the entries it covers.
-                            if let Err(e) = store.save(id, &self.membership, &data, 2) {
-                                tracing::error!("could not save a snapshot: {e}");
-                                if let Some(reply) = reply {
-                                    let _ = reply.send(Err(AdminError::Snapshot(e.to_string())));
-                                }
-                                continue;
-                            }
-                        }
-                        let _ = self.taken.send(Taken {
+                        let taken = Taken {
                             index: self.applied,
                             data,
                             reply,
-                        });
+                        };
+                        match &self.snapshots {
+                            Some(store) => {
+                                // Writing tens of megabytes and syncing them would hold up a
+                                // runtime worker (and with it heartbeats): a blocking thread
+                                // does it. The core hears of the snapshot only once it is
+                                // durable, since it then purges the entries it covers.
+                                let (store, sender) = (store.clone(), self.taken.clone());
+                                let membership = self.membership.clone();
+                                tokio::task::spawn_blocking(move || {
+                                    save_taken(&store, id, &membership, taken, &sender);
+                                });
+                            }
+                            None => {
+                                let _ = self.taken.send(taken);
+                            }
+                        }
                     }
                     ApplyMsg::Install(snapshot) => {
                         if let Err(e) = state_machine.restore_from(&snapshot.data) {
@@ -170,6 +174,10 @@ impl<S: StateMachine> Applier<S> {
                             return false;
                         }
                         if let Some(store) = &self.snapshots {
+                            let Ok(store) = store.lock() else {
+                                tracing::error!("the snapshot store lock is poisoned");
+                                return false;
+                            };
                             let saved = store.save(
                                 snapshot.last_included,
                                 &snapshot.membership,
@@ -200,5 +208,33 @@ impl<S: StateMachine> Applier<S> {
             }
         }
         true
+    }
+}
+
+/// Writes a taken snapshot durably, then hands it to the raft loop (or reports the failure to
+/// whoever asked for it).
+fn save_taken(
+    store: &Mutex<SnapshotStore>,
+    id: LogId,
+    membership: &Membership,
+    taken: Taken,
+    sender: &mpsc::UnboundedSender<Taken>,
+) {
+    let saved = match store.lock() {
+        Ok(store) => store
+            .save(id, membership, &taken.data, 2)
+            .map_err(|e| e.to_string()),
+        Err(_) => Err("the snapshot store lock is poisoned".to_string()),
+    };
+    match saved {
+        Ok(_) => {
+            let _ = sender.send(taken);
+        }
+        Err(e) => {
+            tracing::error!("could not save a snapshot: {e}");
+            if let Some(reply) = taken.reply {
+                let _ = reply.send(Err(AdminError::Snapshot(e)));
+            }
+        }
     }
 }
