@@ -54,12 +54,14 @@ check() { # check NAME EXPECTED ACTUAL
     fi
 }
 
-# Nine ports nobody listens on: raft, client and admin for each node.
+# Nine ports nobody listens on: raft, client and admin for each node. They are taken below the
+# kernel's ephemeral range (32768 and up by default): a node dialing a peer that is not up yet
+# gets a local port from that range, which could be one of ours.
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pick_base() {
     local base port tries
     for tries in $(seq 1 50); do
-        base=$((20000 + RANDOM % 30000))
+        base=$((20000 + RANDOM % 12000))
         for port in $(seq "$base" $((base + 8))); do
             if port_in_use "$port"; then continue 2; fi
         done
