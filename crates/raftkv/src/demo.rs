@@ -563,9 +563,21 @@ fn fresh_dir(dir: Option<PathBuf>) -> Result<(PathBuf, Option<TempDir>), Cluster
 
 /// Loopback addresses with free ports: all are bound at once (so they differ) and released.
 pub fn free_ports(count: usize) -> io::Result<Vec<SocketAddr>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<io::Result<Vec<_>>>()?;
+    // Taken below the kernel's ephemeral range (32768 and up by default), where the OS hands out
+    // local ports for outgoing connections: a node dialing a peer that is not up yet could
+    // otherwise take a port picked here before its owner binds it. Held until all are picked.
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count.saturating_mul(200) {
+        if listeners.len() == count {
+            break;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", fastrand::u16(20_000..32_000))) {
+            listeners.push(listener);
+        }
+    }
+    while listeners.len() < count {
+        listeners.push(TcpListener::bind("127.0.0.1:0")?);
+    }
     listeners.iter().map(TcpListener::local_addr).collect()
 }
 
