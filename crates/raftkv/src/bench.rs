@@ -300,19 +300,10 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
 
 /// Runs the benchmark on a fresh multi-thread runtime: for `main`.
 pub fn run_cli(args: BenchArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("raftkv bench: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
+    match crate::block_on_fresh_runtime("raftkv bench", true, run(args)) {
+        None => ExitCode::FAILURE,
+        Some(Ok(_)) => ExitCode::SUCCESS,
+        Some(Err(error)) => {
             eprintln!("raftkv bench: error: {error}");
             ExitCode::FAILURE
         }

@@ -119,26 +119,17 @@ pub async fn run(command: &ClientCommand) -> Result<String, CliError> {
 /// Runs `command` on a fresh runtime, prints the reply (or the error, on stderr) and returns the
 /// process exit code: for `main`.
 pub fn run_cli(command: ClientCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("raftkv: error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&command)) {
-        Ok(output) => {
+    match crate::block_on_fresh_runtime("raftkv: error", false, run(&command)) {
+        None => ExitCode::FAILURE,
+        Some(Ok(output)) => {
             println!("{output}");
             ExitCode::SUCCESS
         }
-        Err(error @ CliError::Server(_)) => {
+        Some(Err(error @ CliError::Server(_))) => {
             eprintln!("{error}");
             ExitCode::FAILURE
         }
-        Err(error) => {
+        Some(Err(error)) => {
             eprintln!("raftkv: error: {error}");
             ExitCode::FAILURE
         }

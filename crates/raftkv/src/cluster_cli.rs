@@ -124,22 +124,13 @@ impl ClusterCliError {
 
 /// Runs the command and prints its outcome: for `main`.
 pub fn run_cli(args: ClusterArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("raftkv cluster: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&args)) {
-        Ok(text) => {
+    match crate::block_on_fresh_runtime("raftkv cluster", false, run(&args)) {
+        None => ExitCode::FAILURE,
+        Some(Ok(text)) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(error) => {
+        Some(Err(error)) => {
             eprintln!("raftkv cluster: {error}");
             error.exit_code()
         }

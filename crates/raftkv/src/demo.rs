@@ -761,19 +761,10 @@ pub async fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
 
 /// Runs the demo on a fresh runtime and prints the outcome: for `main`.
 pub fn run_cli(args: DemoArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("raftkv demo: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
+    match crate::block_on_fresh_runtime("raftkv demo", true, run(args)) {
+        None => ExitCode::FAILURE,
+        Some(Ok(_)) => ExitCode::SUCCESS,
+        Some(Err(error)) => {
             eprintln!("raftkv demo: FAILED: {error}");
             ExitCode::FAILURE
         }

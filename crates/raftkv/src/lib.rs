@@ -34,6 +34,28 @@ pub mod kv;
 pub mod resp;
 pub mod server;
 
+/// Runs `future` to completion on a fresh tokio runtime (multi-threaded or not), for the
+/// subcommands' `run_cli`. `None` when the runtime cannot start; the reason is printed after
+/// `who` (e.g. `raftkv bench`).
+pub fn block_on_fresh_runtime<F: std::future::Future>(
+    who: &str,
+    multi_thread: bool,
+    future: F,
+) -> Option<F::Output> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    match builder.enable_all().build() {
+        Ok(runtime) => Some(runtime.block_on(future)),
+        Err(error) => {
+            eprintln!("{who}: cannot start the async runtime: {error}");
+            None
+        }
+    }
+}
+
 /// Parses a decimal `i64` the way Redis's `string2ll` does: an optional `-`, then digits with no
 /// leading zeros, no `+`, no spaces and no `-0`. Being as strict as Redis keeps `INCR` results and
 /// protocol lengths identical to what Redis clients expect, and makes every accepted value have

@@ -82,19 +82,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("raftkv: error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    match runtime.block_on(raftkv::server::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    match raftkv::block_on_fresh_runtime("raftkv: error", true, raftkv::server::run(config)) {
+        None => ExitCode::from(EXIT_FAILURE),
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(e)) => {
             tracing::error!("{e}");
             eprintln!("raftkv: error: {e}");
             ExitCode::from(EXIT_FAILURE)
