@@ -300,7 +300,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
 
 /// Runs the benchmark on a fresh multi-thread runtime: for `main`.
 pub fn run_cli(args: BenchArgs) -> ExitCode {
-    match crate::block_on_fresh_runtime("raftkv bench", true, run(args)) {
+    match crate::block_on_fresh_runtime("raftkv bench", crate::RuntimeThreads::PerCore, run(args)) {
         None => ExitCode::FAILURE,
         Some(Ok(_)) => ExitCode::SUCCESS,
         Some(Err(error)) => {

@@ -119,7 +119,11 @@ pub async fn run(command: &ClientCommand) -> Result<String, CliError> {
 /// Runs `command` on a fresh runtime, prints the reply (or the error, on stderr) and returns the
 /// process exit code: for `main`.
 pub fn run_cli(command: ClientCommand) -> ExitCode {
-    match crate::block_on_fresh_runtime("raftkv: error", false, run(&command)) {
+    match crate::block_on_fresh_runtime(
+        "raftkv: error",
+        crate::RuntimeThreads::Exactly(1),
+        run(&command),
+    ) {
         None => ExitCode::FAILURE,
         Some(Ok(output)) => {
             println!("{output}");

@@ -124,7 +124,11 @@ impl ClusterCliError {
 
 /// Runs the command and prints its outcome: for `main`.
 pub fn run_cli(args: ClusterArgs) -> ExitCode {
-    match crate::block_on_fresh_runtime("raftkv cluster", false, run(&args)) {
+    match crate::block_on_fresh_runtime(
+        "raftkv cluster",
+        crate::RuntimeThreads::Exactly(1),
+        run(&args),
+    ) {
         None => ExitCode::FAILURE,
         Some(Ok(text)) => {
             print!("{text}");

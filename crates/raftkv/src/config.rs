@@ -11,6 +11,7 @@
 //! election_ms = [150, 300]
 //! snapshot_entries = 100000        # snapshot after this many applied entries (default)
 //! join = false                      # true: a node added to a running cluster
+//! threads = 1                       # runtime threads (default 1: see ServerConfig::threads)
 //!
 //! [[nodes]]
 //! id = 1
@@ -51,6 +52,8 @@ pub const DEFAULT_CLUSTER_ID: u64 = 1;
 const MAX_TICK_MS: u64 = 1_000;
 /// Default number of applied entries between two snapshots.
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
+pub const DEFAULT_THREADS: usize = 1;
+const MAX_THREADS: usize = 1024;
 
 /// One member as written in the file or on the command line (addresses not yet resolved).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +127,8 @@ pub struct RawConfig {
     pub snapshot_entries: Option<u64>,
     /// This node is added to a running cluster: it starts without a configuration.
     pub join: Option<bool>,
+    /// Threads of the async runtime (1: everything on one thread).
+    pub threads: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSpec>,
 }
@@ -162,6 +167,7 @@ impl RawConfig {
             election_ms: over.election_ms.or(self.election_ms),
             snapshot_entries: over.snapshot_entries.or(self.snapshot_entries),
             join: over.join.or(self.join),
+            threads: over.threads.or(self.threads),
             nodes: if over.nodes.is_empty() {
                 self.nodes
             } else {
@@ -233,6 +239,10 @@ impl RawConfig {
         if snapshot_entries == 0 {
             return Err(ConfigError::ZeroSnapshotEntries);
         }
+        let threads = self.threads.unwrap_or(DEFAULT_THREADS);
+        if threads == 0 || threads > MAX_THREADS {
+            return Err(ConfigError::BadThreads(threads));
+        }
         let admin = match self.admin.as_deref().map(str::trim) {
             None | Some("") | Some("off") => None,
             Some(text) => {
@@ -276,6 +286,7 @@ impl RawConfig {
             election_ticks: (min_ticks, max_ticks),
             snapshot_entries,
             join,
+            threads,
         })
     }
 }
@@ -332,6 +343,13 @@ pub struct ServerConfig {
     pub snapshot_entries: u64,
     /// Start without a configuration, to be added to a running cluster.
     pub join: bool,
+    /// Threads of the async runtime. With 1 (the default) the raft loop, the transport, the
+    /// apply task and the client connections share one thread: a hand-off between them is a
+    /// function call instead of a wake-up of another thread, which on a small machine costs more
+    /// than the work handed off (measured in docs/benchmarks/durable.md). The log writer thread
+    /// and blocking snapshot writes come on top. More threads help when one core cannot keep up
+    /// with the clients.
+    pub threads: usize,
 }
 
 impl ServerConfig {
@@ -356,6 +374,7 @@ impl ServerConfig {
             ),
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
             join: false,
+            threads: DEFAULT_THREADS,
         }
     }
 
@@ -424,6 +443,8 @@ pub enum ConfigError {
     BadTiming(String),
     #[error("a joining node must also list the current members it can reach (--node for each), not only itself")]
     JoinWithoutMembers,
+    #[error("threads must be between 1 and {MAX_THREADS}, not {0}")]
+    BadThreads(usize),
     #[error("snapshot_entries must be at least 1")]
     ZeroSnapshotEntries,
 }
@@ -466,6 +487,10 @@ pub struct ServeArgs {
     /// with --node.
     #[arg(long)]
     pub join: bool,
+    /// Threads of the async runtime; 1 runs the node on one thread (plus its log writer)
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 impl ServeArgs {
@@ -481,6 +506,7 @@ impl ServeArgs {
             election_ms: self.election_ms.map(|range| range.0),
             snapshot_entries: self.snapshot_entries,
             join: self.join.then_some(true),
+            threads: self.threads,
             nodes: self.nodes.clone(),
         }
     }
@@ -552,6 +578,7 @@ mod tests {
         assert_eq!(node.raft.election_timeout_min_ticks, 20);
         assert_eq!(node.raft.snapshot_after_entries, DEFAULT_SNAPSHOT_ENTRIES);
         assert!(!node.join);
+        assert_eq!(config.threads, 1);
         node.raft.validate().unwrap();
     }
 
@@ -598,6 +625,7 @@ mod tests {
             tick_ms: Some(10),
             admin: Some("off".into()),
             data_dir: Some("/tmp/x".into()),
+            threads: Some(2),
             ..ServeArgs::default()
         };
         let config = RawConfig::from_toml(FILE)
@@ -611,6 +639,7 @@ mod tests {
         assert_eq!(config.admin, None);
         assert_eq!(config.election_ticks, (15, 30));
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.threads, 2);
         assert!(!config.node_config().raft.forward_proposals);
     }
 
@@ -655,6 +684,15 @@ mod tests {
     #[test]
     fn every_mistake_has_its_own_error() {
         let check = |raw: RawConfig| raw.validate().unwrap_err();
+        for threads in [0, MAX_THREADS + 1] {
+            assert_eq!(
+                check(RawConfig {
+                    threads: Some(threads),
+                    ..base()
+                }),
+                ConfigError::BadThreads(threads)
+            );
+        }
         assert_eq!(
             check(RawConfig { id: None, ..base() }),
             ConfigError::MissingId

@@ -761,7 +761,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
 
 /// Runs the demo on a fresh runtime and prints the outcome: for `main`.
 pub fn run_cli(args: DemoArgs) -> ExitCode {
-    match crate::block_on_fresh_runtime("raftkv demo", true, run(args)) {
+    match crate::block_on_fresh_runtime("raftkv demo", crate::RuntimeThreads::PerCore, run(args)) {
         None => ExitCode::FAILURE,
         Some(Ok(_)) => ExitCode::SUCCESS,
         Some(Err(error)) => {

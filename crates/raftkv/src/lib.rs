@@ -34,18 +34,30 @@ pub mod kv;
 pub mod resp;
 pub mod server;
 
-/// Runs `future` to completion on a fresh tokio runtime (multi-threaded or not), for the
-/// subcommands' `run_cli`. `None` when the runtime cannot start; the reason is printed after
-/// `who` (e.g. `raftkv bench`).
+/// How many threads a subcommand's runtime gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeThreads {
+    /// One per core.
+    PerCore,
+    /// Exactly this many; 1 runs every task on the calling thread.
+    Exactly(usize),
+}
+
+/// Runs `future` to completion on a fresh tokio runtime, for the subcommands' `run_cli`. `None`
+/// when the runtime cannot start; the reason is printed after `who` (e.g. `raftkv bench`).
 pub fn block_on_fresh_runtime<F: std::future::Future>(
     who: &str,
-    multi_thread: bool,
+    threads: RuntimeThreads,
     future: F,
 ) -> Option<F::Output> {
-    let mut builder = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
+    let mut builder = match threads {
+        RuntimeThreads::Exactly(1) => tokio::runtime::Builder::new_current_thread(),
+        RuntimeThreads::Exactly(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n.max(1));
+            builder
+        }
+        RuntimeThreads::PerCore => tokio::runtime::Builder::new_multi_thread(),
     };
     match builder.enable_all().build() {
         Ok(runtime) => Some(runtime.block_on(future)),

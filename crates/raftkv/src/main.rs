@@ -82,7 +82,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging();
-    match raftkv::block_on_fresh_runtime("raftkv: error", true, raftkv::server::run(config)) {
+    let threads = raftkv::RuntimeThreads::Exactly(config.threads);
+    match raftkv::block_on_fresh_runtime("raftkv: error", threads, raftkv::server::run(config)) {
         None => ExitCode::from(EXIT_FAILURE),
         Some(Ok(())) => ExitCode::SUCCESS,
         Some(Err(e)) => {

@@ -90,14 +90,15 @@ impl LogBackend {
     ) -> RunningBackend {
         match self {
             LogBackend::Durable(wal) => {
+                let writer_metrics = metrics.clone();
                 let committer = GroupCommit::spawn(*wal, move |done: Durable| {
-                    if let Ok(d) = &done {
-                        metrics.fsync_latency.observe(d.sync_time);
-                        metrics.fsyncs.inc();
-                    }
+                    observe_sync(&writer_metrics, &done);
                     let _ = durable.send(done);
                 });
-                RunningBackend::Durable(Some(committer))
+                RunningBackend::Durable {
+                    committer: Some(committer),
+                    metrics,
+                }
             }
             LogBackend::Memory(storage) => RunningBackend::Memory {
                 storage: Some(storage),
@@ -125,7 +126,10 @@ fn last_appended(batch: &PersistBatch) -> raftengine::LogIndex {
 }
 
 pub(crate) enum RunningBackend {
-    Durable(Option<GroupCommit>),
+    Durable {
+        committer: Option<GroupCommit>,
+        metrics: Arc<Metrics>,
+    },
     Memory {
         /// `None`: acknowledge only (see [`LogBackend::AckOnly`]).
         storage: Option<MemoryStorage>,
@@ -133,15 +137,41 @@ pub(crate) enum RunningBackend {
     },
 }
 
+fn observe_sync(metrics: &Metrics, done: &Durable) {
+    if let Ok(d) = done {
+        metrics.fsync_latency.observe(d.sync_time);
+        metrics.fsyncs.inc();
+    }
+}
+
 impl RunningBackend {
-    pub fn persist(&mut self, batch: PersistBatch) {
+    /// Makes `batch` durable. With `wait_here`, a durable log writes it on this thread when its
+    /// writer thread is idle and returns the completion; otherwise (and always for the other
+    /// backends) the completion arrives on the channel given to [`LogBackend::start`].
+    pub fn persist(&mut self, batch: PersistBatch, wait_here: bool) -> Option<Durable> {
         match self {
-            RunningBackend::Durable(Some(committer)) => {
+            RunningBackend::Durable {
+                committer: Some(committer),
+                metrics,
+            } => {
+                let batch = if wait_here {
+                    match committer.persist_here(batch) {
+                        Ok(done) => {
+                            observe_sync(metrics, &done);
+                            return Some(done);
+                        }
+                        Err(batch) => batch,
+                    }
+                } else {
+                    batch
+                };
                 if let Err(e) = committer.submit(batch) {
                     tracing::error!("log writer refused a batch: {e}");
                 }
             }
-            RunningBackend::Durable(None) => {}
+            RunningBackend::Durable {
+                committer: None, ..
+            } => {}
             RunningBackend::Memory { storage, durable } => {
                 let seq = batch.seq;
                 let result = match storage {
@@ -156,16 +186,22 @@ impl RunningBackend {
                 }));
             }
         }
+        None
     }
 
     pub fn mark_broken(&mut self, reason: &str) {
         match self {
-            RunningBackend::Durable(Some(committer)) => {
+            RunningBackend::Durable {
+                committer: Some(committer),
+                ..
+            } => {
                 if let Err(e) = committer.mark_broken(reason) {
                     tracing::error!("could not mark the log broken: {e}");
                 }
             }
-            RunningBackend::Durable(None) => {}
+            RunningBackend::Durable {
+                committer: None, ..
+            } => {}
             RunningBackend::Memory { storage, .. } => {
                 if let Some(storage) = storage {
                     let _ = storage.mark_broken(reason);
@@ -176,7 +212,7 @@ impl RunningBackend {
 
     /// Writes what is queued and stops the writer thread.
     pub fn shutdown(&mut self) {
-        if let RunningBackend::Durable(committer) = self {
+        if let RunningBackend::Durable { committer, .. } = self {
             if let Some(committer) = committer.take() {
                 if let Err(e) = committer.shutdown() {
                     tracing::error!("log writer: {e}");
