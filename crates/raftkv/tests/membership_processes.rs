@@ -335,12 +335,14 @@ async fn a_new_node_catches_up_from_a_snapshot() {
     let raft4 = cluster.nodes()[four].raft_addr.to_string();
     let out = cluster_cli(&["add", "4", &raft4], &admins(&cluster, &[0, 1, 2])).await;
     assert!(out.starts_with("node 4 is a voter"), "{out}");
+    writes_go_on(&cluster, four, 50).await;
+    // The snapshot is saved by node 4's apply task, beside the raft loop that acknowledges it:
+    // by now (node 4 has applied entries after it) the file is there.
     let snapshots = cluster.nodes()[four].data_dir.join("snapshots");
     let files = std::fs::read_dir(&snapshots)
         .map(|dir| dir.count())
         .unwrap_or(0);
     assert!(files > 0, "node 4 installed the leader's snapshot");
-    writes_go_on(&cluster, four, 50).await;
 
     let outcomes = writer.finish().await;
     for index in [0, 1, 2, four] {

@@ -1,6 +1,8 @@
 //! The apply task: applies committed entries in order, answers the writes they carry, and
 //! releases confirmed reads once their index is applied. It runs beside the raft loop, so
-//! applying never delays replication.
+//! applying never delays replication. Serializing a snapshot and installing one take tens to
+//! hundreds of milliseconds for a large state: they run on a blocking thread while the task
+//! waits, so the thread that runs the raft loop (possibly this one) keeps answering heartbeats.
 
 use super::metrics::Metrics;
 use super::{AdminError, ClientError, ReadReply, SnapshotReply, WriteReply};
@@ -49,7 +51,19 @@ pub(crate) struct Applier<S> {
     metrics: Arc<Metrics>,
 }
 
-impl<S: StateMachine> Applier<S> {
+/// Where [`Applier::apply_until_snapshot`] stopped.
+enum Stop {
+    /// Every message was handled.
+    Done,
+    /// A snapshot is to be taken of the state as applied so far, before the remaining messages.
+    TakeSnapshot(Option<SnapshotReply>),
+    /// The leader's snapshot is to replace the state, before the remaining messages.
+    Install(Snapshot),
+    /// Applying failed fatally: the node must stop.
+    Fatal,
+}
+
+impl<S: StateMachine + Send + Sync + 'static> Applier<S> {
     pub fn new(
         state_machine: Arc<RwLock<S>>,
         applied_tx: watch::Sender<LogIndex>,
@@ -74,13 +88,22 @@ impl<S: StateMachine> Applier<S> {
     }
 
     pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<ApplyMsg>) {
-        while let Some(first) = inbox.recv().await {
+        'inbox: while let Some(first) = inbox.recv().await {
             let mut batch = vec![first];
             while let Ok(more) = inbox.try_recv() {
                 batch.push(more);
             }
-            if !self.handle(batch) {
-                break;
+            let mut batch = batch.into_iter();
+            loop {
+                let ok = match self.apply_until_snapshot(&mut batch) {
+                    Stop::Done => break,
+                    Stop::TakeSnapshot(reply) => self.take_snapshot(reply).await,
+                    Stop::Install(snapshot) => self.install(snapshot).await,
+                    Stop::Fatal => false,
+                };
+                if !ok {
+                    break 'inbox;
+                }
             }
         }
         for (_, replies) in std::mem::take(&mut self.waiting_reads) {
@@ -90,14 +113,17 @@ impl<S: StateMachine> Applier<S> {
         }
     }
 
-    /// False when applying failed fatally (the node must stop).
-    fn handle(&mut self, batch: Vec<ApplyMsg>) -> bool {
+    /// Applies entries and queues reads, in order, until a snapshot is to be taken or installed
+    /// (the state must stay as it is while a blocking thread serializes it) or the batch ends;
+    /// then answers what was applied.
+    fn apply_until_snapshot(&mut self, batch: &mut impl Iterator<Item = ApplyMsg>) -> Stop {
         let mut replies = Vec::new();
+        let mut stop = Stop::Done;
         {
             let Ok(mut state_machine) = self.state_machine.write() else {
-                return false;
+                return Stop::Fatal;
             };
-            for msg in batch {
+            for msg in batch.by_ref() {
                 match msg {
                     ApplyMsg::Entries(entries) => {
                         for (entry, reply) in entries {
@@ -129,7 +155,7 @@ impl<S: StateMachine> Applier<S> {
                                     if let Some(reply) = reply {
                                         let _ = reply.send(Err(ClientError::Stopped(reason)));
                                     }
-                                    return false;
+                                    return Stop::Fatal;
                                 }
                             };
                             if let Some(reply) = reply {
@@ -141,61 +167,22 @@ impl<S: StateMachine> Applier<S> {
                         self.waiting_reads.entry(index).or_default().push(reply);
                     }
                     ApplyMsg::TakeSnapshot { reply } => {
-                        let data = state_machine.snapshot();
-                        let id = LogId {
-                            index: self.applied,
-                            term: self.applied_term,
-                        };
-                        let taken = Taken {
-                            index: self.applied,
-                            data,
-                            reply,
-                        };
-                        match &self.snapshots {
-                            Some(store) => {
-                                // Writing tens of megabytes and syncing them would hold up a
-                                // runtime worker (and with it heartbeats): a blocking thread
-                                // does it. The core hears of the snapshot only once it is
-                                // durable, since it then purges the entries it covers.
-                                let (store, sender) = (store.clone(), self.taken.clone());
-                                let membership = self.membership.clone();
-                                tokio::task::spawn_blocking(move || {
-                                    save_taken(&store, id, &membership, taken, &sender);
-                                });
-                            }
-                            None => {
-                                let _ = self.taken.send(taken);
-                            }
-                        }
+                        stop = Stop::TakeSnapshot(reply);
+                        break;
                     }
                     ApplyMsg::Install(snapshot) => {
-                        if let Err(e) = state_machine.restore_from(&snapshot.data) {
-                            tracing::error!("could not install the leader's snapshot: {e}");
-                            return false;
-                        }
-                        if let Some(store) = &self.snapshots {
-                            let Ok(store) = store.lock() else {
-                                tracing::error!("the snapshot store lock is poisoned");
-                                return false;
-                            };
-                            let saved = store.save(
-                                snapshot.last_included,
-                                &snapshot.membership,
-                                &snapshot.data,
-                                2,
-                            );
-                            if let Err(e) = saved {
-                                tracing::error!("could not save the leader's snapshot: {e}");
-                                return false;
-                            }
-                        }
-                        self.applied = snapshot.last_included.index;
-                        self.applied_term = snapshot.last_included.term;
-                        self.membership = snapshot.membership.clone();
+                        stop = Stop::Install(snapshot);
+                        break;
                     }
                 }
             }
         }
+        self.answer(replies);
+        stop
+    }
+
+    /// Publishes the applied index, answers the writes applied and the reads now satisfied.
+    fn answer(&mut self, replies: Vec<(WriteReply, Result<Vec<u8>, ClientError>)>) {
         self.metrics.applied_index.set(self.applied.0);
         let _ = self.applied_tx.send(self.applied);
         for (reply, answer) in replies {
@@ -207,8 +194,103 @@ impl<S: StateMachine> Applier<S> {
                 let _ = reply.send(Ok(()));
             }
         }
+    }
+
+    /// Runs `work` on the state machine on a blocking thread and waits for it; nothing is
+    /// applied meanwhile, but reads and the rest of the runtime go on. `None` if `work` found
+    /// the lock poisoned or the thread failed.
+    async fn on_blocking_thread<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&RwLock<S>) -> Option<R> + Send + 'static,
+    ) -> Option<R> {
+        let state_machine = self.state_machine.clone();
+        let task = tokio::task::spawn_blocking(move || work(&state_machine));
+        task.await.ok().flatten()
+    }
+
+    /// Snapshots the state as applied so far. The bytes are made durable on a blocking thread,
+    /// and the core hears of the snapshot only then, since it purges the entries it covers.
+    async fn take_snapshot(&mut self, reply: Option<SnapshotReply>) -> bool {
+        let Some(data) = self
+            .on_blocking_thread(|state| state.read().ok().map(|state| state.snapshot()))
+            .await
+        else {
+            tracing::error!("could not serialize a snapshot: the state machine is unavailable");
+            return false;
+        };
+        let id = LogId {
+            index: self.applied,
+            term: self.applied_term,
+        };
+        let taken = Taken {
+            index: self.applied,
+            data,
+            reply,
+        };
+        match &self.snapshots {
+            Some(store) => {
+                let (store, sender) = (store.clone(), self.taken.clone());
+                let membership = self.membership.clone();
+                tokio::task::spawn_blocking(move || {
+                    save_taken(&store, id, &membership, taken, &sender);
+                });
+            }
+            None => {
+                let _ = self.taken.send(taken);
+            }
+        }
         true
     }
+
+    /// Replaces the state with the leader's snapshot and keeps the snapshot durably.
+    async fn install(&mut self, snapshot: Snapshot) -> bool {
+        let store = self.snapshots.clone();
+        let data = snapshot.data.clone();
+        let (last_included, membership) = (snapshot.last_included, snapshot.membership.clone());
+        let installed = self
+            .on_blocking_thread(move |state| {
+                let mut state = state.write().ok()?;
+                Some(install_and_keep(
+                    &mut *state,
+                    store.as_deref(),
+                    last_included,
+                    &membership,
+                    &data,
+                ))
+            })
+            .await
+            .unwrap_or_else(|| Err("the state machine is unavailable".into()));
+        if let Err(e) = installed {
+            tracing::error!("{e}");
+            return false;
+        }
+        self.applied = snapshot.last_included.index;
+        self.applied_term = snapshot.last_included.term;
+        self.membership = snapshot.membership;
+        self.answer(Vec::new());
+        true
+    }
+}
+
+/// Replaces `state` with the leader's snapshot, then saves the snapshot (if this node keeps them).
+fn install_and_keep<S: StateMachine>(
+    state: &mut S,
+    store: Option<&Mutex<SnapshotStore>>,
+    last_included: LogId,
+    membership: &Membership,
+    data: &[u8],
+) -> Result<(), String> {
+    state
+        .restore_from(data)
+        .map_err(|e| format!("could not install the leader's snapshot: {e}"))?;
+    let Some(store) = store else { return Ok(()) };
+    let store = store
+        .lock()
+        .map_err(|_| "the snapshot store lock is poisoned".to_string())?;
+    store
+        .save(last_included, membership, data, 2)
+        .map(|_| ())
+        .map_err(|e| format!("could not save the leader's snapshot: {e}"))
 }
 
 /// Writes a taken snapshot durably, then hands it to the raft loop (or reports the failure to
