@@ -38,20 +38,48 @@ pub struct GroupCommit {
     shared: Arc<Shared>,
 }
 
+/// A sync slower than this pauses writes on the caller's thread for [`PAUSE_AFTER_SLOW_SYNC`]:
+/// the disk is stalling, and a caller blocked through a stall cannot answer anyone meanwhile.
+const SLOW_SYNC: Duration = Duration::from_millis(10);
+const PAUSE_AFTER_SLOW_SYNC: Duration = Duration::from_secs(1);
+
+/// The log and when writes on the caller's thread may resume after a slow sync.
+struct Log {
+    wal: Option<Wal>,
+    here_paused_until: Option<Instant>,
+}
+
+impl Log {
+    fn note_sync(&mut self, took: Duration) {
+        if took > SLOW_SYNC {
+            self.here_paused_until = Some(Instant::now() + PAUSE_AFTER_SLOW_SYNC);
+        }
+    }
+
+    /// Whether a write on the caller's thread is likely to be quick.
+    fn quick_here(&self) -> bool {
+        let stalling = self
+            .here_paused_until
+            .is_some_and(|until| Instant::now() < until);
+        let busy = self.wal.as_ref().is_none_or(Wal::preparing_segment);
+        !stalling && !busy
+    }
+}
+
 /// What the writer thread and [`GroupCommit::persist_here`] share.
 struct Shared {
     /// Taken for each group's writes and sync, so the two writers never interleave.
-    wal: Mutex<Option<Wal>>,
+    log: Mutex<Log>,
     /// Requests submitted whose group has not yet been reported: while any is, a write here would
     /// overtake them.
     queued: AtomicUsize,
 }
 
 impl Shared {
-    fn wal(&self) -> MutexGuard<'_, Option<Wal>> {
+    fn log(&self) -> MutexGuard<'_, Log> {
         // A panic while holding the lock leaves the Wal as it was after its last complete call;
         // the frames it wrote are CRC-checked, so carrying on is as safe as a crash would be.
-        self.wal
+        self.log
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -66,7 +94,10 @@ impl GroupCommit {
     ) -> GroupCommit {
         let (requests, inbox) = mpsc::channel();
         let shared = Arc::new(Shared {
-            wal: Mutex::new(Some(wal)),
+            log: Mutex::new(Log {
+                wal: Some(wal),
+                here_paused_until: None,
+            }),
             queued: AtomicUsize::new(0),
         });
         let writer_shared = shared.clone();
@@ -94,9 +125,10 @@ impl GroupCommit {
     }
 
     /// Writes and syncs `batch` on the calling thread, if the writer thread has nothing queued
-    /// (otherwise the batch would overtake earlier ones): returns `Err(batch)` then, for
-    /// [`GroupCommit::submit`]. The completion is returned instead of passed to the callback.
-    /// Blocks for the length of a write and an `fdatasync`.
+    /// (otherwise the batch would overtake earlier ones) and the disk looks quick: not making a
+    /// new segment, no sync slower than 10 ms in the last second. Otherwise returns
+    /// `Err(batch)`, for [`GroupCommit::submit`]. The completion is returned instead of passed
+    /// to the callback. Blocks for the length of a write and an `fdatasync`.
     #[allow(clippy::result_large_err)] // the batch is handed back, not an error to propagate
     pub fn persist_here(
         &self,
@@ -105,17 +137,23 @@ impl GroupCommit {
         if self.requests.is_none() || self.shared.queued.load(Ordering::Acquire) != 0 {
             return Err(batch);
         }
-        let mut wal = self.shared.wal();
-        let Some(wal) = wal.as_mut() else {
+        let mut log = self.shared.log();
+        if !log.quick_here() {
+            return Err(batch);
+        }
+        let Some(wal) = log.wal.as_mut() else {
             return Err(batch);
         };
         let started = Instant::now();
         let result = write_batch(wal, &batch).and_then(|()| wal.sync().map_err(StorageError::from));
+        let last_index = wal.last_index();
+        let sync_time = started.elapsed();
+        log.note_sync(sync_time);
         Ok(result.map(|()| Durable {
             seq: batch.seq,
-            last_index: wal.last_index(),
+            last_index,
             batches: 1,
-            sync_time: started.elapsed(),
+            sync_time,
         }))
     }
 
@@ -145,7 +183,8 @@ impl GroupCommit {
             .join()
             .map_err(|_| WalError::Failed("the log writer panicked".into()))?;
         self.shared
-            .wal()
+            .log()
+            .wal
             .take()
             .ok_or_else(|| WalError::Failed("the log was already taken".into()))
     }
@@ -171,8 +210,10 @@ fn run_writer(
 ) {
     let mut broken = None;
     while let Ok(first) = inbox.recv() {
-        let mut guard = shared.wal();
-        let Some(wal) = guard.as_mut() else { return };
+        let mut guard = shared.log();
+        let Some(wal) = guard.wal.as_mut() else {
+            return;
+        };
         let started = Instant::now();
         let (mut seq, mut batches, mut taken) = (0, 0, 0);
         let mut result = Ok(());
@@ -196,6 +237,8 @@ fn run_writer(
         let result = result.and_then(|()| wal.sync().map_err(StorageError::from));
         let broken_result = broken.take().map(|reason| wal.mark_broken(&reason));
         let last_index = wal.last_index();
+        let sync_time = started.elapsed();
+        guard.note_sync(sync_time);
         drop(guard);
         if let Some(Err(e)) = broken_result {
             on_durable(Err(e.into()));
@@ -206,7 +249,7 @@ fn run_writer(
                 seq,
                 last_index,
                 batches,
-                sync_time: started.elapsed(),
+                sync_time,
             })),
             Err(e) => {
                 // Hang up first, so no submit succeeds once the error is reported.

@@ -223,6 +223,13 @@ impl Preallocator {
         Ok(())
     }
 
+    /// A spare is being made: the disk is busy with a whole segment's worth of writes.
+    pub fn busy(&self) -> bool {
+        self.in_progress
+            .as_ref()
+            .is_some_and(|handle| !handle.is_finished())
+    }
+
     /// Waits for a spare being made, so no thread outlives the log.
     pub fn finish(&mut self) {
         if let Some(handle) = self.in_progress.take() {

@@ -377,6 +377,11 @@ impl Wal {
         self.map.state.log_start
     }
 
+    /// The log is preparing its next segment in the background (a large write to the disk).
+    pub fn preparing_segment(&self) -> bool {
+        self.preallocator.busy()
+    }
+
     pub fn last_index(&self) -> LogIndex {
         self.map.state.last_index
     }

@@ -283,6 +283,20 @@ fn batch(seq: u64) -> PersistBatch {
     }
 }
 
+/// `persist_here` until it takes the batch (the writer finished reporting, the log is not
+/// making a segment).
+fn retry_here(committer: &GroupCommit, mut batch: PersistBatch) -> Result<Durable, StorageError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match committer.persist_here(batch) {
+            Ok(result) => return result,
+            Err(refused) => batch = refused,
+        }
+        assert!(std::time::Instant::now() < deadline, "never written here");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn a_write_on_the_callers_thread_waits_until_the_writer_has_reported_everything() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -304,12 +318,7 @@ fn a_write_on_the_callers_thread_waits_until_the_writer_has_reported_everything(
         .expect_err("the writer has not finished its report");
     release.send(()).expect("release");
     // Once the writer has reported, batch 2 is written and synced here, in order.
-    let durable = loop {
-        match committer.persist_here(batch_2.clone()) {
-            Ok(result) => break result.expect("durable"),
-            Err(_) => std::thread::yield_now(),
-        }
-    };
+    let durable = retry_here(&committer, batch_2).expect("durable");
     assert_eq!((durable.seq, durable.last_index), (2, LogIndex(2)));
     // The writer thread takes over again for the next batches.
     committer.submit(batch(3)).expect("submit");
@@ -328,10 +337,8 @@ fn writes_on_the_callers_thread_are_in_the_log_after_a_reopen() {
     let wal = open(root.path()).expect("open");
     let committer = GroupCommit::spawn(wal, |_| {});
     for seq in 1..=50 {
-        let durable = committer
-            .persist_here(batch(seq))
-            .expect("the writer is idle")
-            .expect("durable");
+        // Refused only while the log makes its next segment (these segments are tiny).
+        let durable = retry_here(&committer, batch(seq)).expect("durable");
         assert_eq!(durable.last_index, LogIndex(seq));
     }
     // Dropped without a shutdown, as a crash would: a fresh open finds everything.
