@@ -37,7 +37,7 @@ pub use message::{Message, MessageBody};
 pub use node::{RaftNode, StartError, Status, StepError};
 pub use output::{CommandRejected, CommittedEntry, FatalError, Output, ReadReady};
 pub use snapshot::{CompactError, Snapshot};
-pub use state_machine::{ApplyError, StateMachine};
+pub use state_machine::{ApplyError, SnapshotJob, StateMachine};
 pub use storage::{
     LogId, LogStorage, LogWrite, MemoryStorage, PersistBatch, StorageError, StoredState,
 };

@@ -13,7 +13,17 @@ pub trait StateMachine {
     /// Replaces the whole state with a snapshot's (from [`StateMachine::snapshot`], possibly on
     /// another replica). An error stops the node.
     fn restore_from(&mut self, snapshot: &[u8]) -> Result<(), ApplyError>;
+    /// A job that returns what [`StateMachine::snapshot`] returns now, for a state machine that
+    /// can copy its state faster than it serializes it: a driver then applies further entries
+    /// while the copy is serialized on another thread (the tokio runtime does). `None`, the
+    /// default: applying waits for `snapshot`.
+    fn snapshot_job(&self) -> Option<SnapshotJob> {
+        None
+    }
 }
+
+/// A snapshot to be serialized later (see [`StateMachine::snapshot_job`]).
+pub type SnapshotJob = Box<dyn FnOnce() -> Vec<u8> + Send>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ApplyError {

@@ -208,37 +208,43 @@ impl<S: StateMachine + Send + Sync + 'static> Applier<S> {
         task.await.ok().flatten()
     }
 
-    /// Snapshots the state as applied so far. The bytes are made durable on a blocking thread,
-    /// and the core hears of the snapshot only then, since it purges the entries it covers.
+    /// Snapshots the state as applied so far. Applying waits while the state machine copies its
+    /// state (or, if it cannot, serializes it); serializing a copy and making the bytes durable
+    /// run on a blocking thread meanwhile. The core hears of the snapshot only once it is
+    /// durable, since it then purges the entries it covers.
     async fn take_snapshot(&mut self, reply: Option<SnapshotReply>) -> bool {
-        let Some(data) = self
-            .on_blocking_thread(|state| state.read().ok().map(|state| state.snapshot()))
+        let Some(job) = self
+            .on_blocking_thread(|state| {
+                let state = state.read().ok()?;
+                Some(state.snapshot_job().unwrap_or_else(|| {
+                    let data = state.snapshot();
+                    Box::new(move || data)
+                }))
+            })
             .await
         else {
-            tracing::error!("could not serialize a snapshot: the state machine is unavailable");
+            tracing::error!("could not take a snapshot: the state machine is unavailable");
             return false;
         };
         let id = LogId {
             index: self.applied,
             term: self.applied_term,
         };
-        let taken = Taken {
-            index: self.applied,
-            data,
-            reply,
-        };
-        match &self.snapshots {
-            Some(store) => {
-                let (store, sender) = (store.clone(), self.taken.clone());
-                let membership = self.membership.clone();
-                tokio::task::spawn_blocking(move || {
-                    save_taken(&store, id, &membership, taken, &sender);
-                });
+        let (store, sender) = (self.snapshots.clone(), self.taken.clone());
+        let membership = self.membership.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken = Taken {
+                index: id.index,
+                data: job(),
+                reply,
+            };
+            match store {
+                Some(store) => save_taken(&store, id, &membership, taken, &sender),
+                None => {
+                    let _ = sender.send(taken);
+                }
             }
-            None => {
-                let _ = self.taken.send(taken);
-            }
-        }
+        });
         true
     }
 
