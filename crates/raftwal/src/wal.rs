@@ -377,9 +377,10 @@ impl Wal {
         self.map.state.log_start
     }
 
-    /// The log is preparing its next segment in the background (a large write to the disk).
+    /// The log is making a segment in the background (a large write to the disk), or has none
+    /// yet, so its next write makes the first one.
     pub fn preparing_segment(&self) -> bool {
-        self.preallocator.busy()
+        self.segments.is_empty() || self.preallocator.busy()
     }
 
     pub fn last_index(&self) -> LogIndex {

@@ -335,8 +335,15 @@ fn a_write_on_the_callers_thread_waits_until_the_writer_has_reported_everything(
 fn writes_on_the_callers_thread_are_in_the_log_after_a_reopen() {
     let root = tempfile::tempdir().expect("temp dir");
     let wal = open(root.path()).expect("open");
-    let committer = GroupCommit::spawn(wal, |_| {});
-    for seq in 1..=50 {
+    let (done, completions) = mpsc::channel();
+    let committer = GroupCommit::spawn(wal, move |result| {
+        let _ = done.send(result);
+    });
+    // A fresh log has no segment: its first write, which makes one, goes to the writer thread.
+    assert!(committer.persist_here(batch(1)).is_err());
+    committer.submit(batch(1)).expect("submit");
+    completions.recv().expect("completion").expect("durable");
+    for seq in 2..=50 {
         // Refused only while the log makes its next segment (these segments are tiny).
         let durable = retry_here(&committer, batch(seq)).expect("durable");
         assert_eq!(durable.last_index, LogIndex(seq));
