@@ -111,8 +111,8 @@ struct SnapshotOwned {
 }
 
 /// The key-value map every replica holds, and the index of the last command applied to it.
-/// Keys and values are reference-counted, so a copy for a snapshot costs a counter per entry
-/// instead of a copy of every byte (their encoding is the same as `Vec<u8>`'s).
+/// Keys and values are reference-counted, so a copy for a snapshot copies the map's nodes but
+/// not the bytes (their encoding is the same as `Vec<u8>`'s).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvStore {
     map: BTreeMap<Bytes, Bytes>,
@@ -249,8 +249,8 @@ impl StateMachine for KvStore {
         KvStore::snapshot(self)
     }
 
-    /// Cloning the map costs about a third of serializing it (measured at 100,000 keys of
-    /// 256 bytes), and the clone is serialized while entries go on being applied.
+    /// Copying the map takes about half as long as serializing it (9–17 ms against 22–31 ms at
+    /// 100,000 keys of 256 bytes), and the copy is serialized while entries go on being applied.
     fn snapshot_job(&self) -> Option<raftengine::SnapshotJob> {
         let copy = self.clone();
         Some(Box::new(move || copy.snapshot()))
