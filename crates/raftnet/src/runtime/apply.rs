@@ -1,8 +1,10 @@
 //! The apply task: applies committed entries in order, answers the writes they carry, and
 //! releases confirmed reads once their index is applied. It runs beside the raft loop, so
-//! applying never delays replication. Serializing a snapshot and installing one take tens to
-//! hundreds of milliseconds for a large state: they run on a blocking thread while the task
-//! waits, so the thread that runs the raft loop (possibly this one) keeps answering heartbeats.
+//! applying never delays replication. Taking a snapshot and installing one take tens to
+//! hundreds of milliseconds for a large state: that work runs on blocking threads, so the thread
+//! that runs the raft loop (possibly this one) keeps answering heartbeats. Applying waits for an
+//! install, and for a snapshot's copy of the state (or its serialization, for a state machine
+//! without [`StateMachine::snapshot_job`]).
 
 use super::metrics::Metrics;
 use super::{AdminError, ClientError, ReadReply, SnapshotReply, WriteReply};
@@ -114,8 +116,8 @@ impl<S: StateMachine + Send + Sync + 'static> Applier<S> {
     }
 
     /// Applies entries and queues reads, in order, until a snapshot is to be taken or installed
-    /// (the state must stay as it is while a blocking thread serializes it) or the batch ends;
-    /// then answers what was applied.
+    /// (the state must stay as it is while a blocking thread copies or replaces it) or the batch
+    /// ends; then answers what was applied.
     fn apply_until_snapshot(&mut self, batch: &mut impl Iterator<Item = ApplyMsg>) -> Stop {
         let mut replies = Vec::new();
         let mut stop = Stop::Done;
