@@ -328,3 +328,98 @@ fn save_taken(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftengine::{EntryPayload, SnapshotJob};
+
+    /// Appends every command; a snapshot is the list so far, taken with or without a copy.
+    #[derive(Default)]
+    struct Log {
+        commands: Vec<u8>,
+        copies: bool,
+    }
+
+    impl StateMachine for Log {
+        fn apply(&mut self, _: LogIndex, command: &[u8]) -> Result<Vec<u8>, ApplyError> {
+            self.commands.extend_from_slice(command);
+            Ok(Vec::new())
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            self.commands.clone()
+        }
+        fn restore_from(&mut self, snapshot: &[u8]) -> Result<(), ApplyError> {
+            self.commands = snapshot.to_vec();
+            Ok(())
+        }
+        fn snapshot_job(&self) -> Option<SnapshotJob> {
+            let copy = self.commands.clone();
+            self.copies.then(|| Box::new(move || copy) as SnapshotJob)
+        }
+    }
+
+    fn entries(range: std::ops::RangeInclusive<u64>) -> ApplyMsg {
+        ApplyMsg::Entries(
+            range
+                .map(|i| {
+                    let entry = Entry {
+                        term: Term(1),
+                        index: LogIndex(i),
+                        payload: EntryPayload::Command(vec![i as u8]),
+                    };
+                    (entry, None)
+                })
+                .collect(),
+        )
+    }
+
+    /// A snapshot asked for between entries of one batch covers exactly the entries before it,
+    /// though the entries after it are applied while (or before) it is serialized.
+    async fn snapshot_mid_batch_covers_what_came_before(copies: bool) {
+        let state = Arc::new(RwLock::new(Log {
+            copies,
+            ..Log::default()
+        }));
+        let (applied_tx, mut applied) = watch::channel(LogIndex(0));
+        let (taken_tx, mut taken) = mpsc::unbounded_channel();
+        let applier = Applier::new(
+            state.clone(),
+            applied_tx,
+            Arc::new(Metrics::default()),
+            None,
+            Membership::default(),
+            None,
+            taken_tx,
+        );
+        let (inbox, rx) = mpsc::unbounded_channel();
+        for msg in [
+            entries(1..=3),
+            ApplyMsg::TakeSnapshot { reply: None },
+            entries(4..=5),
+        ] {
+            inbox.send(msg).expect("send");
+        }
+        let task = tokio::spawn(applier.run(rx));
+        let snapshot = taken.recv().await.expect("a snapshot");
+        assert_eq!(snapshot.index, LogIndex(3));
+        assert_eq!(snapshot.data, vec![1, 2, 3]);
+        applied
+            .wait_for(|index| *index == LogIndex(5))
+            .await
+            .expect("applied");
+        assert_eq!(state.read().expect("lock").commands, vec![1, 2, 3, 4, 5]);
+        drop(inbox);
+        task.await.expect("the apply task ends");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_from_a_copy_covers_the_entries_before_it() {
+        snapshot_mid_batch_covers_what_came_before(true).await;
+    }
+
+    #[tokio::test]
+    async fn a_serialized_snapshot_covers_the_entries_before_it() {
+        snapshot_mid_batch_covers_what_came_before(false).await;
+    }
+}
