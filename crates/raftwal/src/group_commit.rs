@@ -50,17 +50,15 @@ struct Log {
 }
 
 impl Log {
-    fn note_sync(&mut self, took: Duration) {
+    fn note_sync(&mut self, took: Duration, now: Instant) {
         if took > SLOW_SYNC {
-            self.here_paused_until = Some(Instant::now() + PAUSE_AFTER_SLOW_SYNC);
+            self.here_paused_until = Some(now + PAUSE_AFTER_SLOW_SYNC);
         }
     }
 
     /// Whether a write on the caller's thread is likely to be quick.
-    fn quick_here(&self) -> bool {
-        let stalling = self
-            .here_paused_until
-            .is_some_and(|until| Instant::now() < until);
+    fn quick_here(&self, now: Instant) -> bool {
+        let stalling = self.here_paused_until.is_some_and(|until| now < until);
         let busy = self.wal.as_ref().is_none_or(Wal::preparing_segment);
         !stalling && !busy
     }
@@ -138,7 +136,7 @@ impl GroupCommit {
             return Err(batch);
         }
         let mut log = self.shared.log();
-        if !log.quick_here() {
+        if !log.quick_here(Instant::now()) {
             return Err(batch);
         }
         let Some(wal) = log.wal.as_mut() else {
@@ -148,7 +146,7 @@ impl GroupCommit {
         let result = write_batch(wal, &batch).and_then(|()| wal.sync().map_err(StorageError::from));
         let last_index = wal.last_index();
         let sync_time = started.elapsed();
-        log.note_sync(sync_time);
+        log.note_sync(sync_time, Instant::now());
         Ok(result.map(|()| Durable {
             seq: batch.seq,
             last_index,
@@ -238,7 +236,7 @@ fn run_writer(
         let broken_result = broken.take().map(|reason| wal.mark_broken(&reason));
         let last_index = wal.last_index();
         let sync_time = started.elapsed();
-        guard.note_sync(sync_time);
+        guard.note_sync(sync_time, Instant::now());
         drop(guard);
         if let Some(Err(e)) = broken_result {
             on_durable(Err(e.into()));
@@ -268,4 +266,46 @@ fn write_batch(wal: &mut Wal, batch: &PersistBatch) -> Result<(), StorageError> 
         .writes
         .iter()
         .try_for_each(|write| wal.write(write).map_err(StorageError::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::WalOptions;
+
+    #[test]
+    fn writes_here_pause_for_a_second_after_a_slow_sync() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut wal = Wal::open(WalOptions::new(root.path()).segment_bytes(4096)).expect("open");
+        let entry = raftengine::Entry {
+            term: raftengine::Term(1),
+            index: LogIndex(1),
+            payload: raftengine::EntryPayload::TermStart,
+        };
+        wal.write(&raftengine::LogWrite::Append(vec![entry]))
+            .expect("write");
+        wal.sync().expect("sync");
+        // The first sync made the first segment and started making a spare: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while wal.preparing_segment() {
+            assert!(Instant::now() < deadline, "the spare segment is never made");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut log = Log {
+            wal: Some(wal),
+            here_paused_until: None,
+        };
+        let t0 = Instant::now();
+        assert!(log.quick_here(t0), "a log with a segment and an idle disk");
+        log.note_sync(Duration::from_millis(2), t0);
+        assert!(log.quick_here(t0), "a quick sync changes nothing");
+        log.note_sync(SLOW_SYNC + Duration::from_millis(1), t0);
+        assert!(!log.quick_here(t0 + Duration::from_millis(999)));
+        assert!(log.quick_here(t0 + PAUSE_AFTER_SLOW_SYNC));
+        log.wal = None;
+        assert!(
+            !log.quick_here(t0 + PAUSE_AFTER_SLOW_SYNC),
+            "no log, no write here"
+        );
+    }
 }
