@@ -207,14 +207,20 @@ fn snapshots_are_atomic_checked_and_pruned() {
     }
 }
 
-#[test]
-fn group_commit_reports_every_batch_durable_in_order() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let wal = open(root.path()).expect("open");
+/// A group commit whose completions arrive on the returned channel.
+fn reporting(wal: Wal) -> (GroupCommit, mpsc::Receiver<Result<Durable, StorageError>>) {
     let (done, completions) = mpsc::channel();
     let committer = GroupCommit::spawn(wal, move |result| {
         let _ = done.send(result);
     });
+    (committer, completions)
+}
+
+#[test]
+fn group_commit_reports_every_batch_durable_in_order() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = open(root.path()).expect("open");
+    let (committer, completions) = reporting(wal);
     let total = 200u64;
     for seq in 1..=total {
         committer
@@ -251,10 +257,7 @@ fn group_commit_reports_every_batch_durable_in_order() {
 fn group_commit_reports_a_refused_write_and_stops() {
     let root = tempfile::tempdir().expect("temp dir");
     let wal = open(root.path()).expect("open");
-    let (done, completions) = mpsc::channel();
-    let committer = GroupCommit::spawn(wal, move |result| {
-        let _ = done.send(result);
-    });
+    let (committer, completions) = reporting(wal);
     committer
         .submit(PersistBatch {
             seq: 1,
@@ -335,10 +338,7 @@ fn a_write_on_the_callers_thread_waits_until_the_writer_has_reported_everything(
 fn writes_on_the_callers_thread_are_in_the_log_after_a_reopen() {
     let root = tempfile::tempdir().expect("temp dir");
     let wal = open(root.path()).expect("open");
-    let (done, completions) = mpsc::channel();
-    let committer = GroupCommit::spawn(wal, move |result| {
-        let _ = done.send(result);
-    });
+    let (committer, completions) = reporting(wal);
     // A fresh log has no segment: its first write, which makes one, goes to the writer thread.
     assert!(committer.persist_here(batch(1)).is_err());
     committer.submit(batch(1)).expect("submit");
@@ -358,10 +358,7 @@ fn writes_on_the_callers_thread_are_in_the_log_after_a_reopen() {
 fn after_a_storage_failure_nothing_is_written_on_the_callers_thread() {
     let root = tempfile::tempdir().expect("temp dir");
     let wal = open(root.path()).expect("open");
-    let (done, completions) = mpsc::channel();
-    let committer = GroupCommit::spawn(wal, move |result| {
-        let _ = done.send(result);
-    });
+    let (committer, completions) = reporting(wal);
     // A gap (5 after an empty log) is refused by the log.
     committer.submit(batch(5)).expect("submit");
     assert!(completions.recv().expect("completion").is_err());
