@@ -16,7 +16,9 @@
 //!   Redis with `appendfsync always`).
 //!
 //! The client ports speak just enough RESP for `SET` (any command is answered `+OK`), so the
-//! benchmark's own client drives them as it drives raftkv and etcd. One client at a time:
+//! benchmark's own client drives them as it drives raftkv and etcd. One client at a time; a
+//! malformed or oversized command stops the server with the reason (this is a yardstick, not a
+//! service):
 //!
 //! ```text
 //! cargo run --release -p raftkv --example commit_floor -- serve DIR
@@ -64,7 +66,7 @@ fn main() {
     };
     if let Err(e) = outcome {
         // A server whose peer went away (the setup was stopped) ends quietly.
-        if !matches!(e.downcast_ref::<std::io::Error>(), Some(io) if is_disconnect(io)) {
+        if !is_disconnect(&*e) {
             eprintln!("commit_floor: {e}");
             std::process::exit(1);
         }
@@ -75,9 +77,10 @@ fn parse_port(port: &str) -> Result<u16> {
     Ok(port.parse()?)
 }
 
-fn is_disconnect(e: &std::io::Error) -> bool {
+fn is_disconnect(e: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind::*;
-    matches!(e.kind(), UnexpectedEof | ConnectionReset | BrokenPipe)
+    let kind = e.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+    matches!(kind, Some(UnexpectedEof | ConnectionReset | BrokenPipe))
 }
 
 fn addr(port: u16) -> String {
@@ -195,6 +198,9 @@ fn report(setup: &str, port: u16, duration: Duration) -> Result<()> {
             latencies_us.push(start.elapsed().as_secs_f64() * 1e6);
         }
     }
+    if latencies_us.is_empty() {
+        return Err("no put finished in the measured window".into());
+    }
     latencies_us.sort_by(f64::total_cmp);
     let at = |q: f64| latencies_us[((latencies_us.len() - 1) as f64 * q) as usize];
     writeln!(
@@ -226,12 +232,15 @@ fn accept_each(port: u16, mut serve: impl FnMut(TcpStream) -> Result<()>) -> Res
             continue;
         }
         match serve(stream) {
-            Err(e) if matches!(e.downcast_ref::<std::io::Error>(), Some(io) if is_disconnect(io)) =>
-                {}
+            Err(e) if is_disconnect(&*e) => {}
             other => other?,
         }
     }
 }
+
+/// Bounds on a command, so a stray client cannot make a server allocate without limit.
+const MAX_PARTS: usize = 64;
+const MAX_PART_BYTES: usize = 1 << 20;
 
 /// Reads one RESP command (an array of bulk strings) and returns its bytes as received.
 fn read_command(client: &mut BufReader<TcpStream>) -> Result<Vec<u8>> {
@@ -250,8 +259,14 @@ fn read_command(client: &mut BufReader<TcpStream>) -> Result<Vec<u8>> {
         Ok(std::str::from_utf8(&line[1..line.len() - 2])?.parse()?)
     };
     let parts = header(client, &mut command, b'*')?;
+    if parts > MAX_PARTS {
+        return Err(format!("a command of {parts} parts").into());
+    }
     for _ in 0..parts {
         let len = header(client, &mut command, b'$')?;
+        if len > MAX_PART_BYTES {
+            return Err(format!("a part of {len} bytes").into());
+        }
         let start = command.len();
         command.resize(start + len + 2, 0);
         client.read_exact(&mut command[start..])?;
@@ -302,7 +317,11 @@ fn follower(port: u16, path: &Path) -> Result<()> {
         let mut entry = Vec::new();
         loop {
             leader.read_exact(&mut len)?;
-            entry.resize(u32::from_le_bytes(len) as usize, 0);
+            let len = u32::from_le_bytes(len) as usize;
+            if len > MAX_PARTS * MAX_PART_BYTES {
+                return Err(format!("an entry of {len} bytes").into());
+            }
+            entry.resize(len, 0);
             leader.read_exact(&mut entry)?;
             log.append_durably(&entry)?;
             seq += 1;
