@@ -24,6 +24,13 @@ pub struct Config {
     pub heartbeat_interval_ticks: u64,
     /// Upper bound on entries in one AppendEntries.
     pub max_entries_per_message: usize,
+    /// Upper bound on the command bytes of one AppendEntries (one entry always fits, however
+    /// large, so a message is at most this plus one command). With `max_command_bytes`, this
+    /// bounds the frames a transport must carry.
+    pub max_bytes_per_message: u64,
+    /// The largest command [`RaftNode::propose`](crate::RaftNode::propose) accepts; larger
+    /// ones are rejected with `CommandRejected::TooLarge` before anything is appended.
+    pub max_command_bytes: usize,
     /// Upper bound on unacknowledged AppendEntries batches per follower (the pipeline window).
     pub max_in_flight_messages: usize,
     /// Seed for election-timeout jitter, chosen by the driver so runs are reproducible.
@@ -47,6 +54,13 @@ pub struct Config {
     pub catch_up_stall_ticks: u64,
     /// Largest snapshot chunk in one message.
     pub max_snapshot_chunk_bytes: usize,
+    /// Entries kept in the log behind a snapshot, so that a follower a little behind gets
+    /// entries instead of the whole snapshot (etcd keeps 5,000). Entries a follower heard from
+    /// within an election timeout still needs are kept too, within `log_retention_bytes`.
+    pub log_retention_entries: u64,
+    /// Upper bound on the command bytes kept behind a snapshot by `log_retention_entries` and
+    /// for followers.
+    pub log_retention_bytes: u64,
     /// Opt-in lease reads (thesis §6.4.1): a leader that a majority acknowledged less than
     /// `lease_ticks` ago serves reads without a confirmation round. Safe only if no node's clock
     /// runs faster than the others' by more than the gap between `lease_ticks` and the minimum
@@ -123,6 +137,8 @@ impl Config {
             election_timeout_max_ticks: 30,
             heartbeat_interval_ticks: 1,
             max_entries_per_message: 64,
+            max_bytes_per_message: 1 << 20,
+            max_command_bytes: 64 << 20,
             max_in_flight_messages: 256,
             jitter_seed: id.0,
             forward_proposals: false,
@@ -131,6 +147,8 @@ impl Config {
             catch_up_max_rounds: 10,
             catch_up_stall_ticks: 300,
             max_snapshot_chunk_bytes: 1 << 20,
+            log_retention_entries: 5_000,
+            log_retention_bytes: 64 << 20,
             notify_commit: false,
             lease_reads: false,
             lease_ticks: 12,
@@ -170,6 +188,15 @@ impl Config {
         }
         if self.max_in_flight_messages == 0 {
             return Err(ConfigError::ZeroLimit("max_in_flight_messages"));
+        }
+        if self.max_bytes_per_message == 0 {
+            return Err(ConfigError::ZeroLimit("max_bytes_per_message"));
+        }
+        if self.max_command_bytes == 0 {
+            return Err(ConfigError::ZeroLimit("max_command_bytes"));
+        }
+        if self.max_snapshot_chunk_bytes == 0 {
+            return Err(ConfigError::ZeroLimit("max_snapshot_chunk_bytes"));
         }
         if self.lease_reads
             && (!self.check_quorum || self.lease_ticks == 0 || self.lease_ticks >= min)

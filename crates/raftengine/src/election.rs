@@ -53,6 +53,7 @@ impl RaftNode {
                 entries,
                 leader_commit,
                 read_round,
+                transfer,
             } => {
                 if matches!(self.role, Role::Leader(_)) {
                     return Err(StepError::DuelingLeader {
@@ -60,6 +61,7 @@ impl RaftNode {
                         term: msg.term,
                     });
                 }
+                self.note_transfer_generation(transfer);
                 self.handle_append_entries(
                     msg.from,
                     prev_log_index,
@@ -73,11 +75,22 @@ impl RaftNode {
                 success,
                 match_index,
                 reject_hint,
+                prev_log_index,
                 read_round,
+                repairing,
                 ..
             } => {
-                self.note_read_round_echo(msg.from, read_round);
-                self.handle_append_response(msg.from, success, match_index, reject_hint);
+                let answer = crate::replication::AppendAnswer {
+                    success,
+                    match_index,
+                    reject_hint,
+                    prev_log_index,
+                    repairing,
+                };
+                if !repairing {
+                    self.note_read_round_echo(msg.from, read_round);
+                }
+                self.handle_append_response(msg.from, answer);
             }
             MessageBody::InstallSnapshot {
                 last_included,
@@ -92,22 +105,26 @@ impl RaftNode {
                         term: msg.term,
                     });
                 }
-                self.handle_install_snapshot(
-                    msg.from,
+                let chunk = crate::snapshot::SnapshotChunk {
                     last_included,
                     membership,
                     offset,
                     data,
                     done,
-                );
+                };
+                self.handle_install_snapshot(msg.from, chunk);
             }
             MessageBody::InstallSnapshotResponse {
                 last_included,
+                offset,
                 next_offset,
                 done,
-            } => self.handle_snapshot_response(msg.from, last_included, next_offset, done),
-            MessageBody::TimeoutNow { last_log_index } => {
-                self.handle_timeout_now(msg.from, last_log_index);
+            } => self.handle_snapshot_response(msg.from, last_included, offset, next_offset, done),
+            MessageBody::TimeoutNow {
+                last_log_index,
+                transfer,
+            } => {
+                self.handle_timeout_now(msg.from, last_log_index, transfer);
             }
             MessageBody::TimeoutNowResponse { accepted } => {
                 self.handle_timeout_now_response(msg.from, accepted);
@@ -153,7 +170,9 @@ impl RaftNode {
             MessageBody::PreVoteRequest { .. } => true,
             MessageBody::PreVoteResponse { granted: true } => true,
             MessageBody::VoteRequest { transfer, .. }
-                if !transfer && self.config.check_quorum && self.leader_is_alive() =>
+                if self.config.check_quorum
+                    && self.leader_is_alive()
+                    && !self.transfer_vote_authorized(msg.from, *transfer) =>
             {
                 // Thesis §4.2.3: a server that heard from a live leader within the minimum election
                 // timeout neither updates its term nor grants its vote.
@@ -179,16 +198,9 @@ impl RaftNode {
     fn answer_stale(&mut self, msg: &Message) {
         let term = self.hard.term;
         match msg.body {
-            MessageBody::AppendEntries { .. } => {
+            MessageBody::AppendEntries { prev_log_index, .. } => {
                 let last = self.log.last_index();
-                let body = MessageBody::AppendEntriesResponse {
-                    success: false,
-                    match_index: LogIndex(0),
-                    reject_hint: last,
-                    last_log_index: last,
-                    read_round: 0,
-                };
-                self.send(msg.from, term, body);
+                self.send_append_answer(msg.from, false, LogIndex(0), last, prev_log_index, 0);
             }
             MessageBody::ReadIndexRequest { request } => self.refuse_read(msg.from, request),
             MessageBody::Propose { request, .. } => self.refuse_proposal(msg.from, request),
@@ -208,12 +220,15 @@ impl RaftNode {
 
     /// This node leads, or heard from a leader within the minimum election timeout: an election
     /// now would only disrupt a working leader. Pre-vote refuses on this; with check-quorum on,
-    /// so does a higher-term RequestVote (leader stickiness, thesis §4.2.3).
+    /// so does a higher-term RequestVote (leader stickiness, thesis §4.2.3). A node that just
+    /// restarted counts as having heard from one: it may have answered a heartbeat just before
+    /// it stopped, and the lease of that heartbeat's leader counts on its stickiness.
     pub(crate) fn leader_is_alive(&self) -> bool {
         if matches!(self.role, Role::Leader(_)) {
             return true;
         }
-        self.leader.is_some() && self.election_elapsed < self.config.election_timeout_min_ticks
+        let heard = self.leader.is_some() || self.restarted_quiet;
+        heard && self.election_elapsed < self.config.election_timeout_min_ticks
     }
 
     fn handle_pre_vote_request(
@@ -226,6 +241,8 @@ impl RaftNode {
     ) {
         let refusal = if proposed <= self.hard.term {
             Some("proposed term is not newer")
+        } else if self.repairing {
+            Some("repairing lost data")
         } else if !self.log.is_up_to_date(last_index, last_term) {
             Some("candidate log is behind")
         } else if !transfer && self.leader_is_alive() {
@@ -254,9 +271,8 @@ impl RaftNode {
             return;
         }
         election.votes.insert(from, granted);
-        let transfer = election.transfer;
         match self.tally() {
-            Some(true) => self.become_candidate(transfer),
+            Some(true) => self.become_candidate(None),
             Some(false) => self.lose_election(),
             None => {}
         }
@@ -269,6 +285,8 @@ impl RaftNode {
         let free = free || self.mutated(crate::config::Mutation::TwoVotesPerTerm);
         let refusal = if !free {
             Some("already voted in this term")
+        } else if self.repairing {
+            Some("repairing lost data")
         } else if !self.log.is_up_to_date(last_index, last_term) {
             Some("candidate log is behind")
         } else {
@@ -327,25 +345,33 @@ impl RaftNode {
     /// if its election timer had fired (thesis §3.10), and leader stickiness lets it through. A
     /// pre-vote round here would be undone by the next append from the old leader, which is
     /// still sending in the current term, and the transfer would time out.
+    ///
+    /// A forced transfer campaign (a test control) is authorized whatever transfers voters
+    /// heard of; one started by `TimeoutNow` carries that message's transfer generation.
     pub fn campaign(&mut self, transfer: bool) {
+        self.campaign_as(transfer.then_some(u64::MAX));
+    }
+
+    /// Starts an election, as a transfer of generation `transfer` when given.
+    pub(crate) fn campaign_as(&mut self, transfer: Option<u64>) {
         if self.is_stopped().is_some()
             || matches!(self.role, Role::Leader(_))
             || !self.may_campaign()
         {
             return;
         }
-        if self.config.pre_vote && !transfer {
-            self.become_pre_candidate(transfer);
+        self.restarted_quiet = false;
+        if self.config.pre_vote && transfer.is_none() {
+            self.become_pre_candidate();
         } else {
             self.become_candidate(transfer);
         }
     }
 
-    fn become_pre_candidate(&mut self, transfer: bool) {
+    fn become_pre_candidate(&mut self) {
         let me = self.config.id;
         self.set_role(Role::PreCandidate(Election {
             votes: BTreeMap::from([(me, true)]),
-            transfer,
         }));
         self.set_leader(None);
         self.reset_election_timer();
@@ -354,25 +380,25 @@ impl RaftNode {
             proposed_term: proposed,
         });
         if self.tally() == Some(true) {
-            self.become_candidate(transfer);
+            self.become_candidate(None);
             return;
         }
-        self.request_votes(proposed, true, transfer);
+        self.request_votes(proposed, true, None);
     }
 
-    fn become_candidate(&mut self, transfer: bool) {
+    fn become_candidate(&mut self, transfer: Option<u64>) {
         let me = self.config.id;
         let term = self.hard.term.next();
         self.set_hard_state(term, Some(me));
         self.set_role(Role::Candidate(Election {
             votes: BTreeMap::from([(me, true)]),
-            transfer,
         }));
         self.set_leader(None);
         self.reset_election_timer();
-        self.out
-            .events
-            .push(Event::ElectionStarted { term, transfer });
+        self.out.events.push(Event::ElectionStarted {
+            term,
+            transfer: transfer.is_some(),
+        });
         if self.tally() == Some(true) {
             self.become_leader();
             return;
@@ -381,14 +407,14 @@ impl RaftNode {
     }
 
     /// Asks every other voter for a (pre-)vote in `term`, with this node's last log position.
-    fn request_votes(&mut self, term: Term, pre_vote: bool, transfer: bool) {
+    fn request_votes(&mut self, term: Term, pre_vote: bool, transfer: Option<u64>) {
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.other_voters() {
             let body = if pre_vote {
                 MessageBody::PreVoteRequest {
                     last_log_index,
                     last_log_term,
-                    transfer,
+                    transfer: transfer.is_some(),
                 }
             } else {
                 MessageBody::VoteRequest {
@@ -415,6 +441,7 @@ impl RaftNode {
             commit_waiters: BTreeMap::new(),
             transfer: None,
             term_start: next,
+            transfer_generation: 0,
             change: None,
             stepping_down: false,
         })));

@@ -99,4 +99,16 @@ pub enum Event {
     /// A committed configuration no longer includes this node: it will not campaign again and
     /// may be shut down.
     RemovedFromCluster,
+    /// A configuration that includes this node again was appended after its removal: it takes
+    /// part again (a removed node added back).
+    RejoinedCluster,
+    /// The storage lost durable data: the node repairs itself before it votes or counts
+    /// towards a majority again (see `RaftNode::is_repairing`).
+    RepairStarted {
+        reason: String,
+    },
+    /// The repair is over: the log holds a leader's log up to its commit index.
+    RepairFinished {
+        caught_up_to: LogIndex,
+    },
 }

@@ -149,6 +149,22 @@ impl RaftNode {
         None
     }
 
+    /// A snapshot up to `index` replaces the log here: forwarded commands placed up to it were
+    /// applied inside it (or overwritten), so their results will never be known here.
+    pub(crate) fn fail_forwarded_placed_through(&mut self, index: LogIndex) {
+        let later = self.forwarded.placed.split_off(&index.next());
+        let covered = std::mem::replace(&mut self.forwarded.placed, later);
+        for (_, (_, request)) in covered {
+            #[cfg(feature = "mutations")]
+            if self.mutated(crate::config::Mutation::ForwardedLostInSnapshot) {
+                continue;
+            }
+            self.out
+                .rejected
+                .push((request, CommandRejected::LeadershipLost));
+        }
+    }
+
     /// Commands still waiting for the leader's answer have an unknown outcome when the leader
     /// changes (it may have appended them).
     pub(crate) fn fail_forwarded_proposals(&mut self) {

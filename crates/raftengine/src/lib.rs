@@ -20,6 +20,7 @@ mod progress;
 mod quorum;
 mod read;
 mod reconfigure;
+mod repair;
 mod replication;
 mod snapshot;
 mod state_machine;
@@ -33,13 +34,13 @@ pub use config::{Config, ConfigError};
 pub use event::{Event, RoleKind};
 pub use log::RaftLog;
 pub use membership::{Membership, MembershipChange, MembershipError};
-pub use message::{Message, MessageBody};
-pub use node::{RaftNode, StartError, Status, StepError};
+pub use message::{Message, MessageBody, MAX_INDEX, MAX_TERM};
+pub use node::{DriverError, RaftNode, StartError, Status, StepError};
 pub use output::{CommandRejected, CommittedEntry, FatalError, Output, ReadReady};
 pub use snapshot::{CompactError, Snapshot};
 pub use state_machine::{ApplyError, SnapshotJob, StateMachine};
 pub use storage::{
-    LogId, LogStorage, LogWrite, MemoryStorage, PersistBatch, StorageError, StoredState,
+    DataLoss, LogId, LogStorage, LogWrite, MemoryStorage, PersistBatch, StorageError, StoredState,
 };
 pub use transfer::TransferError;
 pub use types::{Entry, EntryPayload, HardState, LogIndex, NodeId, RequestId, Term};

@@ -97,6 +97,43 @@ impl RaftLog {
         &self.entries[a..b]
     }
 
+    /// Command bytes of the entries held up to `through`.
+    pub fn payload_bytes_through(&self, through: LogIndex) -> u64 {
+        payload_bytes(self.slice(self.start.index.next(), through))
+    }
+
+    /// The lowest index `i` in `after + 1 ..= through + 1` such that the entries `i..=through`
+    /// carry at most `budget` command bytes (walking back from `through`).
+    pub fn first_within_bytes(&self, after: LogIndex, through: LogIndex, budget: u64) -> LogIndex {
+        let mut bytes = 0u64;
+        let mut first = through.next();
+        for entry in self.slice(after.next(), through).iter().rev() {
+            bytes += payload_bytes(std::slice::from_ref(entry));
+            if bytes > budget {
+                break;
+            }
+            first = entry.index;
+        }
+        first
+    }
+
+    /// The last index of a batch starting at `from` of at most `max_entries` entries whose
+    /// command bytes stay within `max_bytes`; the first entry always fits, however large.
+    /// `from` must be held.
+    pub fn batch_end(&self, from: LogIndex, max_entries: u64, max_bytes: u64) -> LogIndex {
+        let held = self.slice(from, from.plus(max_entries.saturating_sub(1)));
+        let mut bytes = 0u64;
+        let mut end = from;
+        for (i, entry) in held.iter().enumerate() {
+            bytes += payload_bytes(std::slice::from_ref(entry));
+            if i > 0 && bytes > max_bytes {
+                break;
+            }
+            end = entry.index;
+        }
+        end
+    }
+
     pub fn push(&mut self, entry: Entry) {
         debug_assert_eq!(entry.index, self.last_index().next());
         self.payload_bytes += payload_bytes(std::slice::from_ref(&entry));

@@ -32,7 +32,10 @@ pub enum MessageBody {
     VoteRequest {
         last_log_index: LogIndex,
         last_log_term: Term,
-        transfer: bool,
+        /// A campaign of a leadership transfer: the generation of the `TimeoutNow` that started
+        /// it. Voters let it past leader stickiness only if they have not heard from that leader
+        /// that the transfer ended (a later generation).
+        transfer: Option<u64>,
     },
     VoteResponse {
         granted: bool,
@@ -47,6 +50,9 @@ pub enum MessageBody {
         /// echoes it; a majority of echoes of round `r` proves the sender still led after every
         /// read registered before round `r` started (thesis §6.4).
         read_round: u64,
+        /// The leader's transfer generation: odd while a leadership transfer is under way, even
+        /// otherwise; it grows by one when a transfer starts and when it ends.
+        transfer: u64,
     },
     AppendEntriesResponse {
         success: bool,
@@ -57,8 +63,14 @@ pub enum MessageBody {
         reject_hint: LogIndex,
         /// The follower's last log index after handling the request.
         last_log_index: LogIndex,
+        /// The `prev_log_index` of the request this answers, so a late answer to an old request
+        /// is recognized as stale.
+        prev_log_index: LogIndex,
         /// The `read_round` of the request this answers.
         read_round: u64,
+        /// The follower lost durable data and is being repaired: the leader replicates to it
+        /// but counts it towards no commit and no read round.
+        repairing: bool,
     },
     /// A chunk of the leader's snapshot, for a follower whose next entry is compacted (`sn`).
     InstallSnapshot {
@@ -72,6 +84,8 @@ pub enum MessageBody {
     /// The follower's answer (`snr`): it has the first `next_offset` bytes; `done` once installed.
     InstallSnapshotResponse {
         last_included: LogIndex,
+        /// The offset of the chunk this answers (late answers to other chunks are stale).
+        offset: u64,
         next_offset: u64,
         done: bool,
     },
@@ -79,6 +93,8 @@ pub enum MessageBody {
     /// (`t_p` in traces).
     TimeoutNow {
         last_log_index: LogIndex,
+        /// The leader's transfer generation when it sent this (see `AppendEntries::transfer`).
+        transfer: u64,
     },
     /// The target's answer (`t_pr`): whether it campaigns.
     TimeoutNowResponse {
@@ -114,6 +130,88 @@ pub enum MessageBody {
         request: u64,
         read_index: Option<LogIndex>,
     },
+}
+
+/// The highest term a message may carry. Far beyond any real cluster's (a term per
+/// nanosecond lasts 146 years), and far enough below `u64::MAX` that no arithmetic on a
+/// peer's term or index can wrap.
+pub const MAX_TERM: Term = Term(1 << 62);
+/// The highest log index (or snapshot offset) a message may carry; see [`MAX_TERM`].
+pub const MAX_INDEX: LogIndex = LogIndex(1 << 62);
+
+impl Message {
+    /// The first field whose value lies beyond [`MAX_TERM`] or [`MAX_INDEX`], if any.
+    pub fn out_of_range_field(&self) -> Option<&'static str> {
+        let term = |t: Term| t > MAX_TERM;
+        let index = |i: LogIndex| i > MAX_INDEX;
+        let offset = |o: u64| o > MAX_INDEX.0;
+        if term(self.term) {
+            return Some("term");
+        }
+        let bad = match &self.body {
+            MessageBody::PreVoteRequest {
+                last_log_index,
+                last_log_term,
+                ..
+            }
+            | MessageBody::VoteRequest {
+                last_log_index,
+                last_log_term,
+                ..
+            } => index(*last_log_index)
+                .then_some("last_log_index")
+                .or(term(*last_log_term).then_some("last_log_term")),
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                ..
+            } => index(*prev_log_index)
+                .then_some("prev_log_index")
+                .or(term(*prev_log_term).then_some("prev_log_term"))
+                .or(index(*leader_commit).then_some("leader_commit"))
+                .or(entries
+                    .iter()
+                    .any(|e| index(e.index) || term(e.term))
+                    .then_some("entries")),
+            MessageBody::AppendEntriesResponse {
+                match_index,
+                reject_hint,
+                last_log_index,
+                prev_log_index,
+                ..
+            } => [match_index, reject_hint, last_log_index, prev_log_index]
+                .into_iter()
+                .any(|i| index(*i))
+                .then_some("index"),
+            MessageBody::InstallSnapshot {
+                last_included,
+                offset: o,
+                ..
+            } => (index(last_included.index) || term(last_included.term) || offset(*o))
+                .then_some("snapshot position"),
+            MessageBody::InstallSnapshotResponse {
+                last_included,
+                offset: o,
+                next_offset,
+                ..
+            } => (index(*last_included) || offset(*o) || offset(*next_offset))
+                .then_some("snapshot position"),
+            MessageBody::TimeoutNow { last_log_index, .. } => {
+                index(*last_log_index).then_some("last_log_index")
+            }
+            MessageBody::ProposeResponse {
+                placed: Some(id), ..
+            } => (index(id.index) || term(id.term)).then_some("placed"),
+            MessageBody::ReadIndexResponse {
+                read_index: Some(i),
+                ..
+            } => index(*i).then_some("read_index"),
+            _ => None,
+        };
+        bad
+    }
 }
 
 impl MessageBody {

@@ -31,7 +31,6 @@ pub(crate) enum Role {
 #[derive(Debug, Default)]
 pub(crate) struct Election {
     pub votes: BTreeMap<NodeId, bool>,
-    pub transfer: bool,
 }
 
 #[derive(Debug)]
@@ -55,6 +54,9 @@ pub(crate) struct Leadership {
     /// Index of this term's first entry: membership changes wait until it commits (thesis §4.1,
     /// the fix for single-server changes across leader changes).
     pub term_start: LogIndex,
+    /// Odd while a transfer is under way, even otherwise; AppendEntries carry it, so followers
+    /// can tell a late `TimeoutNow` from a current one.
+    pub transfer_generation: u64,
     /// The membership change under way, one at a time.
     pub change: Option<crate::reconfigure::PendingChange>,
     /// This leader is not in the committed configuration: it hands leadership over, then steps
@@ -73,8 +75,24 @@ pub enum StepError {
     MalformedAppend { from: NodeId, reason: &'static str },
     #[error("{from} claims leadership of term {term}, which this node leads")]
     DuelingLeader { from: NodeId, term: Term },
+    #[error("message from {from} carries a {field} beyond the protocol's limits")]
+    OutOfRange { from: NodeId, field: &'static str },
     #[error("the node stopped on a fatal error: {0}")]
     Stopped(FatalError),
+}
+
+/// A driver broke the contract of an input; nothing in the node changed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DriverError {
+    #[error("persisted({seq}) reports a batch that was never issued (the last issued is {issued})")]
+    UnknownBatch { seq: u64, issued: u64 },
+    #[error("persisted({seq}) arrived after persisted({reported}): reports must not go backwards")]
+    OutOfOrder { seq: u64, reported: u64 },
+    #[error("snapshot_installed({index}) does not name the snapshot being installed ({expected:?})")]
+    NoSuchInstall {
+        index: LogIndex,
+        expected: Option<LogIndex>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -154,6 +172,23 @@ pub struct RaftNode {
     pub(crate) removed: bool,
     /// Membership changes this node forwarded to its leader.
     pub(crate) forwarded_changes: BTreeMap<RequestId, NodeId>,
+    /// The commit index last written to storage (`LogWrite::Commit`).
+    commit_written: LogIndex,
+    /// The node lost data it had made durable: it may have acknowledged entries it no longer
+    /// holds, so it neither votes nor counts towards a majority until a leader has repaired its
+    /// log (protocol-aware recovery, Alagappan et al., FAST '18).
+    pub(crate) repairing: bool,
+    /// The node restarted with a term: for the minimum election timeout it refuses votes as if
+    /// it had just heard from a leader, since it may have acknowledged a leader's heartbeat
+    /// just before it stopped (that leader's lease counts on it).
+    pub(crate) restarted_quiet: bool,
+    /// A snapshot handed to the driver that it has not reported installed yet.
+    pub(crate) pending_install: Option<crate::snapshot::PendingInstall>,
+    /// The highest transfer generation heard from the leader of the current term.
+    pub(crate) transfer_seen: u64,
+    /// Command bytes of the log's entries that the snapshot covers (the retained tail), so the
+    /// size policy counts only what follows the snapshot.
+    pub(crate) snapshot_tail_bytes: u64,
 }
 
 impl RaftNode {
@@ -184,21 +219,28 @@ impl RaftNode {
             return Err(StartError::PurgedLog(purged.index));
         }
         let mut log = RaftLog::from_parts(purged, stored.entries).map_err(StartError::GapInLog)?;
-        // A crash between writing the snapshot and purging the log leaves entries the snapshot
-        // covers: they are committed, and the snapshot replaces them.
         let mut pending = Vec::new();
         if let Some(snapshot) = snapshot
             .as_ref()
             .filter(|s| s.last_included.index > purged.index)
         {
             let id = snapshot.last_included;
-            log.compact(id);
-            pending.push(LogWrite::Purge {
-                through: id.index,
-                term: id.term,
-            });
+            // A log that holds the snapshot's last entry keeps the entries before it: the tail
+            // retained behind the snapshot. One that does not is a snapshot installed from the
+            // leader whose purge a crash prevented: the snapshot replaces the log up to it.
+            if log.term(id.index) != Some(id.term) {
+                log.compact(id);
+                pending.push(LogWrite::Purge {
+                    through: id.index,
+                    term: id.term,
+                });
+            }
         }
         let start = log.start();
+        let applied = start.index.max(covered);
+        // The configuration at the log's start. With a retained tail that holds configuration
+        // entries, the snapshot's is later than the one at the start; indexes below the
+        // snapshot are never asked about after a restart, so it stands in.
         let base = snapshot.as_ref().map_or_else(
             || Membership::with_voters(config.voters.iter().copied()),
             |s| s.membership.clone(),
@@ -210,13 +252,24 @@ impl RaftNode {
             }
         }
         let persisted_index = log.last_index();
+        let last_index = log.last_index();
+        let stored_commit = stored.commit;
+        let lost_committed = stored_commit > last_index;
+        let data_loss = stored.data_loss.clone().or_else(|| {
+            lost_committed.then(|| crate::storage::DataLoss {
+                reason: format!(
+                    "the log ends at {last_index} but index {stored_commit} was committed"
+                ),
+            })
+        });
+        let restarted_quiet = stored.hard_state.term > Term(0) && config.check_quorum;
         let mut node = RaftNode {
             rng_state: config.jitter_seed ^ 0x9E37_79B9_7F4A_7C15,
             config,
             hard: stored.hard_state,
             log,
-            commit: start.index,
-            committed_emitted: start.index,
+            commit: applied,
+            committed_emitted: applied,
             role: Role::Follower,
             leader: None,
             election_elapsed: 0,
@@ -239,9 +292,22 @@ impl RaftNode {
             was_member: false,
             removed: false,
             forwarded_changes: BTreeMap::new(),
+            commit_written: stored_commit,
+            repairing: false,
+            restarted_quiet,
+            pending_install: None,
+            transfer_seen: 0,
+            snapshot_tail_bytes: 0,
         };
         node.was_member = node.configs.mentions(node.config.id);
+        node.snapshot_tail_bytes = node.log.payload_bytes_through(applied);
         node.reset_election_timer();
+        if let Some(loss) = data_loss {
+            node.start_repair(&loss.reason);
+        }
+        // What was known committed before the restart is applied again at once (etcd keeps
+        // the commit index with its hard state too).
+        node.advance_commit(stored_commit.min(last_index));
         Ok(node)
     }
 
@@ -264,6 +330,12 @@ impl RaftNode {
             } else {
                 Err(StepError::UnknownSender(msg.from))
             };
+        }
+        if let Some(field) = msg.out_of_range_field() {
+            return Err(StepError::OutOfRange {
+                from: msg.from,
+                field,
+            });
         }
         if let MessageBody::AppendEntries {
             prev_log_index,
@@ -300,6 +372,14 @@ impl RaftNode {
             self.out.rejected.push((id, CommandRejected::Retry));
             return;
         }
+        let limit = self.config.max_command_bytes;
+        if command.len() > limit {
+            let size = command.len();
+            self.out
+                .rejected
+                .push((id, CommandRejected::TooLarge { size, limit }));
+            return;
+        }
         if self.transferring() {
             self.out.rejected.push((id, CommandRejected::Retry));
             return;
@@ -333,10 +413,22 @@ impl RaftNode {
         });
     }
 
-    /// The driver made every batch up to `seq` durable.
-    pub fn persisted(&mut self, seq: u64) {
-        if seq <= self.persisted_seq {
-            return;
+    /// The driver made every batch up to `seq` durable. A `seq` that was never issued, or one
+    /// below an earlier report, is refused: releasing held votes and acknowledgements on a
+    /// wrong report would promise state that is not on disk.
+    pub fn persisted(&mut self, seq: u64) -> Result<(), DriverError> {
+        let issued = self.next_seq - 1;
+        if seq > issued {
+            return Err(DriverError::UnknownBatch { seq, issued });
+        }
+        if seq < self.persisted_seq {
+            return Err(DriverError::OutOfOrder {
+                seq,
+                reported: self.persisted_seq,
+            });
+        }
+        if seq == self.persisted_seq {
+            return Ok(());
         }
         self.persisted_seq = seq;
         while let Some((batch, last)) = self.batch_last_index.front().copied() {
@@ -354,6 +446,7 @@ impl RaftNode {
         if matches!(self.role, Role::Leader(_)) {
             self.maybe_commit();
         }
+        Ok(())
     }
 
     /// Stops the node because applying a committed entry failed in a way other replicas may not
@@ -374,6 +467,11 @@ impl RaftNode {
         }
         self.notify_commit_waiters();
         if !self.open_writes.is_empty() {
+            if self.commit > self.commit_written {
+                // Every entry up to the commit index is in this batch or an earlier one.
+                self.open_writes.push(LogWrite::Commit(self.commit));
+                self.commit_written = self.commit;
+            }
             let seq = self.next_seq;
             self.next_seq += 1;
             self.batch_last_index
@@ -461,6 +559,12 @@ impl RaftNode {
         self.stopped.as_ref()
     }
 
+    /// The node lost durable data and is being repaired by a leader: until then it neither
+    /// votes nor counts towards any majority (see [`StoredState::data_loss`]).
+    pub fn is_repairing(&self) -> bool {
+        self.repairing
+    }
+
     pub fn status(&self) -> Status {
         let progress = match &self.role {
             Role::Leader(l) => l
@@ -538,6 +642,9 @@ impl RaftNode {
 
     pub(crate) fn set_hard_state(&mut self, term: Term, voted_for: Option<NodeId>) {
         let term_changed = term != self.hard.term;
+        if term_changed {
+            self.transfer_seen = 0;
+        }
         self.hard = HardState { term, voted_for };
         #[cfg(feature = "mutations")]
         if self.mutated(crate::config::Mutation::VoteNotPersisted) {

@@ -80,6 +80,10 @@ pub enum CommandRejected {
     /// not be applied later, so the client must check before retrying a non-idempotent command.
     #[error("leadership lost before the command committed; outcome unknown")]
     LeadershipLost,
+    /// The command is larger than [`Config::max_command_bytes`](crate::Config): nothing was
+    /// proposed.
+    #[error("command of {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
 }
 
 /// An error that stops the node: carrying on would risk breaking Raft's safety.
@@ -89,4 +93,8 @@ pub enum FatalError {
     TruncateCommitted { index: LogIndex, commit: LogIndex },
     #[error("state machine failed at index {index}: {reason}")]
     StateMachine { index: LogIndex, reason: String },
+    /// The driver could not make the log durable (an I/O error, a full disk): what the node
+    /// promised others may not be on its disk, so it stops.
+    #[error("log storage failed: {reason}")]
+    Storage { reason: String },
 }

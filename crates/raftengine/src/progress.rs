@@ -29,6 +29,13 @@ pub struct Progress {
     pub recently_active: bool,
     /// In `Snapshot`: bytes of the snapshot the follower has acknowledged.
     pub snapshot_offset: u64,
+    /// In `Snapshot`: ticks since the chunk in flight was sent (it is sent again once this
+    /// reaches the resend interval: the chunk or its answer was lost).
+    pub snapshot_wait_ticks: u64,
+    /// The follower lost durable data and is being repaired: it counts towards no majority.
+    pub repairing: bool,
+    /// In `Snapshot`: the snapshot being sent (kept though the leader compacts again).
+    pub sending_snapshot: Option<crate::snapshot::Snapshot>,
 }
 
 impl Progress {
@@ -41,7 +48,18 @@ impl Progress {
             in_flight: VecDeque::new(),
             recently_active: false,
             snapshot_offset: 0,
+            snapshot_wait_ticks: 0,
+            repairing: false,
+            sending_snapshot: None,
         }
+    }
+
+    /// A rejection answering an AppendEntries sent before the latest state of this follower
+    /// was known: one whose `prev_log_index` lies below the match index (the follower has
+    /// acknowledged more since), or, while probing, any answer but to the probe in flight.
+    pub fn is_stale_rejection(&self, answered: LogIndex) -> bool {
+        answered < self.match_index
+            || (self.state == ProgressState::Probe && answered != self.next_index.prev())
     }
 
     /// May the leader send entries now, given the pipeline window?
@@ -80,6 +98,7 @@ impl Progress {
 
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
+        self.sending_snapshot = None;
         self.probe_sent = false;
         self.next_index = self.match_index.next();
         self.in_flight.clear();
@@ -91,11 +110,13 @@ impl Progress {
         self.probe_sent = false;
         self.in_flight.clear();
         self.snapshot_offset = 0;
+        self.snapshot_wait_ticks = 0;
     }
 
     /// A rejection: go back to probing from `next_index`, never below what is known to match.
     pub fn become_probe(&mut self, next_index: LogIndex) {
         self.state = ProgressState::Probe;
+        self.sending_snapshot = None;
         self.probe_sent = false;
         self.in_flight.clear();
         self.next_index = next_index.max(self.match_index.next());

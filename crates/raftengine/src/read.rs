@@ -30,6 +30,9 @@ pub(crate) struct ReadRounds {
     pub ticks: u64,
     /// Tick at which the confirmed round started: the lease runs from there.
     lease_from: Option<u64>,
+    /// Only rounds above this one may start a lease (`u64::MAX`: none may, a transfer's
+    /// `TimeoutNow` is out).
+    lease_floor: u64,
     /// Reads waiting for the leader's first commit in its term.
     unready: Vec<PendingRead>,
     /// Reads waiting for a round, in registration order (so `needed` never decreases).
@@ -43,6 +46,27 @@ struct PendingRead {
     origin: Option<NodeId>,
     index: LogIndex,
     needed: u64,
+}
+
+impl ReadRounds {
+    /// A `TimeoutNow` went out: its target may win without waiting out the followers'
+    /// stickiness, so no lease holds until the transfer ends (reads confirm with a round).
+    pub(crate) fn suspend_lease(&mut self) {
+        self.lease_from = None;
+        self.lease_floor = u64::MAX;
+    }
+
+    /// A transfer whose `TimeoutNow` went out was aborted: only a round started from now on
+    /// (whose echoes prove a majority heard that the transfer ended) may start a lease again.
+    pub(crate) fn restart_lease_after_current_round(&mut self) {
+        self.lease_from = None;
+        self.lease_floor = self.round;
+    }
+
+    fn lease_valid(&self, lease_ticks: u64) -> bool {
+        self.lease_from
+            .is_some_and(|from| self.ticks < from + lease_ticks)
+    }
 }
 
 impl RaftNode {
@@ -128,10 +152,7 @@ impl RaftNode {
             rounds.unready.push(read);
             return;
         }
-        let lease_valid = lease_reads
-            && rounds
-                .lease_from
-                .is_some_and(|from| rounds.ticks < from + lease_ticks);
+        let lease_valid = lease_reads && rounds.lease_valid(lease_ticks);
         #[cfg(feature = "mutations")]
         let lease_valid =
             lease_valid || self.config.mutation == Some(crate::config::Mutation::ReadWithoutQuorum);
@@ -214,7 +235,7 @@ impl RaftNode {
             rounds.started_at.pop_front();
         }
         if let Some(&(round, tick)) = rounds.started_at.front() {
-            if round == confirmed {
+            if round == confirmed && round > rounds.lease_floor {
                 rounds.lease_from = Some(tick);
             }
         }

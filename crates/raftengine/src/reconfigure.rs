@@ -417,6 +417,15 @@ impl RaftNode {
             self.removed = true;
             self.out.events.push(Event::RemovedFromCluster);
         }
+        #[cfg(feature = "mutations")]
+        let rejoins = !self.mutated(crate::config::Mutation::RemovedForever);
+        #[cfg(not(feature = "mutations"))]
+        let rejoins = true;
+        if rejoins && self.removed && self.membership().contains(me) {
+            // Added back after its removal: it takes part again.
+            self.removed = false;
+            self.out.events.push(Event::RejoinedCluster);
+        }
         let Role::Leader(leadership) = &mut self.role else {
             return;
         };
@@ -461,23 +470,13 @@ impl RaftNode {
         }
         wanted.remove(&me);
         // A last heartbeat tells a removed node the commit index, so it learns its removal.
-        let (term, commit) = (self.hard.term, self.commit);
+        let term = self.hard.term;
         let farewells: Vec<(NodeId, MessageBody)> = leadership
             .progress
             .iter()
             .filter(|(id, _)| !wanted.contains(id))
-            .map(|(id, p)| {
-                // What it was sent so far, which includes the entry that removed it.
-                let prev = p.next_index.prev();
-                let body = MessageBody::AppendEntries {
-                    prev_log_index: prev,
-                    prev_log_term: self.log.term(prev).unwrap_or_default(),
-                    entries: Vec::new(),
-                    leader_commit: commit,
-                    read_round: leadership.reads.round,
-                };
-                (*id, body)
-            })
+            // What it was sent so far, which includes the entry that removed it.
+            .map(|(id, p)| (*id, self.append_body(p.next_index.prev(), Vec::new())))
             .collect();
         for (node, body) in farewells {
             self.send(node, term, body);
@@ -527,8 +526,12 @@ impl RaftNode {
     /// not known committed yet. It may hold the only copy of that configuration entry, which the
     /// remaining voters need from it: leading without counting itself (thesis §4.2.2), it
     /// replicates the entry, and hands over once it commits. Learners, joining nodes and nodes
-    /// whose removal committed never campaign.
+    /// whose removal committed never campaign; nor does a node repairing lost data or waiting
+    /// for its driver to install a snapshot.
     pub(crate) fn may_campaign(&self) -> bool {
+        if self.repairing || self.pending_install.is_some() {
+            return false;
+        }
         let me = self.config.id;
         let (index, latest) = self.configs.latest();
         latest.is_voter(me) || (index > self.commit && self.configs.at(index.prev()).is_voter(me))

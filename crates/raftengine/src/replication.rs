@@ -7,6 +7,17 @@ use crate::node::{RaftNode, Role};
 use crate::progress::ProgressState;
 use crate::types::{Entry, LogIndex, NodeId, Term};
 
+/// A follower's answer to an AppendEntries, as the leader reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AppendAnswer {
+    pub success: bool,
+    pub match_index: LogIndex,
+    pub reject_hint: LogIndex,
+    /// The `prev_log_index` of the request it answers.
+    pub prev_log_index: LogIndex,
+    pub repairing: bool,
+}
+
 impl RaftNode {
     pub(crate) fn handle_append_entries(
         &mut self,
@@ -23,7 +34,13 @@ impl RaftNode {
         }
         self.set_leader(Some(from));
         self.reset_election_timer();
-        let term = self.hard.term;
+        let answered = prev_index;
+        if self.pending_install.is_some() {
+            // The log is about to be replaced by a snapshot: take nothing until it is.
+            let last = self.log.last_index();
+            self.send_append_answer(from, false, LogIndex(0), last, answered, read_round);
+            return;
+        }
         let (mut prev_index, mut prev_term, mut entries) = (prev_index, prev_term, entries);
         let start = self.log.start();
         if prev_index < start.index {
@@ -34,15 +51,7 @@ impl RaftNode {
             prev_term = start.term;
         }
         if let Some(reject_hint) = self.mismatch_hint(prev_index, prev_term) {
-            let last_log_index = self.log.last_index();
-            let body = MessageBody::AppendEntriesResponse {
-                success: false,
-                match_index: LogIndex(0),
-                reject_hint,
-                last_log_index,
-                read_round,
-            };
-            self.send(from, term, body);
+            self.send_append_answer(from, false, LogIndex(0), reject_hint, answered, read_round);
             return;
         }
         let match_index = prev_index.plus(entries.len() as u64);
@@ -54,14 +63,31 @@ impl RaftNode {
         if self.mutated(crate::config::Mutation::ApplyBeforeCommit) {
             self.advance_commit(self.log.last_index());
         }
+        self.check_repaired(match_index, leader_commit);
+        self.send_append_answer(from, true, match_index, LogIndex(0), answered, read_round);
+    }
+
+    /// Answers an AppendEntries whose `prev_log_index` was `answered`.
+    pub(crate) fn send_append_answer(
+        &mut self,
+        to: NodeId,
+        success: bool,
+        match_index: LogIndex,
+        reject_hint: LogIndex,
+        answered: LogIndex,
+        read_round: u64,
+    ) {
         let body = MessageBody::AppendEntriesResponse {
-            success: true,
+            success,
             match_index,
-            reject_hint: LogIndex(0),
+            reject_hint,
             last_log_index: self.log.last_index(),
+            prev_log_index: answered,
             read_round,
+            repairing: self.repairing,
         };
-        self.send(from, term, body);
+        let term = self.hard.term;
+        self.send(to, term, body);
     }
 
     /// `None` when our log holds `prev_index` with `prev_term`; otherwise where the leader should
@@ -111,13 +137,7 @@ impl RaftNode {
         true
     }
 
-    pub(crate) fn handle_append_response(
-        &mut self,
-        from: NodeId,
-        success: bool,
-        match_index: LogIndex,
-        reject_hint: LogIndex,
-    ) {
+    pub(crate) fn handle_append_response(&mut self, from: NodeId, answer: AppendAnswer) {
         let last = self.log.last_index();
         let Role::Leader(leadership) = &mut self.role else {
             return;
@@ -126,21 +146,19 @@ impl RaftNode {
             return;
         };
         progress.recently_active = true;
+        progress.repairing = answer.repairing;
         if matches!(progress.state, ProgressState::Snapshot { .. }) {
-            // A heartbeat answered while the snapshot is on its way: the follower is reachable,
-            // so the chunk it has not acknowledged is sent again (it may have been lost; a
-            // duplicate is answered with the offset the follower is at).
-            progress.probe_sent = false;
-            self.send_snapshot_chunk(from);
+            // The snapshot is on its way; a lost chunk is sent again by the tick
+            // (`resend_snapshot_chunks`), so answers to heartbeats cannot multiply chunks.
             return;
         }
-        if success {
-            let news = progress.acknowledge(match_index);
+        if answer.success {
+            let news = progress.acknowledge(answer.match_index);
             if progress.state == ProgressState::Probe {
                 progress.become_replicate();
                 let event = Event::FollowerReplicating {
                     follower: from,
-                    match_index,
+                    match_index: answer.match_index,
                 };
                 self.out.events.push(event);
             }
@@ -150,11 +168,15 @@ impl RaftNode {
             }
             self.maybe_tell_target(from);
         } else {
-            // A hint below the match index means the follower lost entries it had acknowledged
-            // (a replaced disk): believe it, so it can be repaired. Lowering a match index only
-            // delays commits, it never commits too early.
-            progress.match_index = progress.match_index.min(reject_hint);
-            let next = reject_hint
+            if progress.is_stale_rejection(answer.prev_log_index) {
+                return;
+            }
+            // A hint below the match index, answering a current request, means the follower
+            // lost entries it had acknowledged (a replaced or lying disk): believe it, so it
+            // can be repaired. Lowering a match index only delays commits, never hastens them.
+            let hint = answer.reject_hint;
+            progress.match_index = progress.match_index.min(hint);
+            let next = hint
                 .next()
                 .min(progress.next_index.prev())
                 .max(LogIndex(1));
@@ -170,9 +192,10 @@ impl RaftNode {
 
     /// Sends `peer` what it is missing, as far as its progress state and window allow.
     pub(crate) fn send_append(&mut self, peer: NodeId) {
-        let (term, commit, last) = (self.hard.term, self.commit, self.log.last_index());
-        let (max_batch, max_in_flight) = (
+        let (term, last) = (self.hard.term, self.log.last_index());
+        let (max_entries, max_bytes, max_in_flight) = (
             self.config.max_entries_per_message as u64,
+            self.config.max_bytes_per_message,
             self.config.max_in_flight_messages,
         );
         loop {
@@ -198,22 +221,32 @@ impl RaftNode {
             let batch_end = if probing {
                 next
             } else {
-                last.min(next.plus(max_batch - 1))
+                self.log.batch_end(next, max_entries, max_bytes)
             };
             progress.sent(batch_end);
-            let read_round = leadership.reads.round;
             let prev = next.prev();
-            let body = MessageBody::AppendEntries {
-                prev_log_index: prev,
-                prev_log_term: self.log.term(prev).unwrap_or_default(),
-                entries: self.log.slice(next, batch_end).to_vec(),
-                leader_commit: commit,
-                read_round,
-            };
+            let entries = self.log.slice(next, batch_end).to_vec();
+            let body = self.append_body(prev, entries);
             self.send(peer, term, body);
             if probing {
                 return;
             }
+        }
+    }
+
+    /// An AppendEntries of this leader after `prev` (empty `entries`: a heartbeat).
+    pub(crate) fn append_body(&self, prev: LogIndex, entries: Vec<Entry>) -> MessageBody {
+        let (read_round, transfer) = match &self.role {
+            Role::Leader(l) => (l.reads.round, l.transfer_generation),
+            _ => (0, 0),
+        };
+        MessageBody::AppendEntries {
+            prev_log_index: prev,
+            prev_log_term: self.log.term(prev).unwrap_or_default(),
+            entries,
+            leader_commit: self.commit,
+            read_round,
+            transfer,
         }
     }
 
@@ -270,7 +303,7 @@ impl RaftNode {
     }
 
     fn heartbeat_to(&mut self, wanted: impl Fn(NodeId) -> bool) {
-        let (term, commit) = (self.hard.term, self.commit);
+        let term = self.hard.term;
         let Role::Leader(leadership) = &self.role else {
             return;
         };
@@ -280,15 +313,8 @@ impl RaftNode {
             .filter(|(id, _)| wanted(**id))
             .map(|(id, p)| (*id, p.next_index.prev()))
             .collect();
-        let read_round = leadership.reads.round;
         for (peer, prev) in targets {
-            let body = MessageBody::AppendEntries {
-                prev_log_index: prev,
-                prev_log_term: self.log.term(prev).unwrap_or_default(),
-                entries: Vec::new(),
-                leader_commit: commit,
-                read_round,
-            };
+            let body = self.append_body(prev, Vec::new());
             self.send(peer, term, body);
         }
     }
@@ -307,9 +333,11 @@ impl RaftNode {
             if v == me {
                 own
             } else {
+                // A follower repairing lost data counts towards no commit.
                 leadership
                     .progress
                     .get(&v)
+                    .filter(|p| !p.repairing)
                     .map_or(LogIndex(0), |p| p.match_index)
             }
         }) else {
@@ -353,6 +381,7 @@ impl RaftNode {
         }
         self.tick_transfer();
         self.tick_catch_up();
+        self.resend_snapshot_chunks();
         let lease_reads = self.tick_reads();
         if heartbeat_due {
             if lease_reads {

@@ -22,6 +22,13 @@ pub enum LogWrite {
         through: LogIndex,
         term: Term,
     },
+    /// The commit index reached `index`. Written lazily (with the next batch that writes
+    /// anything else), so a restart knows at least this much is committed: it applies it at
+    /// once, refuses to truncate it, and sees that data was lost if its log now ends before it.
+    Commit(LogIndex),
+    /// The node found data lost and repairs itself (`true`), or has caught up again (`false`):
+    /// kept durably so that a restart in the middle of a repair does not end it.
+    Repairing(bool),
 }
 
 /// The position of an entry: its index and term.
@@ -48,6 +55,20 @@ pub struct StoredState {
     /// The last purged entry (index 0 when nothing was purged); `entries` start right after it.
     pub log_start: LogId,
     pub entries: Vec<Entry>,
+    /// The last commit index written ([`LogWrite::Commit`]); 0 when none was.
+    pub commit: LogIndex,
+    /// The storage found, while loading, that data it had made durable is gone (a disk that
+    /// lied about a sync, a truncated or damaged file, a replaced disk). The node may have
+    /// acknowledged entries it no longer holds, so it repairs itself before it votes or counts
+    /// towards any majority (see [`RaftNode::is_repairing`](crate::RaftNode::is_repairing)).
+    pub data_loss: Option<DataLoss>,
+}
+
+/// Evidence that durable data was lost (see [`StoredState::data_loss`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataLoss {
+    /// What the storage found, for the operator (file, offset, entries lost where known).
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -96,6 +117,10 @@ pub struct MemoryStorage {
     log_start: LogId,
     /// `entries[i]` has index `log_start.index + 1 + i`.
     entries: Vec<Entry>,
+    commit: LogIndex,
+    repairing: bool,
+    /// Data lost on purpose by [`MemoryStorage::lose_entries_from`], reported by the next load.
+    lost: Option<DataLoss>,
     broken: Option<String>,
 }
 
@@ -116,6 +141,11 @@ impl MemoryStorage {
         self.log_start
     }
 
+    /// The last commit index written.
+    pub fn commit(&self) -> LogIndex {
+        self.commit
+    }
+
     pub fn last_index(&self) -> LogIndex {
         self.log_start.index.plus(self.entries.len() as u64)
     }
@@ -125,9 +155,34 @@ impl MemoryStorage {
         (index > self.log_start.index).then(|| (index.0 - self.log_start.index.0 - 1) as usize)
     }
 
-    /// Forgets every entry and the hard state (a replaced, empty disk).
+    /// Forgets every entry and the hard state (a replaced, empty disk). The next load reports
+    /// the loss.
     pub fn wipe(&mut self) {
-        *self = MemoryStorage::default();
+        *self = MemoryStorage {
+            lost: Some(DataLoss {
+                reason: "the disk was replaced: every entry and the hard state are gone".into(),
+            }),
+            ..MemoryStorage::default()
+        };
+    }
+
+    /// Loses the entries from `from` on, though they were synced (a disk that lied, a truncated
+    /// file); the hard state survives. The next load reports the loss.
+    pub fn lose_entries_from(&mut self, from: LogIndex) {
+        let Some(keep) = self.offset_of(from) else {
+            return;
+        };
+        if keep >= self.entries.len() {
+            return;
+        }
+        let lost = self.entries.len() - keep;
+        self.entries.truncate(keep);
+        self.lost = Some(DataLoss {
+            reason: format!(
+                "{lost} synced entries from index {from} on are gone; the log ends at {}",
+                self.last_index()
+            ),
+        });
     }
 }
 
@@ -140,6 +195,12 @@ impl LogStorage for MemoryStorage {
             hard_state: self.hard_state,
             log_start: self.log_start,
             entries: self.entries.clone(),
+            commit: self.commit,
+            data_loss: self.lost.clone().or_else(|| {
+                self.repairing.then(|| DataLoss {
+                    reason: "a repair after lost data was under way when the node stopped".into(),
+                })
+            }),
         })
     }
 
@@ -167,6 +228,12 @@ impl LogStorage for MemoryStorage {
                         }
                         self.entries.push(e.clone());
                     }
+                }
+                LogWrite::Commit(index) => self.commit = self.commit.max(*index),
+                LogWrite::Repairing(repairing) => {
+                    self.repairing = *repairing;
+                    // The loss is recorded as a repair now (or the repair is over).
+                    self.lost = None;
                 }
                 LogWrite::Purge { through, term } => {
                     if *through <= self.log_start.index {

@@ -58,6 +58,7 @@ impl RaftNode {
         let Role::Leader(leadership) = &mut self.role else {
             return;
         };
+        leadership.transfer_generation += 1;
         leadership.transfer = Some(Transfer {
             target,
             elapsed: 0,
@@ -89,26 +90,64 @@ impl RaftNode {
             return;
         }
         transfer.told = true;
+        let generation = leadership.transfer_generation;
+        // From here the target may win without waiting out the followers' stickiness: a lease
+        // no longer holds.
+        leadership.reads.suspend_lease();
         self.send(
             peer,
             term,
             MessageBody::TimeoutNow {
                 last_log_index: last,
+                transfer: generation,
             },
         );
     }
 
-    /// The target campaigns at once if it is a follower of the sender with the sender's log.
-    pub(crate) fn handle_timeout_now(&mut self, from: NodeId, last_log_index: LogIndex) {
+    /// The target campaigns at once if it is a follower of the sender with the sender's log,
+    /// and has not heard from the sender that this transfer ended (a late `TimeoutNow`).
+    pub(crate) fn handle_timeout_now(
+        &mut self,
+        from: NodeId,
+        last_log_index: LogIndex,
+        generation: u64,
+    ) {
         let accepted = matches!(self.role, Role::Follower)
             && self.leader == Some(from)
+            && generation >= self.transfer_seen
+            && !self.repairing
             && self.membership().is_voter(self.config.id)
             && self.log.last_index() >= last_log_index;
         let term = self.hard.term;
         self.send(from, term, MessageBody::TimeoutNowResponse { accepted });
         if accepted {
-            self.campaign(true);
+            self.campaign_as(Some(generation));
         }
+    }
+
+    /// Whether a vote request for a transfer of generation `transfer` may pass leader
+    /// stickiness here: a leader lets through only its transfer under way to that candidate;
+    /// a follower, any transfer its leader has not told it is over. A forced transfer campaign
+    /// (`u64::MAX`, a test control) always passes.
+    pub(crate) fn transfer_vote_authorized(&self, from: NodeId, transfer: Option<u64>) -> bool {
+        let Some(generation) = transfer else {
+            return false;
+        };
+        if generation == u64::MAX {
+            return true;
+        }
+        match &self.role {
+            Role::Leader(l) => {
+                l.transfer_generation == generation
+                    && l.transfer.is_some_and(|t| t.target == from && t.told)
+            }
+            _ => generation >= self.transfer_seen,
+        }
+    }
+
+    /// A follower heard its leader's transfer generation (in an AppendEntries).
+    pub(crate) fn note_transfer_generation(&mut self, generation: u64) {
+        self.transfer_seen = self.transfer_seen.max(generation);
     }
 
     pub(crate) fn handle_timeout_now_response(&mut self, from: NodeId, accepted: bool) {
@@ -137,8 +176,15 @@ impl RaftNode {
         let Role::Leader(leadership) = &mut self.role else {
             return;
         };
-        if leadership.transfer.is_some_and(|t| t.target == target) {
+        if let Some(transfer) = leadership.transfer.filter(|t| t.target == target) {
             leadership.transfer = None;
+            leadership.transfer_generation += 1;
+            if transfer.told {
+                // A late TimeoutNow may still start the target's campaign; only a read round
+                // that starts now, once a majority echoes it (and so heard that the transfer
+                // ended), proves the followers stick to this leader again.
+                leadership.reads.restart_lease_after_current_round();
+            }
             self.out.events.push(Event::TransferAborted { target });
             if leadership.stepping_down {
                 // A removed leader leaves even if no one took over: the others elect a leader.

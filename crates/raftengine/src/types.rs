@@ -41,15 +41,17 @@ impl fmt::Display for LogIndex {
     }
 }
 
+// Saturating, never wrapping: peer messages are kept below `MAX_TERM`/`MAX_INDEX`, and an
+// overflow must never turn a huge term or index into a small one.
 impl Term {
     pub fn next(self) -> Term {
-        Term(self.0 + 1)
+        Term(self.0.saturating_add(1))
     }
 }
 
 impl LogIndex {
     pub fn next(self) -> LogIndex {
-        LogIndex(self.0 + 1)
+        LogIndex(self.0.saturating_add(1))
     }
 
     /// The previous index, saturating at 0.
@@ -58,7 +60,7 @@ impl LogIndex {
     }
 
     pub fn plus(self, n: u64) -> LogIndex {
-        LogIndex(self.0 + n)
+        LogIndex(self.0.saturating_add(n))
     }
 }
 

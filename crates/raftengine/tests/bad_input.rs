@@ -64,6 +64,7 @@ fn append(
             entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
             leader_commit: LogIndex(commit),
             read_round: 0,
+            transfer: 0,
         },
     )
 }
@@ -76,7 +77,7 @@ fn vote_request(from: NodeId, to: NodeId, term: u64, last: (u64, u64)) -> Messag
         MessageBody::VoteRequest {
             last_log_index: LogIndex(last.0),
             last_log_term: Term(last.1),
-            transfer: false,
+            transfer: None,
         },
     )
 }
@@ -104,7 +105,7 @@ fn settle(node: &mut RaftNode) -> Output {
             return all;
         }
         if let Some(batch) = &out.persist {
-            node.persisted(batch.seq);
+            node.persisted(batch.seq).expect("batches are reported in order");
         }
         all.persist = out.persist.or(all.persist);
         all.messages.extend(out.messages);
@@ -639,7 +640,7 @@ fn vote_is_held_until_the_vote_is_persisted() {
         voted_for: Some(N2)
     })));
     assert!(n.take_output().messages.is_empty(), "still not persisted");
-    n.persisted(batch.seq);
+    n.persisted(batch.seq).expect("batches are reported in order");
     let out = n.take_output();
     assert_eq!(only_vote_response(&out), (1, true));
 }
@@ -662,7 +663,7 @@ fn append_success_is_held_until_the_entries_are_persisted() {
     let out = n.take_output();
     assert!(out.messages.is_empty());
     assert!(out.persist.is_none());
-    n.persisted(batch.seq);
+    n.persisted(batch.seq).expect("batches are reported in order");
     let out = n.take_output();
     assert_eq!(out.messages.len(), 2, "both replies released, in order");
     for m in &out.messages {
@@ -685,7 +686,7 @@ fn a_reply_needing_no_write_waits_behind_an_earlier_unpersisted_batch() {
     // A stale vote request needs no write, but must not overtake the held append success.
     n.step(vote_request(N3, N2, 0, (0, 0))).unwrap();
     assert!(n.take_output().messages.is_empty());
-    n.persisted(batch.seq);
+    n.persisted(batch.seq).expect("batches are reported in order");
     let out = n.take_output();
     let kinds: Vec<&str> = out.messages.iter().map(|m| m.body.code()).collect();
     assert_eq!(kinds, vec!["ae_reply", "vote"]);
@@ -698,7 +699,7 @@ fn candidate_vote_requests_wait_for_its_own_vote_to_be_persisted() {
     let out = n.take_output();
     assert!(out.messages.is_empty());
     let batch = out.persist.expect("term and self-vote");
-    n.persisted(batch.seq);
+    n.persisted(batch.seq).expect("batches are reported in order");
     let out = n.take_output();
     assert_eq!(out.messages.len(), 2);
     assert!(out
@@ -751,7 +752,9 @@ fn leader_sends_append_entries_before_its_own_persist() {
             match_index: LogIndex(1),
             reject_hint: LogIndex(0),
             last_log_index: LogIndex(1),
+            prev_log_index: LogIndex(0),
             read_round: 0,
+            repairing: false,
         },
     ))
     .unwrap();
@@ -768,7 +771,7 @@ fn leader_sends_append_entries_before_its_own_persist() {
         LogIndex(0),
         "the leader's own copy counts only once durable"
     );
-    n.persisted(batch.seq);
+    n.persisted(batch.seq).expect("batches are reported in order");
     let out = n.take_output();
     assert_eq!(
         n.commit_index(),

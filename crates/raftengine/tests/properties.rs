@@ -290,6 +290,8 @@ impl Sim {
                     // Unpersisted term changes are legitimately forgotten.
                     self.max_term[i] = self.nodes[i].term();
                 }
+                // The commit index kept in storage is applied again at once.
+                self.process(i)?;
             }
         }
         if self.net.len() > MAX_IN_FLIGHT {
@@ -311,7 +313,7 @@ impl Sim {
         if let Some(batch) = self.pending[i].pop_front() {
             let written = self.storage[i].persist(&batch);
             prop_assert!(written.is_ok(), "N-{} batch {batch:?}: {written:?}", i + 1);
-            self.nodes[i].persisted(batch.seq);
+            self.nodes[i].persisted(batch.seq).expect("batches are reported in order");
             self.process(i)?;
         }
         Ok(())
@@ -336,7 +338,7 @@ impl Sim {
                 } else {
                     let written = self.storage[i].persist(&batch);
                     prop_assert!(written.is_ok(), "N-{} batch {batch:?}: {written:?}", i + 1);
-                    self.nodes[i].persisted(batch.seq);
+                    self.nodes[i].persisted(batch.seq).expect("batches are reported in order");
                 }
             }
             for m in &out.messages {

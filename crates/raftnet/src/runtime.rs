@@ -436,6 +436,7 @@ where
         let (applied_tx, applied_rx) = watch::channel(LogIndex(0));
         let cancel = CancellationToken::new();
         let (taken_tx, taken_rx) = mpsc::unbounded_channel();
+        let (installed_tx, installed_rx) = mpsc::unbounded_channel();
         let applier = Applier::new(
             state_machine.clone(),
             applied_tx,
@@ -444,6 +445,7 @@ where
             committed_membership,
             restart.snapshots,
             taken_tx,
+            installed_tx,
         );
         let apply_task = tokio::spawn(applier.run(apply_rx));
         let (durable_tx, durable_rx) = mpsc::unbounded_channel();
@@ -478,6 +480,7 @@ where
             inbound,
             durable_rx,
             taken_rx,
+            installed_rx,
             cancel.clone(),
         ));
         Ok(Node {
@@ -562,6 +565,7 @@ impl RaftLoop {
         mut inbound: mpsc::Receiver<Message>,
         mut durable: mpsc::UnboundedReceiver<backend::Durable>,
         mut taken: mpsc::UnboundedReceiver<apply::Taken>,
+        mut installed: mpsc::UnboundedReceiver<LogIndex>,
         cancel: CancellationToken,
     ) {
         let mut ticker = tokio::time::interval(tick);
@@ -595,6 +599,11 @@ impl RaftLoop {
                 Some(taken) = taken.recv() => {
                     self.on_snapshot_taken(taken.index, taken.data, taken.reply);
                 }
+                Some(index) = installed.recv() => {
+                    if let Err(e) = self.raft.snapshot_installed(index) {
+                        tracing::error!("the core refused a snapshot installation: {e}");
+                    }
+                }
                 _ = ticker.tick() => {
                     self.raft.tick();
                     self.expire_admin();
@@ -616,13 +625,14 @@ impl RaftLoop {
         match done {
             Ok(d) => {
                 self.durable = d.last_index;
-                self.raft.persisted(d.seq);
+                if let Err(e) = self.raft.persisted(d.seq) {
+                    tracing::error!("the core refused a durability report: {e}");
+                }
             }
             Err(e) => {
                 tracing::error!("log storage failed, stopping the node: {e}");
-                self.raft.fail(raftengine::FatalError::StateMachine {
-                    index: self.raft.commit_index(),
-                    reason: format!("log storage failed: {e}"),
+                self.raft.fail(raftengine::FatalError::Storage {
+                    reason: e.to_string(),
                 });
             }
         }
@@ -761,6 +771,9 @@ impl RaftLoop {
             },
             CommandRejected::Retry => ClientError::Retry,
             CommandRejected::LeadershipLost => ClientError::OutcomeUnknown,
+            too_large @ CommandRejected::TooLarge { .. } => {
+                ClientError::Rejected(too_large.to_string())
+            }
         };
         if let Some(reply) = self.writes.remove(&id) {
             let _ = reply.send(Err(error));

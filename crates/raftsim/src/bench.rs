@@ -35,7 +35,10 @@ impl Bench {
                 return;
             }
             if let Some(batch) = &out.persist {
-                self.nodes[i].persisted(batch.seq);
+                // The batch was just issued, and reports go in order.
+                self.nodes[i]
+                    .persisted(batch.seq)
+                    .expect("a batch just issued is reported in order");
             }
             if i == 0 {
                 self.committed_at_leader += out.committed.len() as u64;

@@ -6,7 +6,7 @@ use crate::disk::{SimDisk, SyncMode};
 use crate::recorder::{config_text, NodeView, Recorder};
 use crate::trace::RowEvent;
 use raftengine::{
-    ApplyError, CommandRejected, Config, EntryPayload, Event, FatalError, LogStorage,
+    ApplyError, CommandRejected, Config, DriverError, EntryPayload, Event, FatalError, LogStorage,
     MembershipChange, MembershipError, MemoryStorage, Message, MessageBody, NodeId, RaftNode,
     ReadReady, RequestId, RoleKind, StartError, StateMachine, Status, StepError, StorageError,
     Term,
@@ -179,6 +179,8 @@ pub struct Cluster {
     pub events: Vec<(usize, Event)>,
     /// Inputs a node refused (should stay empty in a healthy run).
     pub step_errors: Vec<(usize, StepError)>,
+    /// Reports of the harness (the driver) that a node refused: always a harness bug.
+    pub driver_errors: Vec<(usize, DriverError)>,
     next_request: u64,
     last_move: Option<Move>,
     armed: Option<Trigger>,
@@ -264,6 +266,7 @@ impl Cluster {
             recorder: Recorder::new(settings.nodes),
             events: Vec::new(),
             step_errors: Vec::new(),
+            driver_errors: Vec::new(),
             next_request: 1,
             last_move: None,
             armed: None,
@@ -571,7 +574,11 @@ impl Cluster {
                     return Ok(());
                 }
                 match n.storage.mode {
-                    SyncMode::Immediate => raft.persisted(batch.seq),
+                    SyncMode::Immediate => {
+                        if let Err(e) = raft.persisted(batch.seq) {
+                            self.driver_errors.push((node, e));
+                        }
+                    }
                     SyncMode::Manual => n.unsynced_seq = Some(batch.seq),
                 }
             }
@@ -599,15 +606,37 @@ impl Cluster {
                 self.stop_node(node, &fatal.to_string());
                 return Ok(());
             }
+            // Entries committed before the snapshot arrived come first, so their clients get
+            // their results; the snapshot then replaces the state.
+            let (before, after): (Vec<_>, Vec<_>) = match &out.install_snapshot {
+                Some(s) => out
+                    .committed
+                    .into_iter()
+                    .partition(|c| c.entry.index <= s.last_included.index),
+                None => (Vec::new(), out.committed),
+            };
+            self.apply(node, before);
             if let Some(snapshot) = out.install_snapshot {
-                let n = &mut self.nodes[node - 1];
-                n.counter = Counter::restore(&snapshot.data, snapshot.last_included.index);
-                n.snapshot = Some(snapshot);
+                self.install(node, snapshot);
             }
-            self.apply(node, out.committed);
+            self.apply(node, after);
             self.serve_reads(node);
             if out.take_snapshot.is_some() {
                 self.take_snapshot(node);
+            }
+        }
+    }
+
+    /// Restores the counter from the leader's snapshot, keeps the snapshot (durably, like a
+    /// snapshot file), and tells the core it is installed.
+    fn install(&mut self, node: usize, snapshot: raftengine::Snapshot) {
+        let n = &mut self.nodes[node - 1];
+        let index = snapshot.last_included.index;
+        n.counter = Counter::restore(&snapshot.data, index);
+        n.snapshot = Some(snapshot);
+        if let Some(raft) = n.raft.as_mut() {
+            if let Err(e) = raft.snapshot_installed(index) {
+                self.driver_errors.push((node, e));
             }
         }
     }
@@ -1048,7 +1077,9 @@ impl Cluster {
             return Ok(());
         }
         if let Some(raft) = n.raft.as_mut() {
-            raft.persisted(seq);
+            if let Err(e) = raft.persisted(seq) {
+                self.driver_errors.push((node, e));
+            }
         }
         self.process_output(node)?;
         self.note(node, "SYNC");
@@ -1174,6 +1205,7 @@ fn rejection_outcome(rejection: &CommandRejected) -> CommandOutcome {
         CommandRejected::Redirect { leader } => CommandOutcome::Redirect(leader.0 as usize),
         CommandRejected::Retry => CommandOutcome::Retry,
         CommandRejected::LeadershipLost => CommandOutcome::LeadershipLost,
+        CommandRejected::TooLarge { .. } => CommandOutcome::Error(rejection.to_string()),
     }
 }
 
@@ -1230,6 +1262,7 @@ pub fn fields(msg: &Message) -> String {
             entries,
             leader_commit,
             read_round,
+            ..
         } => format!(
             "t-{t} i-{} lt-{} e-{} c-{}{}",
             prev_log_index.0,
@@ -1267,8 +1300,9 @@ pub fn fields(msg: &Message) -> String {
             last_included,
             next_offset,
             done,
+            ..
         } => format!("i-{} o-{next_offset} s-{}", last_included.0, yes(*done)),
-        MessageBody::TimeoutNow { last_log_index } => format!("i-{}", last_log_index.0),
+        MessageBody::TimeoutNow { last_log_index, .. } => format!("i-{}", last_log_index.0),
         MessageBody::TimeoutNowResponse { accepted } => format!("ok-{}", yes(*accepted)),
         MessageBody::Propose { request, .. } => format!("t-{t} r-{request}"),
         MessageBody::ProposeResponse { request, placed } => match placed {

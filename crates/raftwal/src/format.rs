@@ -45,6 +45,14 @@ pub enum Record<'a> {
         through: u64,
         term: u64,
     },
+    /// The commit index reached `index` (see `LogWrite::Commit`).
+    Commit {
+        index: u64,
+    },
+    /// The node repairs lost data (`true`) or has finished (see `LogWrite::Repairing`).
+    Repairing {
+        repairing: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

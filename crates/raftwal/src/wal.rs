@@ -113,6 +113,8 @@ struct LogState {
     hard_state: HardState,
     log_start: LogId,
     last_index: LogIndex,
+    commit: LogIndex,
+    repairing: bool,
 }
 
 /// The in-memory map of the log: its state and, for every run of consecutive entries written in
@@ -167,6 +169,14 @@ impl LogMap {
                     term: Term(term),
                     voted_for: voted_for.map(NodeId),
                 };
+                Ok(None)
+            }
+            Record::Commit { index } => {
+                state.commit = state.commit.max(LogIndex(index));
+                Ok(None)
+            }
+            Record::Repairing { repairing } => {
+                state.repairing = repairing;
                 Ok(None)
             }
             Record::TruncateFrom { index } => {
@@ -412,6 +422,10 @@ impl Wal {
                 through: through.0,
                 term: term.0,
             }),
+            LogWrite::Commit(index) => self.stage(&Record::Commit { index: index.0 }),
+            LogWrite::Repairing(repairing) => self.stage(&Record::Repairing {
+                repairing: *repairing,
+            }),
             LogWrite::Append(entries) => {
                 for entry in entries {
                     self.stage(&Record::Entry {
@@ -477,6 +491,12 @@ impl Wal {
                 through: start.index.0,
                 term: start.term.0,
             });
+            first.push(&Record::Commit {
+                index: self.flushed.commit.0,
+            });
+            if self.flushed.repairing {
+                first.push(&Record::Repairing { repairing: true });
+            }
             first.extend_body(self.pending.body());
             self.roll(first.frame_len() as u64)?;
             rolled = Some(first);
@@ -676,6 +696,10 @@ impl Wal {
             hard_state: state.hard_state,
             log_start: state.log_start,
             entries: self.read_entries(state.log_start.index.next(), state.last_index)?,
+            commit: state.commit,
+            data_loss: state.repairing.then(|| raftengine::DataLoss {
+                reason: "a repair after lost data was under way when the node stopped".into(),
+            }),
         })
     }
 }

@@ -48,6 +48,9 @@ pub(crate) struct Applier<S> {
     /// written on a blocking thread, one at a time.
     snapshots: Option<Arc<Mutex<SnapshotStore>>>,
     taken: mpsc::UnboundedSender<Taken>,
+    /// Snapshots from the leader, restored and kept durably: the core purges its log behind
+    /// them only then (`RaftNode::snapshot_installed`).
+    installed: mpsc::UnboundedSender<LogIndex>,
     applied_tx: watch::Sender<LogIndex>,
     waiting_reads: BTreeMap<LogIndex, Vec<ReadReply>>,
     metrics: Arc<Metrics>,
@@ -74,6 +77,7 @@ impl<S: StateMachine + Send + Sync + 'static> Applier<S> {
         membership: Membership,
         snapshots: Option<SnapshotStore>,
         taken: mpsc::UnboundedSender<Taken>,
+        installed: mpsc::UnboundedSender<LogIndex>,
     ) -> Applier<S> {
         let from = from.unwrap_or_default();
         Applier {
@@ -83,6 +87,7 @@ impl<S: StateMachine + Send + Sync + 'static> Applier<S> {
             membership,
             snapshots: snapshots.map(|store| Arc::new(Mutex::new(store))),
             taken,
+            installed,
             applied_tx,
             waiting_reads: BTreeMap::new(),
             metrics,
@@ -276,6 +281,7 @@ impl<S: StateMachine + Send + Sync + 'static> Applier<S> {
         self.applied_term = snapshot.last_included.term;
         self.membership = snapshot.membership;
         self.answer(Vec::new());
+        let _ = self.installed.send(self.applied);
         true
     }
 }
@@ -383,6 +389,7 @@ mod tests {
         }));
         let (applied_tx, mut applied) = watch::channel(LogIndex(0));
         let (taken_tx, mut taken) = mpsc::unbounded_channel();
+        let (installed_tx, _installed) = mpsc::unbounded_channel();
         let applier = Applier::new(
             state.clone(),
             applied_tx,
@@ -391,6 +398,7 @@ mod tests {
             Membership::default(),
             None,
             taken_tx,
+            installed_tx,
         );
         let (inbox, rx) = mpsc::unbounded_channel();
         for msg in [
