@@ -59,7 +59,7 @@ pub struct Config {
     /// within an election timeout still needs are kept too, within `log_retention_bytes`.
     pub log_retention_entries: u64,
     /// Upper bound on the command bytes kept behind a snapshot by `log_retention_entries` and
-    /// for followers.
+    /// for followers; 0 turns retention off (the log is purged up to each snapshot).
     pub log_retention_bytes: u64,
     /// Opt-in lease reads (thesis §6.4.1): a leader that a majority acknowledged less than
     /// `lease_ticks` ago serves reads without a confirmation round. Safe only if no node's clock

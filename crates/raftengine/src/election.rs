@@ -179,7 +179,7 @@ impl RaftNode {
                 self.out.events.push(Event::VoteRefused {
                     candidate: msg.from,
                     term: msg.term,
-                    reason: "a leader is alive",
+                    reason: self.stickiness_reason(),
                 });
                 false
             }
@@ -231,6 +231,15 @@ impl RaftNode {
         heard && self.election_elapsed < self.config.election_timeout_min_ticks
     }
 
+    /// Why `leader_is_alive` holds, for a refused vote.
+    fn stickiness_reason(&self) -> &'static str {
+        if self.leader.is_none() && !matches!(self.role, Role::Leader(_)) {
+            "restarted within the minimum election timeout"
+        } else {
+            "a leader is alive"
+        }
+    }
+
     fn handle_pre_vote_request(
         &mut self,
         from: NodeId,
@@ -246,7 +255,7 @@ impl RaftNode {
         } else if !self.log.is_up_to_date(last_index, last_term) {
             Some("candidate log is behind")
         } else if !transfer && self.leader_is_alive() {
-            Some("a leader is alive")
+            Some(self.stickiness_reason())
         } else {
             None
         };

@@ -101,8 +101,12 @@ impl RaftNode {
     /// Where a compaction through `through` may purge the log to: it keeps
     /// `log_retention_entries` behind the snapshot and, on a leader, what followers it
     /// replicates to still need, as long as the tail's command bytes stay within
-    /// `log_retention_bytes`.
+    /// `log_retention_bytes` (0 keeps nothing: the log is purged up to the snapshot).
     fn retention_start(&self, through: LogIndex) -> LogIndex {
+        let budget = self.config.log_retention_bytes;
+        if budget == 0 {
+            return through;
+        }
         let start = self.log.start().index;
         let mut keep_from = LogIndex(through.0.saturating_sub(self.config.log_retention_entries));
         if let Role::Leader(leadership) = &self.role {
@@ -116,7 +120,6 @@ impl RaftNode {
                 }
             }
         }
-        let budget = self.config.log_retention_bytes;
         let keep_from = keep_from.max(start).min(through);
         self.log.first_within_bytes(keep_from, through, budget).prev()
     }

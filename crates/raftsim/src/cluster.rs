@@ -36,6 +36,11 @@ pub struct ClusterSettings {
     /// Also snapshot once the log holds this many command bytes (0: no size limit).
     pub snapshot_after_log_bytes: u64,
     pub max_snapshot_chunk_bytes: usize,
+    /// Entries kept behind a snapshot, and the byte budget for them and for followers' needs
+    /// (`Config::log_retention_*`; off by default here, so scenarios show compaction exactly at
+    /// the snapshot).
+    pub log_retention_entries: u64,
+    pub log_retention_bytes: u64,
     pub max_entries_per_message: usize,
     pub election_timeout_ticks: (u64, u64),
     pub heartbeat_interval_ticks: u64,
@@ -57,6 +62,8 @@ impl Default for ClusterSettings {
             snapshot_after_entries: 0,
             snapshot_after_log_bytes: 0,
             max_snapshot_chunk_bytes: 1 << 20,
+            log_retention_entries: 0,
+            log_retention_bytes: 0,
             max_entries_per_message: 64,
             election_timeout_ticks: (15, 30),
             heartbeat_interval_ticks: 1,
@@ -230,6 +237,8 @@ impl Cluster {
             config.snapshot_after_entries = settings.snapshot_after_entries;
             config.snapshot_after_log_bytes = settings.snapshot_after_log_bytes;
             config.max_snapshot_chunk_bytes = settings.max_snapshot_chunk_bytes;
+            config.log_retention_entries = settings.log_retention_entries;
+            config.log_retention_bytes = settings.log_retention_bytes;
             #[cfg(feature = "mutations")]
             {
                 config.mutation = settings.mutation;

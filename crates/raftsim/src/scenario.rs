@@ -313,6 +313,11 @@ fn parse_cluster(rest: &str) -> Result<ClusterSettings, String> {
             "snapshot_every" => settings.snapshot_after_entries = number(value)?,
             "snapshot_bytes" => settings.snapshot_after_log_bytes = number(value)?,
             "chunk" => settings.max_snapshot_chunk_bytes = number(value)? as usize,
+            "retain" => {
+                // A tail of K entries, and what followers need, without a byte limit.
+                settings.log_retention_entries = number(value)?;
+                settings.log_retention_bytes = u64::MAX;
+            }
             "max_entries" => settings.max_entries_per_message = number(value)? as usize,
             "election" => settings.election_timeout_ticks = range(value)?,
             "members" => settings.members = number(value)? as usize,
