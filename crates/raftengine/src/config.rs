@@ -93,18 +93,55 @@ pub enum Mutation {
     TruncateCommitted,
     /// Serve reads at once, without confirming leadership.
     ReadWithoutQuorum,
+    /// Keep serving lease reads after `TimeoutNow` went out, and trust the lease that was
+    /// running when a transfer is aborted (issue 13, defect 1).
+    LeaseDuringTransfer,
+    /// A restarted node grants votes at once (issue 13, defect 2).
+    VoteRightAfterRestart,
+    /// A forwarded command committed inside an installed snapshot is never answered (defect 3).
+    ForwardedLostInSnapshot,
+    /// Every answer from a follower receiving a snapshot resends the current chunk (defect 4).
+    ChunkPerHeartbeat,
+    /// A new snapshot restarts a transfer under way from byte 0 (defect 5).
+    SnapshotRestartsOnCompaction,
+    /// A removed node added back stays removed (defect 6).
+    RemovedForever,
+    /// `TimeoutNow` and transfer votes carry no generation check (defect 7).
+    StaleTimeoutNow,
+    /// `persisted` believes any sequence number (defect 9).
+    UncheckedPersisted,
+    /// A node whose storage lost synced data votes and counts as if nothing happened
+    /// (defect 15).
+    IgnoreDataLoss,
 }
 
 #[cfg(feature = "mutations")]
 impl Mutation {
-    pub const ALL: [Mutation; 6] = [
+    pub const ALL: [Mutation; 15] = [
         Mutation::CommitPreviousTerm,
         Mutation::VoteNotPersisted,
         Mutation::TwoVotesPerTerm,
         Mutation::ApplyBeforeCommit,
         Mutation::TruncateCommitted,
         Mutation::ReadWithoutQuorum,
+        Mutation::LeaseDuringTransfer,
+        Mutation::VoteRightAfterRestart,
+        Mutation::ForwardedLostInSnapshot,
+        Mutation::ChunkPerHeartbeat,
+        Mutation::SnapshotRestartsOnCompaction,
+        Mutation::RemovedForever,
+        Mutation::StaleTimeoutNow,
+        Mutation::UncheckedPersisted,
+        Mutation::IgnoreDataLoss,
     ];
+
+    /// The mutation named `name` (its variant name, case-insensitive, `-` and `_` ignored).
+    pub fn named(name: &str) -> Option<Mutation> {
+        let key = |s: &str| s.replace(['-', '_'], "").to_lowercase();
+        Mutation::ALL
+            .into_iter()
+            .find(|m| key(&format!("{m:?}")) == key(name))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

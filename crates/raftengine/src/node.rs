@@ -263,6 +263,9 @@ impl RaftNode {
             })
         });
         let restarted_quiet = stored.hard_state.term > Term(0) && config.check_quorum;
+        #[cfg(feature = "mutations")]
+        let restarted_quiet = restarted_quiet
+            && config.mutation != Some(crate::config::Mutation::VoteRightAfterRestart);
         let mut node = RaftNode {
             rng_state: config.jitter_seed ^ 0x9E37_79B9_7F4A_7C15,
             config,
@@ -418,6 +421,12 @@ impl RaftNode {
     /// wrong report would promise state that is not on disk.
     pub fn persisted(&mut self, seq: u64) -> Result<(), DriverError> {
         let issued = self.next_seq - 1;
+        #[cfg(feature = "mutations")]
+        let issued = if self.mutated(crate::config::Mutation::UncheckedPersisted) {
+            u64::MAX
+        } else {
+            issued
+        };
         if seq > issued {
             return Err(DriverError::UnknownBatch { seq, issued });
         }

@@ -29,6 +29,10 @@ impl RaftNode {
         if self.repairing {
             return;
         }
+        #[cfg(feature = "mutations")]
+        if self.mutated(crate::config::Mutation::IgnoreDataLoss) {
+            return;
+        }
         self.repairing = true;
         self.write(LogWrite::Repairing(true));
         self.out.events.push(Event::RepairStarted {

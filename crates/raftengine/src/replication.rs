@@ -150,6 +150,11 @@ impl RaftNode {
         if matches!(progress.state, ProgressState::Snapshot { .. }) {
             // The snapshot is on its way; a lost chunk is sent again by the tick
             // (`resend_snapshot_chunks`), so answers to heartbeats cannot multiply chunks.
+            #[cfg(feature = "mutations")]
+            if self.config.mutation == Some(crate::config::Mutation::ChunkPerHeartbeat) {
+                progress.probe_sent = false;
+                self.send_snapshot_chunk(from);
+            }
             return;
         }
         if answer.success {

@@ -162,7 +162,14 @@ impl RaftNode {
         let Some(progress) = leadership.progress.get_mut(&peer) else {
             return;
         };
-        if !matches!(progress.state, ProgressState::Snapshot { .. }) {
+        #[cfg(feature = "mutations")]
+        let restart = self.config.mutation
+            == Some(crate::config::Mutation::SnapshotRestartsOnCompaction)
+            && latest.as_ref().map(|s| s.last_included.index)
+                != progress.sending_snapshot.as_ref().map(|s| s.last_included.index);
+        #[cfg(not(feature = "mutations"))]
+        let restart = false;
+        if restart || !matches!(progress.state, ProgressState::Snapshot { .. }) {
             let Some(latest) = latest else {
                 return;
             };
@@ -242,7 +249,11 @@ impl RaftNode {
             self.send_append(from);
             return;
         }
-        if !progress.probe_sent || answered != progress.snapshot_offset {
+        #[cfg(feature = "mutations")]
+        let chained = self.config.mutation == Some(crate::config::Mutation::ChunkPerHeartbeat);
+        #[cfg(not(feature = "mutations"))]
+        let chained = false;
+        if !chained && (!progress.probe_sent || answered != progress.snapshot_offset) {
             return;
         }
         progress.probe_sent = false;

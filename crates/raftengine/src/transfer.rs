@@ -93,7 +93,13 @@ impl RaftNode {
         let generation = leadership.transfer_generation;
         // From here the target may win without waiting out the followers' stickiness: a lease
         // no longer holds.
-        leadership.reads.suspend_lease();
+        #[cfg(feature = "mutations")]
+        let mutated = self.config.mutation == Some(crate::config::Mutation::LeaseDuringTransfer);
+        #[cfg(not(feature = "mutations"))]
+        let mutated = false;
+        if !mutated {
+            leadership.reads.suspend_lease();
+        }
         self.send(
             peer,
             term,
@@ -114,7 +120,7 @@ impl RaftNode {
     ) {
         let accepted = matches!(self.role, Role::Follower)
             && self.leader == Some(from)
-            && generation >= self.transfer_seen
+            && self.transfer_current(generation)
             && !self.repairing
             && self.membership().is_voter(self.config.id)
             && self.log.last_index() >= last_log_index;
@@ -138,11 +144,24 @@ impl RaftNode {
         }
         match &self.role {
             Role::Leader(l) => {
+                #[cfg(feature = "mutations")]
+                if self.mutated(crate::config::Mutation::StaleTimeoutNow) {
+                    return true;
+                }
                 l.transfer_generation == generation
                     && l.transfer.is_some_and(|t| t.target == from && t.told)
             }
-            _ => generation >= self.transfer_seen,
+            _ => self.transfer_current(generation),
         }
+    }
+
+    /// Whether this follower has not heard from its leader that transfer `generation` ended.
+    fn transfer_current(&self, generation: u64) -> bool {
+        #[cfg(feature = "mutations")]
+        if self.mutated(crate::config::Mutation::StaleTimeoutNow) {
+            return true;
+        }
+        generation >= self.transfer_seen
     }
 
     /// A follower heard its leader's transfer generation (in an AppendEntries).
@@ -179,7 +198,12 @@ impl RaftNode {
         if let Some(transfer) = leadership.transfer.filter(|t| t.target == target) {
             leadership.transfer = None;
             leadership.transfer_generation += 1;
-            if transfer.told {
+            #[cfg(feature = "mutations")]
+            let mutated =
+                self.config.mutation == Some(crate::config::Mutation::LeaseDuringTransfer);
+            #[cfg(not(feature = "mutations"))]
+            let mutated = false;
+            if transfer.told && !mutated {
                 // A late TimeoutNow may still start the target's campaign; only a read round
                 // that starts now, once a majority echoes it (and so heard that the transfer
                 // ended), proves the followers stick to this leader again.

@@ -44,6 +44,8 @@ pub struct ClusterSettings {
     pub max_entries_per_message: usize,
     pub election_timeout_ticks: (u64, u64),
     pub heartbeat_interval_ticks: u64,
+    /// Lease reads with a lease of this many ticks (0: off).
+    pub lease_ticks: u64,
     /// A known protocol bug switched on in every node (test builds only).
     #[cfg(feature = "mutations")]
     pub mutation: Option<raftengine::Mutation>,
@@ -67,6 +69,7 @@ impl Default for ClusterSettings {
             max_entries_per_message: 64,
             election_timeout_ticks: (15, 30),
             heartbeat_interval_ticks: 1,
+            lease_ticks: 0,
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -188,6 +191,10 @@ pub struct Cluster {
     pub step_errors: Vec<(usize, StepError)>,
     /// Reports of the harness (the driver) that a node refused: always a harness bug.
     pub driver_errors: Vec<(usize, DriverError)>,
+    /// Bad input a node did not refuse cleanly (`inject-extreme`, `misuse`).
+    pub misuse_failures: Vec<(usize, String)>,
+    /// Disks that lied: (node, first synced index lost).
+    pub data_losses: Vec<(usize, raftengine::LogIndex)>,
     next_request: u64,
     last_move: Option<Move>,
     armed: Option<Trigger>,
@@ -249,6 +256,10 @@ impl Cluster {
                 config.election_timeout_max_ticks,
             ) = settings.election_timeout_ticks;
             config.heartbeat_interval_ticks = settings.heartbeat_interval_ticks;
+            if settings.lease_ticks > 0 {
+                config.lease_reads = true;
+                config.lease_ticks = settings.lease_ticks;
+            }
             let raft = RaftNode::new(config.clone()).map_err(|e| settings_error(&e))?;
             let last_view = view_of(&raft, 1);
             nodes.push(SimNode {
@@ -276,6 +287,8 @@ impl Cluster {
             events: Vec::new(),
             step_errors: Vec::new(),
             driver_errors: Vec::new(),
+            misuse_failures: Vec::new(),
+            data_losses: Vec::new(),
             next_request: 1,
             last_move: None,
             armed: None,
@@ -1036,6 +1049,70 @@ impl Cluster {
         Ok(())
     }
 
+    /// A crash of a node whose disk lied: besides the unsynced writes, the synced entries from
+    /// `from` on are gone (the next load reports the loss).
+    pub fn crash_losing(&mut self, node: usize, from: raftengine::LogIndex) -> Result<(), HarnessError> {
+        self.crash(node)?;
+        self.nodes[node - 1].storage.lose_entries_from(from);
+        self.data_losses.push((node, from));
+        Ok(())
+    }
+
+    /// Delivers a message with a term beyond the protocol's limits from another member; the
+    /// node must refuse it with a typed error and change nothing.
+    pub fn inject_extreme(&mut self, node: usize) -> Result<(), HarnessError> {
+        let i = self.index(node)?;
+        let from = if node == 1 { 2 } else { 1 };
+        let Some(raft) = self.nodes[i].raft.as_mut() else {
+            return Err(HarnessError::NodeDown(node));
+        };
+        let before = raft.status();
+        let body = MessageBody::VoteRequest {
+            last_log_index: raftengine::LogIndex(u64::MAX),
+            last_log_term: Term(u64::MAX),
+            transfer: None,
+        };
+        let msg = Message {
+            from: NodeId(from as u64),
+            to: NodeId(node as u64),
+            term: Term(u64::MAX),
+            body,
+        };
+        match raft.step(msg) {
+            Err(StepError::OutOfRange { .. }) if raft.status() == before => Ok(()),
+            other => {
+                self.misuse_failures
+                    .push((node, format!("an extreme vote request gave {other:?}")));
+                Ok(())
+            }
+        }
+    }
+
+    /// Misuses the node as a buggy driver would: reports a batch never issued as durable, and
+    /// an older one after a newer one. Both must be refused, changing nothing.
+    pub fn misuse(&mut self, node: usize) -> Result<(), HarnessError> {
+        let i = self.index(node)?;
+        let Some(raft) = self.nodes[i].raft.as_mut() else {
+            return Err(HarnessError::NodeDown(node));
+        };
+        let before = raft.status();
+        let unknown = raft.persisted(u64::MAX / 2);
+        let backwards = raft.persisted(0);
+        let out = raft.take_output();
+        let quiet = out.messages.is_empty() && out.committed.is_empty();
+        let unchanged = raft.status() == before;
+        let refused = matches!(unknown, Err(DriverError::UnknownBatch { .. }))
+            && (matches!(backwards, Err(DriverError::OutOfOrder { .. })) || backwards.is_ok());
+        self.nodes[i].outbound.extend(out.messages);
+        if !(refused && quiet && unchanged) {
+            self.misuse_failures.push((
+                node,
+                format!("driver misuse gave {unknown:?} and {backwards:?}; the node changed or spoke"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Restarts a crashed node from its storage (or from an empty disk).
     pub fn restart(&mut self, node: usize, empty: bool) -> Result<(), HarnessError> {
         let i = self.index(node)?;
@@ -1284,13 +1361,15 @@ pub fn fields(msg: &Message) -> String {
             success,
             last_log_index,
             read_round,
+            repairing,
             ..
         } => {
             format!(
-                "ok-{} mi-{}{}",
+                "ok-{} mi-{}{}{}",
                 yes(*success),
                 last_log_index.0,
-                read_round_field(*read_round)
+                read_round_field(*read_round),
+                if *repairing { " repairing" } else { "" }
             )
         }
         MessageBody::InstallSnapshot {

@@ -39,6 +39,12 @@ impl SimDisk {
         self.unsynced.clear();
     }
 
+    /// The disk lied: synced entries from `from` on are gone too (call after a crash).
+    pub fn lose_entries_from(&mut self, from: LogIndex) {
+        self.durable.lose_entries_from(from);
+        self.cache = self.durable.clone();
+    }
+
     /// A replaced, empty disk.
     pub fn wipe(&mut self) {
         let mode = self.mode;

@@ -29,6 +29,10 @@ pub fn run(scenario: &Scenario) -> (Trace, Result<(), ScenarioError>) {
             result = Err(fail(step.line, format!("N-{node} refused a message: {e}")));
             break;
         }
+        if let Some(problem) = harness_problem(&cluster) {
+            result = Err(fail(step.line, problem));
+            break;
+        }
     }
     let mut trace = std::mem::take(&mut cluster.recorder.trace);
     trace.name = scenario.name.clone();
@@ -37,6 +41,15 @@ pub fn run(scenario: &Scenario) -> (Trace, Result<(), ScenarioError>) {
     trace.features = scenario.features.clone();
     trace.node_count = scenario.settings.nodes;
     (trace, result)
+}
+
+/// A report the driver made that a node refused, or bad input a node did not refuse cleanly.
+pub(crate) fn harness_problem(cluster: &Cluster) -> Option<String> {
+    if let Some((node, e)) = cluster.driver_errors.first() {
+        return Some(format!("N-{node} refused the driver's report: {e}"));
+    }
+    let (node, what) = cluster.misuse_failures.first()?;
+    Some(format!("N-{node}: {what}"))
 }
 
 pub(crate) fn execute(c: &mut Cluster, command: &Command) -> Result<(), String> {
@@ -87,6 +100,9 @@ pub(crate) fn execute(c: &mut Cluster, command: &Command) -> Result<(), String> 
         Command::CutLink { from, to } => h(c.cut_link(*from, *to))?,
         Command::RestoreLinks => c.restore_links(),
         Command::Crash(node) => h(c.crash(*node))?,
+        Command::CrashLosing { node, from } => h(c.crash_losing(*node, raftengine::LogIndex(*from)))?,
+        Command::InjectExtreme(node) => h(c.inject_extreme(*node))?,
+        Command::Misuse(node) => h(c.misuse(*node))?,
         Command::Restart { node, empty } => h(c.restart(*node, *empty))?,
         Command::ClearBroken(node) => h(c.clear_broken(*node))?,
         Command::Disk { node, manual } => {
@@ -153,6 +169,11 @@ fn expect_state(c: &Cluster, node: usize, checks: &[(String, String)]) -> Result
             ("term", Some(s)) => s.term.0.to_string(),
             ("last", Some(s)) => s.last_index.0.to_string(),
             ("lastterm", Some(s)) => s.last_term.0.to_string(),
+            ("start", Some(_)) => c
+                .raft(node)
+                .ok()
+                .flatten()
+                .map_or("none".into(), |r| r.log().start().index.0.to_string()),
             ("commit", Some(s)) => s.commit.0.to_string(),
             ("leader", Some(s)) => s.leader.map_or("none".into(), |l| l.to_string()),
             ("voted", Some(s)) => s.voted_for.map_or("none".into(), |l| l.to_string()),
@@ -167,7 +188,11 @@ fn expect_state(c: &Cluster, node: usize, checks: &[(String, String)]) -> Result
                 let removed = c.raft(node).ok().flatten().is_some_and(|r| r.is_removed());
                 if removed { "yes" } else { "no" }.to_string()
             }
-            _ => return Err(format!("unknown check `{key}` (expected role, term, last, lastterm, commit, leader, voted, applied, total, cfg or removed)")),
+            ("repairing", Some(_)) => {
+                let repairing = c.raft(node).ok().flatten().is_some_and(|r| r.is_repairing());
+                if repairing { "yes" } else { "no" }.to_string()
+            }
+            _ => return Err(format!("unknown check `{key}` (expected role, term, last, lastterm, start, commit, leader, voted, applied, total, cfg, removed or repairing)")),
         };
         if &got != want {
             return Err(format!("expected N-{node} {key}={want}, found {key}={got}"));
@@ -195,7 +220,8 @@ fn expect_outcome(c: &Cluster, node: usize, want: &str) -> Result<(), String> {
         (None, CommandOutcome::Timeout) => want == "timeout",
         (None, CommandOutcome::Pending) => want == "pending",
         (None, CommandOutcome::Error(_)) => want == "error",
-        (None, CommandOutcome::LeadershipLost) => want == "leadership-lost",
+        // The outcome is unknown: the command may or may not have been applied.
+        (None, CommandOutcome::LeadershipLost) => want == "leadership-lost" || want == "unknown",
         _ => false,
     };
     if ok {

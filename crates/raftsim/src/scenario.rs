@@ -98,6 +98,17 @@ pub enum Command {
     },
     RestoreLinks,
     Crash(usize),
+    /// A crash whose disk lied: synced entries from `from` on are lost too.
+    CrashLosing {
+        node: usize,
+        from: u64,
+    },
+    /// A peer message with a term or index beyond the protocol's limits reaches the node (it
+    /// must be refused, changing nothing).
+    InjectExtreme(usize),
+    /// The driver misuses the node: reports a batch never issued as durable, and one out of
+    /// order (both must be refused, changing nothing).
+    Misuse(usize),
     Restart {
         node: usize,
         empty: bool,
@@ -324,7 +335,8 @@ fn parse_cluster(rest: &str) -> Result<ClusterSettings, String> {
             "catch_up_rounds" => settings.catch_up_rounds = number(value)? as u32,
             "catch_up_stall" => settings.catch_up_stall_ticks = number(value)?,
             "heartbeat" => settings.heartbeat_interval_ticks = number(value)?,
-            _ => return Err(format!("unknown cluster option `{key}` (expected pre_vote, check_quorum, forward, snapshot_every, snapshot_bytes, chunk, max_entries, election, heartbeat, members, catch_up_rounds or catch_up_stall)")),
+            "lease" => settings.lease_ticks = number(value)?,
+            _ => return Err(format!("unknown cluster option `{key}` (expected pre_vote, check_quorum, forward, snapshot_every, snapshot_bytes, chunk, retain, max_entries, election, heartbeat, lease, members, catch_up_rounds or catch_up_stall)")),
         }
     }
     Ok(settings)
@@ -406,7 +418,18 @@ fn parse_command(word: &str, rest: &str) -> Result<Command, String> {
             to: node_ref(args.get(1).ok_or("expected `cut N-a N-b`")?)?,
         },
         "restore-links" => Command::RestoreLinks,
-        "crash" => Command::Crash(node()?),
+        "crash" => match args.get(1) {
+            None => Command::Crash(node()?),
+            Some(word) => Command::CrashLosing {
+                node: node()?,
+                from: number(
+                    word.strip_prefix("lose-from=")
+                        .ok_or(format!("expected `crash N-k [lose-from=I]`, found `{word}`"))?,
+                )?,
+            },
+        },
+        "inject-extreme" => Command::InjectExtreme(node()?),
+        "misuse" => Command::Misuse(node()?),
         "restart" => Command::Restart {
             node: node()?,
             empty: flag("empty"),
@@ -462,6 +485,9 @@ impl Command {
                 key: Some(key),
             } => format!("read {} {key}", n(node)),
             Command::Crash(node) => format!("crash {}", n(node)),
+            Command::CrashLosing { node, from } => format!("crash {} lose-from={from}", n(node)),
+            Command::InjectExtreme(node) => format!("inject-extreme {}", n(node)),
+            Command::Misuse(node) => format!("misuse {}", n(node)),
             Command::Restart { node, empty } => {
                 format!("restart {}{}", n(node), if *empty { " empty" } else { "" })
             }

@@ -61,3 +61,65 @@ fn a_failure_shrinks_to_a_shorter_run_that_still_fails() {
         Some(violation.property)
     );
 }
+
+/// The regression scenario of each defect the safety review found: with the defect put back
+/// (its mutation), the scenario fails; without it, it passes (`raftsim check` runs it).
+const SCENARIO_MUTATIONS: [(Mutation, &str); 10] = [
+    (
+        Mutation::LeaseDuringTransfer,
+        "reads/lease_read_refused_once_transfer_starts.scn",
+    ),
+    (
+        Mutation::LeaseDuringTransfer,
+        "transfer/late_timeout_now_ignored_after_abort.scn",
+    ),
+    (
+        Mutation::StaleTimeoutNow,
+        "transfer/late_timeout_now_ignored_after_abort.scn",
+    ),
+    (
+        Mutation::IgnoreDataLoss,
+        "persistence/lost_synced_entries_repaired_before_voting.scn",
+    ),
+    (
+        Mutation::UncheckedPersisted,
+        "persistence/driver_misuse_and_extreme_values_refused.scn",
+    ),
+    (
+        Mutation::VoteRightAfterRestart,
+        "reads/lease_holds_across_a_follower_restart.scn",
+    ),
+    (
+        Mutation::ForwardedLostInSnapshot,
+        "commands/forwarded_command_committed_in_snapshot.scn",
+    ),
+    (
+        Mutation::ChunkPerHeartbeat,
+        "snapshots/snapshot_chunks_one_in_flight.scn",
+    ),
+    (
+        Mutation::SnapshotRestartsOnCompaction,
+        "snapshots/snapshot_chunks_one_in_flight.scn",
+    ),
+    (
+        Mutation::RemovedForever,
+        "membership/removed_node_added_back.scn",
+    ),
+];
+
+#[test]
+fn each_regression_scenario_fails_with_its_defect_put_back() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+    let mut passed = Vec::new();
+    for (mutation, file) in SCENARIO_MUTATIONS {
+        let path = root.join(file);
+        let text = std::fs::read_to_string(&path).expect("scenario file");
+        let mut scenario = raftsim::scenario::parse(file, &text).expect("scenario parses");
+        assert!(raftsim::runner::run(&scenario).1.is_ok(), "{file} passes as it is");
+        scenario.settings.mutation = Some(mutation);
+        if raftsim::runner::run(&scenario).1.is_ok() {
+            passed.push(format!("{file} with {mutation:?}"));
+        }
+    }
+    assert!(passed.is_empty(), "not caught: {passed:?}");
+}
