@@ -84,11 +84,15 @@ pub enum StepError {
 /// A driver broke the contract of an input; nothing in the node changed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DriverError {
-    #[error("persisted({seq}) reports a batch that was never issued (the last issued is {issued})")]
+    #[error(
+        "persisted({seq}) reports a batch that was never issued (the last issued is {issued})"
+    )]
     UnknownBatch { seq: u64, issued: u64 },
     #[error("persisted({seq}) arrived after persisted({reported}): reports must not go backwards")]
     OutOfOrder { seq: u64, reported: u64 },
-    #[error("snapshot_installed({index}) does not name the snapshot being installed ({expected:?})")]
+    #[error(
+        "snapshot_installed({index}) does not name the snapshot being installed ({expected:?})"
+    )]
     NoSuchInstall {
         index: LogIndex,
         expected: Option<LogIndex>,

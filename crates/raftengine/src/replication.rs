@@ -181,10 +181,7 @@ impl RaftNode {
             // can be repaired. Lowering a match index only delays commits, never hastens them.
             let hint = answer.reject_hint;
             progress.match_index = progress.match_index.min(hint);
-            let next = hint
-                .next()
-                .min(progress.next_index.prev())
-                .max(LogIndex(1));
+            let next = hint.next().min(progress.next_index.prev()).max(LogIndex(1));
             progress.become_probe(next.min(last.next()));
             let event = Event::FollowerProbing {
                 follower: from,

@@ -121,7 +121,9 @@ impl RaftNode {
             }
         }
         let keep_from = keep_from.max(start).min(through);
-        self.log.first_within_bytes(keep_from, through, budget).prev()
+        self.log
+            .first_within_bytes(keep_from, through, budget)
+            .prev()
     }
 
     /// Asks the driver for a snapshot when enough entries were applied since the last one, or
@@ -166,7 +168,10 @@ impl RaftNode {
         let restart = self.config.mutation
             == Some(crate::config::Mutation::SnapshotRestartsOnCompaction)
             && latest.as_ref().map(|s| s.last_included.index)
-                != progress.sending_snapshot.as_ref().map(|s| s.last_included.index);
+                != progress
+                    .sending_snapshot
+                    .as_ref()
+                    .map(|s| s.last_included.index);
         #[cfg(not(feature = "mutations"))]
         let restart = false;
         if restart || !matches!(progress.state, ProgressState::Snapshot { .. }) {
@@ -365,10 +370,7 @@ impl RaftNode {
         }
         let id = pending.snapshot.last_included;
         self.install_snapshot(pending.snapshot);
-        let size = self
-            .snapshot
-            .as_ref()
-            .map_or(0, |s| s.data.len() as u64);
+        let size = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         let answered = pending.answered;
         self.send_snapshot_answer(pending.leader, id.index, answered, size, true);
         self.check_repaired(id.index, id.index);
@@ -397,7 +399,9 @@ impl RaftNode {
         self.membership_changed();
         if id.index > self.commit {
             self.commit = id.index;
-            self.out.events.push(Event::CommitAdvanced { commit: id.index });
+            self.out
+                .events
+                .push(Event::CommitAdvanced { commit: id.index });
             self.membership_committed();
         }
     }

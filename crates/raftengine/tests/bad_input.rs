@@ -105,7 +105,8 @@ fn settle(node: &mut RaftNode) -> Output {
             return all;
         }
         if let Some(batch) = &out.persist {
-            node.persisted(batch.seq).expect("batches are reported in order");
+            node.persisted(batch.seq)
+                .expect("batches are reported in order");
         }
         all.persist = out.persist.or(all.persist);
         all.messages.extend(out.messages);
@@ -640,7 +641,8 @@ fn vote_is_held_until_the_vote_is_persisted() {
         voted_for: Some(N2)
     })));
     assert!(n.take_output().messages.is_empty(), "still not persisted");
-    n.persisted(batch.seq).expect("batches are reported in order");
+    n.persisted(batch.seq)
+        .expect("batches are reported in order");
     let out = n.take_output();
     assert_eq!(only_vote_response(&out), (1, true));
 }
@@ -663,7 +665,8 @@ fn append_success_is_held_until_the_entries_are_persisted() {
     let out = n.take_output();
     assert!(out.messages.is_empty());
     assert!(out.persist.is_none());
-    n.persisted(batch.seq).expect("batches are reported in order");
+    n.persisted(batch.seq)
+        .expect("batches are reported in order");
     let out = n.take_output();
     assert_eq!(out.messages.len(), 2, "both replies released, in order");
     for m in &out.messages {
@@ -686,7 +689,8 @@ fn a_reply_needing_no_write_waits_behind_an_earlier_unpersisted_batch() {
     // A stale vote request needs no write, but must not overtake the held append success.
     n.step(vote_request(N3, N2, 0, (0, 0))).unwrap();
     assert!(n.take_output().messages.is_empty());
-    n.persisted(batch.seq).expect("batches are reported in order");
+    n.persisted(batch.seq)
+        .expect("batches are reported in order");
     let out = n.take_output();
     let kinds: Vec<&str> = out.messages.iter().map(|m| m.body.code()).collect();
     assert_eq!(kinds, vec!["ae_reply", "vote"]);
@@ -699,7 +703,8 @@ fn candidate_vote_requests_wait_for_its_own_vote_to_be_persisted() {
     let out = n.take_output();
     assert!(out.messages.is_empty());
     let batch = out.persist.expect("term and self-vote");
-    n.persisted(batch.seq).expect("batches are reported in order");
+    n.persisted(batch.seq)
+        .expect("batches are reported in order");
     let out = n.take_output();
     assert_eq!(out.messages.len(), 2);
     assert!(out
@@ -771,7 +776,8 @@ fn leader_sends_append_entries_before_its_own_persist() {
         LogIndex(0),
         "the leader's own copy counts only once durable"
     );
-    n.persisted(batch.seq).expect("batches are reported in order");
+    n.persisted(batch.seq)
+        .expect("batches are reported in order");
     let out = n.take_output();
     assert_eq!(
         n.commit_index(),

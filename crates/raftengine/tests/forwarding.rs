@@ -48,7 +48,9 @@ fn a_forwarded_command_overwritten_by_a_new_leader_gets_retry() {
     // The answer waits for the leader's own write (it promises an index it must keep).
     let mut out = net.node(1).take_output();
     let seq = out.persist.as_ref().expect("the entry is written").seq;
-    net.node(1).persisted(seq).expect("batches are reported in order");
+    net.node(1)
+        .persisted(seq)
+        .expect("batches are reported in order");
     out.messages.extend(net.node(1).take_output().messages);
     for m in out.messages {
         if matches!(m.body, raftengine::MessageBody::ProposeResponse { .. }) {

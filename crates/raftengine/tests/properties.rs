@@ -313,7 +313,9 @@ impl Sim {
         if let Some(batch) = self.pending[i].pop_front() {
             let written = self.storage[i].persist(&batch);
             prop_assert!(written.is_ok(), "N-{} batch {batch:?}: {written:?}", i + 1);
-            self.nodes[i].persisted(batch.seq).expect("batches are reported in order");
+            self.nodes[i]
+                .persisted(batch.seq)
+                .expect("batches are reported in order");
             self.process(i)?;
         }
         Ok(())
@@ -338,7 +340,9 @@ impl Sim {
                 } else {
                     let written = self.storage[i].persist(&batch);
                     prop_assert!(written.is_ok(), "N-{} batch {batch:?}: {written:?}", i + 1);
-                    self.nodes[i].persisted(batch.seq).expect("batches are reported in order");
+                    self.nodes[i]
+                        .persisted(batch.seq)
+                        .expect("batches are reported in order");
                 }
             }
             for m in &out.messages {

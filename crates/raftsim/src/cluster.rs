@@ -1051,7 +1051,11 @@ impl Cluster {
 
     /// A crash of a node whose disk lied: besides the unsynced writes, the synced entries from
     /// `from` on are gone (the next load reports the loss).
-    pub fn crash_losing(&mut self, node: usize, from: raftengine::LogIndex) -> Result<(), HarnessError> {
+    pub fn crash_losing(
+        &mut self,
+        node: usize,
+        from: raftengine::LogIndex,
+    ) -> Result<(), HarnessError> {
         self.crash(node)?;
         self.nodes[node - 1].storage.lose_entries_from(from);
         self.data_losses.push((node, from));
@@ -1107,7 +1111,9 @@ impl Cluster {
         if !(refused && quiet && unchanged) {
             self.misuse_failures.push((
                 node,
-                format!("driver misuse gave {unknown:?} and {backwards:?}; the node changed or spoke"),
+                format!(
+                    "driver misuse gave {unknown:?} and {backwards:?}; the node changed or spoke"
+                ),
             ));
         }
         Ok(())

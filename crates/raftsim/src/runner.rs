@@ -100,7 +100,9 @@ pub(crate) fn execute(c: &mut Cluster, command: &Command) -> Result<(), String> 
         Command::CutLink { from, to } => h(c.cut_link(*from, *to))?,
         Command::RestoreLinks => c.restore_links(),
         Command::Crash(node) => h(c.crash(*node))?,
-        Command::CrashLosing { node, from } => h(c.crash_losing(*node, raftengine::LogIndex(*from)))?,
+        Command::CrashLosing { node, from } => {
+            h(c.crash_losing(*node, raftengine::LogIndex(*from)))?
+        }
         Command::InjectExtreme(node) => h(c.inject_extreme(*node))?,
         Command::Misuse(node) => h(c.misuse(*node))?,
         Command::Restart { node, empty } => h(c.restart(*node, *empty))?,

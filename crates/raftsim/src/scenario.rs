@@ -422,10 +422,9 @@ fn parse_command(word: &str, rest: &str) -> Result<Command, String> {
             None => Command::Crash(node()?),
             Some(word) => Command::CrashLosing {
                 node: node()?,
-                from: number(
-                    word.strip_prefix("lose-from=")
-                        .ok_or(format!("expected `crash N-k [lose-from=I]`, found `{word}`"))?,
-                )?,
+                from: number(word.strip_prefix("lose-from=").ok_or(format!(
+                    "expected `crash N-k [lose-from=I]`, found `{word}`"
+                ))?)?,
             },
         },
         "inject-extreme" => Command::InjectExtreme(node()?),

@@ -115,7 +115,10 @@ fn each_regression_scenario_fails_with_its_defect_put_back() {
         let path = root.join(file);
         let text = std::fs::read_to_string(&path).expect("scenario file");
         let mut scenario = raftsim::scenario::parse(file, &text).expect("scenario parses");
-        assert!(raftsim::runner::run(&scenario).1.is_ok(), "{file} passes as it is");
+        assert!(
+            raftsim::runner::run(&scenario).1.is_ok(),
+            "{file} passes as it is"
+        );
         scenario.settings.mutation = Some(mutation);
         if raftsim::runner::run(&scenario).1.is_ok() {
             passed.push(format!("{file} with {mutation:?}"));

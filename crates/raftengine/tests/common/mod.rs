@@ -51,7 +51,9 @@ impl Net {
                 let out: Output = self.nodes[i].take_output();
                 busy |= !out.is_empty();
                 if let Some(batch) = &out.persist {
-                    self.nodes[i].persisted(batch.seq).expect("batches are reported in order");
+                    self.nodes[i]
+                        .persisted(batch.seq)
+                        .expect("batches are reported in order");
                 }
                 queue.extend(out.messages);
                 self.reads.extend(out.reads.into_iter().map(|r| (id, r)));
