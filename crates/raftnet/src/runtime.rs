@@ -436,7 +436,6 @@ where
         let (applied_tx, applied_rx) = watch::channel(LogIndex(0));
         let cancel = CancellationToken::new();
         let (taken_tx, taken_rx) = mpsc::unbounded_channel();
-        let (installed_tx, installed_rx) = mpsc::unbounded_channel();
         let applier = Applier::new(
             state_machine.clone(),
             applied_tx,
@@ -445,7 +444,6 @@ where
             committed_membership,
             restart.snapshots,
             taken_tx,
-            installed_tx,
         );
         let apply_task = tokio::spawn(applier.run(apply_rx));
         let (durable_tx, durable_rx) = mpsc::unbounded_channel();
@@ -480,7 +478,6 @@ where
             inbound,
             durable_rx,
             taken_rx,
-            installed_rx,
             cancel.clone(),
         ));
         Ok(Node {
@@ -564,8 +561,7 @@ impl RaftLoop {
         mut requests: mpsc::UnboundedReceiver<Request>,
         mut inbound: mpsc::Receiver<Message>,
         mut durable: mpsc::UnboundedReceiver<backend::Durable>,
-        mut taken: mpsc::UnboundedReceiver<apply::Taken>,
-        mut installed: mpsc::UnboundedReceiver<LogIndex>,
+        mut taken: mpsc::UnboundedReceiver<apply::ApplyReport>,
         cancel: CancellationToken,
     ) {
         let mut ticker = tokio::time::interval(tick);
@@ -596,14 +592,16 @@ impl RaftLoop {
                         self.on_request(request);
                     }
                 }
-                Some(taken) = taken.recv() => {
-                    self.on_snapshot_taken(taken.index, taken.data, taken.reply);
-                }
-                Some(index) = installed.recv() => {
-                    if let Err(e) = self.raft.snapshot_installed(index) {
-                        tracing::error!("the core refused a snapshot installation: {e}");
+                Some(report) = taken.recv() => match report {
+                    apply::ApplyReport::Taken(taken) => {
+                        self.on_snapshot_taken(taken.index, taken.data, taken.reply);
                     }
-                }
+                    apply::ApplyReport::Installed(index) => {
+                        if let Err(e) = self.raft.snapshot_installed(index) {
+                            tracing::error!("the core refused a snapshot installation: {e}");
+                        }
+                    }
+                },
                 _ = ticker.tick() => {
                     self.raft.tick();
                     self.expire_admin();

@@ -31,6 +31,15 @@ pub(crate) enum ApplyMsg {
     Install(Snapshot),
 }
 
+/// What the apply task tells the raft loop about snapshots.
+pub(crate) enum ApplyReport {
+    /// A snapshot it took, saved durably, on its way to the core's `compact`.
+    Taken(Taken),
+    /// A snapshot from the leader, restored and saved durably: the core may purge its log
+    /// behind it (`RaftNode::snapshot_installed`).
+    Installed(LogIndex),
+}
+
 /// A snapshot the apply task took, on its way to the core's `compact`.
 pub(crate) struct Taken {
     pub index: LogIndex,
@@ -47,10 +56,7 @@ pub(crate) struct Applier<S> {
     /// Where snapshots are kept durably (none for an in-memory node). Taken snapshots are
     /// written on a blocking thread, one at a time.
     snapshots: Option<Arc<Mutex<SnapshotStore>>>,
-    taken: mpsc::UnboundedSender<Taken>,
-    /// Snapshots from the leader, restored and kept durably: the core purges its log behind
-    /// them only then (`RaftNode::snapshot_installed`).
-    installed: mpsc::UnboundedSender<LogIndex>,
+    reports: mpsc::UnboundedSender<ApplyReport>,
     applied_tx: watch::Sender<LogIndex>,
     waiting_reads: BTreeMap<LogIndex, Vec<ReadReply>>,
     metrics: Arc<Metrics>,
@@ -76,8 +82,7 @@ impl<S: StateMachine + Send + Sync + 'static> Applier<S> {
         from: Option<LogId>,
         membership: Membership,
         snapshots: Option<SnapshotStore>,
-        taken: mpsc::UnboundedSender<Taken>,
-        installed: mpsc::UnboundedSender<LogIndex>,
+        reports: mpsc::UnboundedSender<ApplyReport>,
     ) -> Applier<S> {
         let from = from.unwrap_or_default();
         Applier {
@@ -86,8 +91,7 @@ impl<S: StateMachine + Send + Sync + 'static> Applier<S> {
             applied_term: from.term,
             membership,
             snapshots: snapshots.map(|store| Arc::new(Mutex::new(store))),
-            taken,
-            installed,
+            reports,
             applied_tx,
             waiting_reads: BTreeMap::new(),
             metrics,
@@ -237,7 +241,7 @@ impl<S: StateMachine + Send + Sync + 'static> Applier<S> {
             index: self.applied,
             term: self.applied_term,
         };
-        let (store, sender) = (self.snapshots.clone(), self.taken.clone());
+        let (store, sender) = (self.snapshots.clone(), self.reports.clone());
         let membership = self.membership.clone();
         tokio::task::spawn_blocking(move || {
             let taken = Taken {
@@ -248,7 +252,7 @@ impl<S: StateMachine + Send + Sync + 'static> Applier<S> {
             match store {
                 Some(store) => save_taken(&store, id, &membership, taken, &sender),
                 None => {
-                    let _ = sender.send(taken);
+                    let _ = sender.send(ApplyReport::Taken(taken));
                 }
             }
         });
@@ -281,7 +285,7 @@ impl<S: StateMachine + Send + Sync + 'static> Applier<S> {
         self.applied_term = snapshot.last_included.term;
         self.membership = snapshot.membership;
         self.answer(Vec::new());
-        let _ = self.installed.send(self.applied);
+        let _ = self.reports.send(ApplyReport::Installed(self.applied));
         true
     }
 }
@@ -314,7 +318,7 @@ fn save_taken(
     id: LogId,
     membership: &Membership,
     taken: Taken,
-    sender: &mpsc::UnboundedSender<Taken>,
+    sender: &mpsc::UnboundedSender<ApplyReport>,
 ) {
     let saved = match store.lock() {
         Ok(store) => store
@@ -324,7 +328,7 @@ fn save_taken(
     };
     match saved {
         Ok(_) => {
-            let _ = sender.send(taken);
+            let _ = sender.send(ApplyReport::Taken(taken));
         }
         Err(e) => {
             tracing::error!("could not save a snapshot: {e}");
@@ -389,7 +393,6 @@ mod tests {
         }));
         let (applied_tx, mut applied) = watch::channel(LogIndex(0));
         let (taken_tx, mut taken) = mpsc::unbounded_channel();
-        let (installed_tx, _installed) = mpsc::unbounded_channel();
         let applier = Applier::new(
             state.clone(),
             applied_tx,
@@ -398,7 +401,6 @@ mod tests {
             Membership::default(),
             None,
             taken_tx,
-            installed_tx,
         );
         let (inbox, rx) = mpsc::unbounded_channel();
         for msg in [
@@ -409,7 +411,9 @@ mod tests {
             inbox.send(msg).expect("send");
         }
         let task = tokio::spawn(applier.run(rx));
-        let snapshot = taken.recv().await.expect("a snapshot");
+        let Some(ApplyReport::Taken(snapshot)) = taken.recv().await else {
+            panic!("a snapshot taken");
+        };
         assert_eq!(snapshot.index, LogIndex(3));
         assert_eq!(snapshot.data, vec![1, 2, 3]);
         applied

@@ -58,7 +58,8 @@ impl StateMachine for Journal {
 pub type Addrs = BTreeMap<NodeId, SocketAddr>;
 
 /// The configuration of node `id` whose peers are the others of `addrs`: small log segments,
-/// snapshots every `every` applied entries (0: the default policy).
+/// snapshots every `every` applied entries (0: the default policy), and then no log kept behind
+/// a snapshot, so that followers behind it need the snapshot.
 pub fn node_config(id: u64, addrs: &Addrs, root: &Path, every: u64) -> NodeConfig {
     let peers = addrs
         .iter()
@@ -69,6 +70,7 @@ pub fn node_config(id: u64, addrs: &Addrs, root: &Path, every: u64) -> NodeConfi
     config.segment_bytes = 4 << 20;
     if every > 0 {
         config.raft.snapshot_after_entries = every;
+        config.raft.log_retention_bytes = 0;
     }
     config
 }
