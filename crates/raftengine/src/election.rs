@@ -54,6 +54,7 @@ impl RaftNode {
                 leader_commit,
                 read_round,
                 transfer,
+                repair_epoch,
             } => {
                 if matches!(self.role, Role::Leader(_)) {
                     return Err(StepError::DuelingLeader {
@@ -62,30 +63,34 @@ impl RaftNode {
                     });
                 }
                 self.note_transfer_generation(transfer);
-                self.handle_append_entries(
-                    msg.from,
-                    prev_log_index,
-                    prev_log_term,
+                let request = crate::replication::AppendRequest {
+                    prev_index: prev_log_index,
+                    prev_term: prev_log_term,
                     entries,
                     leader_commit,
                     read_round,
-                );
+                    epoch_known: repair_epoch,
+                };
+                self.handle_append_entries(msg.from, request);
             }
             MessageBody::AppendEntriesResponse {
                 success,
                 match_index,
                 reject_hint,
+                last_log_index,
                 prev_log_index,
                 read_round,
                 repairing,
-                ..
+                repair_epoch,
             } => {
                 let answer = crate::replication::AppendAnswer {
                     success,
                     match_index,
                     reject_hint,
+                    last_log_index,
                     prev_log_index,
                     repairing,
+                    repair_epoch,
                 };
                 if !repairing {
                     self.note_read_round_echo(msg.from, read_round);

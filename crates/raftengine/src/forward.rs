@@ -46,6 +46,21 @@ impl PlacedForwards {
     }
 }
 
+/// When requests were forwarded, and when forwarded commands were placed, in ticks of this
+/// node, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct ForwardClock {
+    now: u64,
+    sent: VecDeque<(u64, RequestId)>,
+    placed: VecDeque<(u64, LogIndex, RequestId)>,
+}
+
+/// Ticks a forwarded request waits for the leader's answer, in maximum election timeouts.
+const ANSWER_TIMEOUTS: u64 = 2;
+/// Ticks a placed command waits to be applied here, in maximum election timeouts: far longer
+/// than a commit takes while a leader can reach this node.
+const APPLY_TIMEOUTS: u64 = 10;
+
 #[derive(Debug, Default)]
 pub(crate) struct Forwarded {
     /// Sent to the leader, waiting for its answer.
@@ -63,6 +78,7 @@ impl RaftNode {
         command: Vec<u8>,
     ) {
         self.forwarded.awaiting_leader.insert(request, leader);
+        self.note_forwarded(request);
         let term = self.hard.term;
         let body = MessageBody::Propose {
             request: request.0,
@@ -135,7 +151,18 @@ impl RaftNode {
                 .push((request, CommandRejected::LeadershipLost));
             return;
         }
+        // Two commands placed at one index by leaders of different terms: the one of the
+        // lower term was overwritten and will never be applied, so retrying it is safe.
+        if let Some(&(held_term, held)) = self.forwarded.placed.get(&index) {
+            if held_term >= term {
+                self.out.rejected.push((request, CommandRejected::Retry));
+                return;
+            }
+            self.out.rejected.push((held, CommandRejected::Retry));
+        }
         self.forwarded.placed.insert(index, (term, request));
+        let now = self.forward_clock.now;
+        self.forward_clock.placed.push_back((now, index, request));
     }
 
     /// The request a committed entry answers, if it was forwarded from here. A forwarded command
@@ -162,6 +189,77 @@ impl RaftNode {
             self.out
                 .rejected
                 .push((request, CommandRejected::LeadershipLost));
+        }
+    }
+
+    /// A read the leader confirmed at `index`, above this node's commit index: it waits until
+    /// this node learns `index` committed.
+    pub(crate) fn await_commit_for_read(&mut self, index: LogIndex, request: RequestId) {
+        self.reads_awaiting_commit
+            .entry(index)
+            .or_default()
+            .push(request);
+        let now = self.forward_clock.now;
+        self.forward_clock.placed.push_back((now, index, request));
+    }
+
+    /// Notes when a request was forwarded, so it expires if the leader never answers.
+    pub(crate) fn note_forwarded(&mut self, request: RequestId) {
+        let now = self.forward_clock.now;
+        self.forward_clock.sent.push_back((now, request));
+    }
+
+    /// On a tick: a forwarded command, read or membership change whose answer has not arrived
+    /// within twice the maximum election timeout was lost on the way (or its answer was): its
+    /// outcome is unknown (a read may simply be retried). A client never waits forever.
+    pub(crate) fn expire_forwarded(&mut self) {
+        self.forward_clock.now += 1;
+        let now = self.forward_clock.now;
+        let limit = APPLY_TIMEOUTS * self.config.election_timeout_max_ticks;
+        while let Some(&(placed_at, index, request)) = self.forward_clock.placed.front() {
+            if now - placed_at < limit {
+                break;
+            }
+            self.forward_clock.placed.pop_front();
+            // A command placed, or a read confirmed, but whose index this node never learned
+            // committed (it no longer hears from a leader, or was removed without learning it):
+            // the command's outcome is unknown; the read may be retried.
+            if self
+                .forwarded
+                .placed
+                .get(&index)
+                .is_some_and(|(_, r)| *r == request)
+            {
+                self.forwarded.placed.remove(&index);
+                self.out
+                    .rejected
+                    .push((request, CommandRejected::LeadershipLost));
+            } else if let Some(waiting) = self.reads_awaiting_commit.get_mut(&index) {
+                if let Some(at) = waiting.iter().position(|r| *r == request) {
+                    waiting.remove(at);
+                    if waiting.is_empty() {
+                        self.reads_awaiting_commit.remove(&index);
+                    }
+                    self.out.rejected.push((request, CommandRejected::Retry));
+                }
+            }
+        }
+        let limit = ANSWER_TIMEOUTS * self.config.election_timeout_max_ticks;
+        while let Some(&(sent, request)) = self.forward_clock.sent.front() {
+            if self.forward_clock.now - sent < limit {
+                break;
+            }
+            self.forward_clock.sent.pop_front();
+            if self.forwarded.awaiting_leader.remove(&request).is_some() {
+                self.out
+                    .rejected
+                    .push((request, CommandRejected::LeadershipLost));
+            } else if self.forwarded_reads.remove(&request) {
+                self.out.rejected.push((request, CommandRejected::Retry));
+            } else if self.forwarded_changes.remove(&request).is_some() {
+                let lost = Err(crate::membership::MembershipError::LeadershipLost);
+                self.out.membership_changes.push((request, lost));
+            }
         }
     }
 

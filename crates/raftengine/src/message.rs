@@ -53,6 +53,9 @@ pub enum MessageBody {
         /// The leader's transfer generation: odd while a leadership transfer is under way, even
         /// otherwise; it grows by one when a transfer starts and when it ends.
         transfer: u64,
+        /// The receiver's repair epoch as far as the leader knows (see `LogWrite::Repair`): a
+        /// repairing node ends its repair only once its leader knows its current epoch.
+        repair_epoch: u64,
     },
     AppendEntriesResponse {
         success: bool,
@@ -71,6 +74,9 @@ pub enum MessageBody {
         /// The follower lost durable data and is being repaired: the leader replicates to it
         /// but counts it towards no commit and no read round.
         repairing: bool,
+        /// The follower's repair epoch: answers of an older epoch than the leader has seen were
+        /// sent before a loss, and are ignored.
+        repair_epoch: u64,
     },
     /// A chunk of the leader's snapshot, for a follower whose next entry is compacted (`sn`).
     InstallSnapshot {

@@ -125,6 +125,8 @@ pub struct Status {
     pub progress: Vec<(NodeId, LogIndex, LogIndex)>,
     /// The configuration in effect.
     pub membership: Membership,
+    /// Repairing lost data (see [`RaftNode::is_repairing`]).
+    pub repairing: bool,
 }
 
 /// One Raft node. Feed it inputs (`step`, `tick`, `propose`, `persisted`, ...), then carry out
@@ -176,12 +178,19 @@ pub struct RaftNode {
     pub(crate) removed: bool,
     /// Membership changes this node forwarded to its leader.
     pub(crate) forwarded_changes: BTreeMap<RequestId, NodeId>,
+    /// When each forwarded request went out (they expire unanswered).
+    pub(crate) forward_clock: crate::forward::ForwardClock,
+    /// Reads the leader confirmed at an index this node does not know committed yet.
+    pub(crate) reads_awaiting_commit: BTreeMap<LogIndex, Vec<RequestId>>,
     /// The commit index last written to storage (`LogWrite::Commit`).
     commit_written: LogIndex,
     /// The node lost data it had made durable: it may have acknowledged entries it no longer
     /// holds, so it neither votes nor counts towards a majority until a leader has repaired its
     /// log (protocol-aware recovery, Alagappan et al., FAST '18).
     pub(crate) repairing: bool,
+    /// How many data losses this node has repaired or is repairing (durable); its answers to
+    /// AppendEntries carry it.
+    pub(crate) repair_epoch: u64,
     /// The node restarted with a term: for the minimum election timeout it refuses votes as if
     /// it had just heard from a leader, since it may have acknowledged a leader's heartbeat
     /// just before it stopped (that leader's lease counts on it).
@@ -299,8 +308,11 @@ impl RaftNode {
             was_member: false,
             removed: false,
             forwarded_changes: BTreeMap::new(),
+            forward_clock: Default::default(),
+            reads_awaiting_commit: BTreeMap::new(),
             commit_written: stored_commit,
             repairing: false,
+            repair_epoch: stored.repair_epoch,
             restarted_quiet,
             pending_install: None,
             transfer_seen: 0,
@@ -361,6 +373,7 @@ impl RaftNode {
         if self.stopped.is_some() {
             return;
         }
+        self.expire_forwarded();
         if matches!(self.role, Role::Leader(_)) {
             self.tick_leader();
         } else {
@@ -554,6 +567,13 @@ impl RaftNode {
         self.configs.at(index)
     }
 
+    /// A membership change is under way here: this leader is catching up new voters or
+    /// committing a configuration, or the configuration in effect is not known committed.
+    pub fn membership_change_in_progress(&self) -> bool {
+        let leading_one = matches!(&self.role, Role::Leader(l) if l.change.is_some());
+        leading_one || self.configs.latest().0 > self.commit
+    }
+
     /// The configuration known committed.
     pub fn committed_membership(&self) -> &Membership {
         self.configs.at(self.commit)
@@ -598,6 +618,7 @@ impl RaftNode {
             commit: self.commit,
             progress,
             membership: self.membership().clone(),
+            repairing: self.repairing,
         }
     }
 
@@ -773,6 +794,7 @@ impl RaftNode {
             self.out.committed.push(CommittedEntry { entry, request });
         }
         self.committed_emitted = commit;
+        self.release_reads_through(commit);
         self.membership_committed();
     }
 

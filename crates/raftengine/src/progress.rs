@@ -34,6 +34,8 @@ pub struct Progress {
     pub snapshot_wait_ticks: u64,
     /// The follower lost durable data and is being repaired: it counts towards no majority.
     pub repairing: bool,
+    /// The follower's highest repair epoch seen: answers of older epochs predate a data loss.
+    pub repair_epoch: u64,
     /// In `Snapshot`: the snapshot being sent (kept though the leader compacts again).
     pub sending_snapshot: Option<crate::snapshot::Snapshot>,
 }
@@ -50,6 +52,7 @@ impl Progress {
             snapshot_offset: 0,
             snapshot_wait_ticks: 0,
             repairing: false,
+            repair_epoch: 0,
             sending_snapshot: None,
         }
     }

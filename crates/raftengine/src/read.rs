@@ -85,6 +85,7 @@ impl RaftNode {
         match self.leader {
             Some(leader) if leader != self.config.id => {
                 self.forwarded_reads.insert(request);
+                self.note_forwarded(request);
                 let term = self.hard.term;
                 let body = MessageBody::ReadIndexRequest { request: request.0 };
                 self.send(leader, term, body);
@@ -120,8 +121,24 @@ impl RaftNode {
             return;
         }
         match read_index {
-            Some(index) => self.out.reads.push(ReadReady { request, index }),
+            Some(index) if index <= self.commit => {
+                self.out.reads.push(ReadReady { request, index })
+            }
+            // Released once this node knows the index committed, so a driver never waits to
+            // apply an index it may never learn of (it expires like a placed command).
+            Some(index) => self.await_commit_for_read(index, request),
             None => self.out.rejected.push((request, CommandRejected::Retry)),
+        }
+    }
+
+    /// The commit index reached `commit`: reads waiting for it are ready.
+    pub(crate) fn release_reads_through(&mut self, commit: LogIndex) {
+        let later = self.reads_awaiting_commit.split_off(&commit.next());
+        let ready = std::mem::replace(&mut self.reads_awaiting_commit, later);
+        for (index, requests) in ready {
+            for request in requests {
+                self.out.reads.push(ReadReady { request, index });
+            }
         }
     }
 
@@ -130,6 +147,16 @@ impl RaftNode {
         let failed: BTreeSet<RequestId> = std::mem::take(&mut self.forwarded_reads);
         for request in failed {
             self.out.rejected.push((request, CommandRejected::Retry));
+        }
+    }
+
+    /// Reads confirmed by the leader that wait for this node to learn their index committed
+    /// give up (a removed node, or one that hears from no leader for long): retry elsewhere.
+    pub(crate) fn fail_reads_awaiting_commit(&mut self) {
+        for (_, requests) in std::mem::take(&mut self.reads_awaiting_commit) {
+            for request in requests {
+                self.out.rejected.push((request, CommandRejected::Retry));
+            }
         }
     }
 
@@ -208,7 +235,9 @@ impl RaftNode {
         self.confirm_read_rounds();
     }
 
-    fn confirm_read_rounds(&mut self) {
+    /// Releases the reads of every round a majority of the configuration in effect has echoed
+    /// (also called when that configuration changes: fewer voters may already be enough).
+    pub(crate) fn confirm_read_rounds(&mut self) {
         let me = self.config.id;
         let Role::Leader(leadership) = &mut self.role else {
             return;

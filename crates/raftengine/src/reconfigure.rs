@@ -76,6 +76,7 @@ impl RaftNode {
         match self.leader.filter(|l| *l != self.config.id) {
             Some(leader) => {
                 self.forwarded_changes.insert(request, leader);
+                self.note_forwarded(request);
                 let term = self.hard.term;
                 let body = MessageBody::ChangeMembership {
                     request: request.0,
@@ -154,7 +155,7 @@ impl RaftNode {
             }) => (target, catch_up, joint),
         };
         if catch_up.is_empty() {
-            self.append_configuration(origin, target, joint);
+            self.begin_configuration(origin, target, joint);
             return;
         }
         let last = self.log.last_index();
@@ -206,6 +207,28 @@ impl RaftNode {
             return Err(MembershipError::Retry);
         }
         Ok(())
+    }
+
+    /// Starts a change's configuration entry, unless the new configuration could reach no
+    /// majority without nodes that are repairing lost data (they refuse votes until repaired,
+    /// so such a configuration could be left without any electable leader).
+    fn begin_configuration(&mut self, origin: Origin, target: Membership, joint: bool) {
+        let mut needed = target.clone();
+        if joint {
+            needed.outgoing = self.membership().voters.clone();
+        }
+        let me = self.config.id;
+        let healthy = |v: NodeId| match &self.role {
+            Role::Leader(l) => v == me || l.progress.get(&v).is_some_and(|p| !p.repairing),
+            _ => false,
+        };
+        if !needed.has_quorum(healthy) {
+            self.out.events.push(Event::MembershipChangeAborted {
+                reason: "no majority without the nodes repairing lost data".into(),
+            });
+            return self.finish_change(origin, Err(MembershipError::Retry));
+        }
+        self.append_configuration(origin, target, joint);
     }
 
     /// Appends the next configuration of a change: C_old,new for a joint change, else the
@@ -341,7 +364,7 @@ impl RaftNode {
             let Some(change) = leadership.change.take() else {
                 return;
             };
-            self.append_configuration(change.origin, change.target, change.joint);
+            self.begin_configuration(change.origin, change.target, change.joint);
         } else if catch_up.round >= max_rounds {
             let reason = format!("still behind after {max_rounds} rounds");
             self.abort_catch_up(reason);
@@ -401,6 +424,9 @@ impl RaftNode {
             .push(Event::MembershipChanged { index, membership });
         self.reconcile_progress();
         self.membership_committed();
+        self.confirm_read_rounds();
+        // The commit rule counts in the new configuration too.
+        self.maybe_commit();
     }
 
     /// The commit index moved (or the configuration changed): a leader moves its change to the
@@ -416,6 +442,12 @@ impl RaftNode {
         {
             self.removed = true;
             self.out.events.push(Event::RemovedFromCluster);
+            // No leader will send it anything more: what its clients wait for never comes.
+            self.fail_forwarded_reads();
+            self.fail_reads_awaiting_commit();
+            self.fail_forwarded_proposals();
+            self.fail_forwarded_placed_through(crate::message::MAX_INDEX);
+            self.fail_forwarded_changes();
         }
         #[cfg(feature = "mutations")]
         let rejoins = !self.mutated(crate::config::Mutation::RemovedForever);
@@ -476,7 +508,7 @@ impl RaftNode {
             .iter()
             .filter(|(id, _)| !wanted.contains(id))
             // What it was sent so far, which includes the entry that removed it.
-            .map(|(id, p)| (*id, self.append_body(p.next_index.prev(), Vec::new())))
+            .map(|(id, p)| (*id, self.append_body(*id, p.next_index.prev(), Vec::new())))
             .collect();
         for (node, body) in farewells {
             self.send(node, term, body);

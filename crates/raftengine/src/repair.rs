@@ -34,24 +34,41 @@ impl RaftNode {
             return;
         }
         self.repairing = true;
-        self.write(LogWrite::Repairing(true));
+        self.repair_epoch += 1;
+        let epoch = self.repair_epoch;
+        self.write(LogWrite::Repair {
+            epoch,
+            repairing: true,
+        });
         self.out.events.push(Event::RepairStarted {
             reason: reason.to_string(),
         });
     }
 
-    /// After an AppendEntries (or a snapshot) from the leader of the current term left this
-    /// log matching the leader's up to `matched`: ends the repair if that covers the leader's
-    /// commit index `leader_commit` and that index lies in the leader's term.
-    pub(crate) fn check_repaired(&mut self, matched: LogIndex, leader_commit: LogIndex) {
-        if !self.repairing || leader_commit > matched {
+    /// After an AppendEntries from the leader of the current term left this log matching the
+    /// leader's up to `matched`: ends the repair if that covers the leader's commit index
+    /// `leader_commit`, that index lies in the leader's term, and the leader knew this node's
+    /// current repair epoch (`epoch_known`) when it sent it. From then on the leader ignores
+    /// answers sent before the loss, so none of them can count towards a commit the repair
+    /// did not cover.
+    pub(crate) fn check_repaired(
+        &mut self,
+        matched: LogIndex,
+        leader_commit: LogIndex,
+        epoch_known: u64,
+    ) {
+        if !self.repairing || leader_commit > matched || epoch_known != self.repair_epoch {
             return;
         }
         if self.log.term(leader_commit) != Some(self.hard.term) {
             return;
         }
         self.repairing = false;
-        self.write(LogWrite::Repairing(false));
+        let epoch = self.repair_epoch;
+        self.write(LogWrite::Repair {
+            epoch,
+            repairing: false,
+        });
         self.out.events.push(Event::RepairFinished {
             caught_up_to: leader_commit,
         });

@@ -13,21 +13,36 @@ pub(crate) struct AppendAnswer {
     pub success: bool,
     pub match_index: LogIndex,
     pub reject_hint: LogIndex,
+    /// The follower's last log index when it answered.
+    pub last_log_index: LogIndex,
     /// The `prev_log_index` of the request it answers.
     pub prev_log_index: LogIndex,
     pub repairing: bool,
+    pub repair_epoch: u64,
+}
+
+/// An AppendEntries, as the follower reads it.
+#[derive(Debug)]
+pub(crate) struct AppendRequest {
+    pub prev_index: LogIndex,
+    pub prev_term: Term,
+    pub entries: Vec<Entry>,
+    pub leader_commit: LogIndex,
+    pub read_round: u64,
+    /// This node's repair epoch as the leader knows it.
+    pub epoch_known: u64,
 }
 
 impl RaftNode {
-    pub(crate) fn handle_append_entries(
-        &mut self,
-        from: NodeId,
-        prev_index: LogIndex,
-        prev_term: Term,
-        entries: Vec<Entry>,
-        leader_commit: LogIndex,
-        read_round: u64,
-    ) {
+    pub(crate) fn handle_append_entries(&mut self, from: NodeId, request: AppendRequest) {
+        let AppendRequest {
+            prev_index,
+            prev_term,
+            entries,
+            leader_commit,
+            read_round,
+            epoch_known,
+        } = request;
         if !matches!(self.role, Role::Follower) {
             // A candidate that hears from a leader of its own term steps down (paper §5.2).
             self.become_follower(self.hard.term, Some(from));
@@ -63,7 +78,7 @@ impl RaftNode {
         if self.mutated(crate::config::Mutation::ApplyBeforeCommit) {
             self.advance_commit(self.log.last_index());
         }
-        self.check_repaired(match_index, leader_commit);
+        self.check_repaired(match_index, leader_commit, epoch_known);
         self.send_append_answer(from, true, match_index, LogIndex(0), answered, read_round);
     }
 
@@ -85,6 +100,7 @@ impl RaftNode {
             prev_log_index: answered,
             read_round,
             repairing: self.repairing,
+            repair_epoch: self.repair_epoch,
         };
         let term = self.hard.term;
         self.send(to, term, body);
@@ -146,6 +162,15 @@ impl RaftNode {
             return;
         };
         progress.recently_active = true;
+        if answer.repair_epoch < progress.repair_epoch {
+            // Sent before the follower lost data: what it acknowledged may be gone.
+            return;
+        }
+        if answer.repair_epoch > progress.repair_epoch {
+            // The follower lost data since: it holds no more than its log now.
+            progress.repair_epoch = answer.repair_epoch;
+            progress.match_index = progress.match_index.min(answer.last_log_index);
+        }
         progress.repairing = answer.repairing;
         if matches!(progress.state, ProgressState::Snapshot { .. }) {
             // The snapshot is on its way; a lost chunk is sent again by the tick
@@ -228,7 +253,7 @@ impl RaftNode {
             progress.sent(batch_end);
             let prev = next.prev();
             let entries = self.log.slice(next, batch_end).to_vec();
-            let body = self.append_body(prev, entries);
+            let body = self.append_body(peer, prev, entries);
             self.send(peer, term, body);
             if probing {
                 return;
@@ -236,11 +261,20 @@ impl RaftNode {
         }
     }
 
-    /// An AppendEntries of this leader after `prev` (empty `entries`: a heartbeat).
-    pub(crate) fn append_body(&self, prev: LogIndex, entries: Vec<Entry>) -> MessageBody {
-        let (read_round, transfer) = match &self.role {
-            Role::Leader(l) => (l.reads.round, l.transfer_generation),
-            _ => (0, 0),
+    /// An AppendEntries of this leader to `peer` after `prev` (empty `entries`: a heartbeat).
+    pub(crate) fn append_body(
+        &self,
+        peer: NodeId,
+        prev: LogIndex,
+        entries: Vec<Entry>,
+    ) -> MessageBody {
+        let (read_round, transfer, repair_epoch) = match &self.role {
+            Role::Leader(l) => (
+                l.reads.round,
+                l.transfer_generation,
+                l.progress.get(&peer).map_or(0, |p| p.repair_epoch),
+            ),
+            _ => (0, 0, 0),
         };
         MessageBody::AppendEntries {
             prev_log_index: prev,
@@ -249,6 +283,7 @@ impl RaftNode {
             leader_commit: self.commit,
             read_round,
             transfer,
+            repair_epoch,
         }
     }
 
@@ -316,7 +351,7 @@ impl RaftNode {
             .map(|(id, p)| (*id, p.next_index.prev()))
             .collect();
         for (peer, prev) in targets {
-            let body = self.append_body(prev, Vec::new());
+            let body = self.append_body(peer, prev, Vec::new());
             self.send(peer, term, body);
         }
     }

@@ -373,7 +373,6 @@ impl RaftNode {
         let size = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         let answered = pending.answered;
         self.send_snapshot_answer(pending.leader, id.index, answered, size, true);
-        self.check_repaired(id.index, id.index);
         Ok(())
     }
 

@@ -26,9 +26,14 @@ pub enum LogWrite {
     /// anything else), so a restart knows at least this much is committed: it applies it at
     /// once, refuses to truncate it, and sees that data was lost if its log now ends before it.
     Commit(LogIndex),
-    /// The node found data lost and repairs itself (`true`), or has caught up again (`false`):
-    /// kept durably so that a restart in the middle of a repair does not end it.
-    Repairing(bool),
+    /// The node found data lost and repairs itself (`repairing`), or has caught up again:
+    /// kept durably so that a restart in the middle of a repair does not end it. `epoch` counts
+    /// the losses this node has suffered; its answers carry it, so a leader can tell them from
+    /// answers sent before the loss.
+    Repair {
+        epoch: u64,
+        repairing: bool,
+    },
 }
 
 /// The position of an entry: its index and term.
@@ -57,6 +62,8 @@ pub struct StoredState {
     pub entries: Vec<Entry>,
     /// The last commit index written ([`LogWrite::Commit`]); 0 when none was.
     pub commit: LogIndex,
+    /// The repair epoch last written ([`LogWrite::Repair`]); 0 when none was.
+    pub repair_epoch: u64,
     /// The storage found, while loading, that data it had made durable is gone (a disk that
     /// lied about a sync, a truncated or damaged file, a replaced disk). The node may have
     /// acknowledged entries it no longer holds, so it repairs itself before it votes or counts
@@ -118,6 +125,7 @@ pub struct MemoryStorage {
     /// `entries[i]` has index `log_start.index + 1 + i`.
     entries: Vec<Entry>,
     commit: LogIndex,
+    repair_epoch: u64,
     repairing: bool,
     /// Data lost on purpose by [`MemoryStorage::lose_entries_from`], reported by the next load.
     lost: Option<DataLoss>,
@@ -196,6 +204,7 @@ impl LogStorage for MemoryStorage {
             log_start: self.log_start,
             entries: self.entries.clone(),
             commit: self.commit,
+            repair_epoch: self.repair_epoch,
             data_loss: self.lost.clone().or_else(|| {
                 self.repairing.then(|| DataLoss {
                     reason: "a repair after lost data was under way when the node stopped".into(),
@@ -230,7 +239,8 @@ impl LogStorage for MemoryStorage {
                     }
                 }
                 LogWrite::Commit(index) => self.commit = self.commit.max(*index),
-                LogWrite::Repairing(repairing) => {
+                LogWrite::Repair { epoch, repairing } => {
+                    self.repair_epoch = *epoch;
                     self.repairing = *repairing;
                     // The loss is recorded as a repair now (or the repair is over).
                     self.lost = None;

@@ -65,6 +65,7 @@ fn append(
             leader_commit: LogIndex(commit),
             read_round: 0,
             transfer: 0,
+            repair_epoch: 0,
         },
     )
 }
@@ -760,6 +761,7 @@ fn leader_sends_append_entries_before_its_own_persist() {
             prev_log_index: LogIndex(0),
             read_round: 0,
             repairing: false,
+            repair_epoch: 0,
         },
     ))
     .unwrap();

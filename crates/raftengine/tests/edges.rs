@@ -49,6 +49,7 @@ fn append(term: u64, prev: (u64, u64), entries: Vec<Entry>, commit: u64) -> Mess
             leader_commit: LogIndex(commit),
             read_round: 0,
             transfer: 0,
+            repair_epoch: 0,
         },
     )
 }
@@ -97,6 +98,7 @@ fn ack(from: NodeId, matched: u64, answered: u64, success: bool) -> Message {
             prev_log_index: LogIndex(answered),
             read_round: 0,
             repairing: false,
+            repair_epoch: 0,
         },
     )
 }
@@ -147,6 +149,7 @@ fn every_index_and_offset_beyond_the_limit_is_refused() {
             leader_commit: LogIndex(0),
             read_round: 0,
             transfer: 0,
+            repair_epoch: 0,
         },
         MessageBody::AppendEntries {
             prev_log_index: LogIndex(0),
@@ -155,6 +158,7 @@ fn every_index_and_offset_beyond_the_limit_is_refused() {
             leader_commit: big,
             read_round: 0,
             transfer: 0,
+            repair_epoch: 0,
         },
         MessageBody::AppendEntriesResponse {
             success: false,
@@ -164,6 +168,7 @@ fn every_index_and_offset_beyond_the_limit_is_refused() {
             prev_log_index: LogIndex(0),
             read_round: 0,
             repairing: false,
+            repair_epoch: 0,
         },
         MessageBody::InstallSnapshot {
             last_included: LogId {

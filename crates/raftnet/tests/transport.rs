@@ -540,6 +540,7 @@ async fn oversized_outgoing_message_is_dropped_not_fatal() {
             leader_commit: LogIndex(0),
             read_round: 0,
             transfer: 0,
+            repair_epoch: 0,
         },
     };
     t1.send(big);

@@ -195,6 +195,8 @@ pub struct Cluster {
     pub misuse_failures: Vec<(usize, String)>,
     /// Disks that lied: (node, first synced index lost).
     pub data_losses: Vec<(usize, raftengine::LogIndex)>,
+    /// What the nodes sent and handled (the amplification check of randomized runs).
+    pub traffic: crate::traffic::Traffic,
     next_request: u64,
     last_move: Option<Move>,
     armed: Option<Trigger>,
@@ -289,6 +291,7 @@ impl Cluster {
             driver_errors: Vec::new(),
             misuse_failures: Vec::new(),
             data_losses: Vec::new(),
+            traffic: Default::default(),
             next_request: 1,
             last_move: None,
             armed: None,
@@ -457,6 +460,7 @@ impl Cluster {
 
     /// One timer tick of `node`, whether or not its timers run.
     pub fn tick(&mut self, node: usize) -> Result<(), HarnessError> {
+        self.traffic.ticked(node);
         self.control(node, RaftNode::tick)
     }
 
@@ -475,6 +479,7 @@ impl Cluster {
             return Ok(false);
         };
         let before = raft.role();
+        self.traffic.handled(node, &msg);
         let from = msg.from.0 as usize;
         let code = msg.body.code();
         let text = op_text(&msg);
@@ -603,6 +608,12 @@ impl Cluster {
                     }
                     SyncMode::Manual => n.unsynced_seq = Some(batch.seq),
                 }
+            }
+            for msg in &out.messages {
+                self.traffic.sent(msg);
+            }
+            for event in &out.events {
+                self.traffic.event(node, event);
             }
             n.outbound.extend(out.messages);
             for (id, rejection) in out.rejected {
@@ -1268,7 +1279,7 @@ impl Cluster {
             for node in 1..=self.nodes.len() {
                 let n = &self.nodes[node - 1];
                 if n.timers && n.raft.is_some() {
-                    self.control(node, RaftNode::tick)?;
+                    self.tick(node)?;
                 }
             }
         }

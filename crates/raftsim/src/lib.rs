@@ -5,6 +5,7 @@ pub mod counter;
 pub mod disk;
 pub mod recorder;
 pub mod trace;
+pub mod traffic;
 
 pub use cluster::{Block, Cluster, ClusterSettings, CommandOutcome, HarnessError, Trigger};
 pub use disk::{SimDisk, SyncMode};

@@ -304,6 +304,49 @@ fn feature_list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `cluster` line that gives `settings` (what a shrunk failure is written with).
+pub fn cluster_line(settings: &ClusterSettings) -> String {
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    let defaults = ClusterSettings::default();
+    let mut line = format!(
+        "cluster {} pre_vote={} check_quorum={} forward={} max_entries={} election={}..{} heartbeat={}",
+        settings.nodes,
+        on_off(settings.pre_vote),
+        on_off(settings.check_quorum),
+        on_off(settings.forward_proposals),
+        settings.max_entries_per_message,
+        settings.election_timeout_ticks.0,
+        settings.election_timeout_ticks.1,
+        settings.heartbeat_interval_ticks
+    );
+    let mut option = |key: &str, value: u64, default: u64| {
+        if value != default {
+            line.push_str(&format!(" {key}={value}"));
+        }
+    };
+    option("members", settings.members as u64, defaults.members as u64);
+    option(
+        "snapshot_every",
+        settings.snapshot_after_entries,
+        defaults.snapshot_after_entries,
+    );
+    option(
+        "snapshot_bytes",
+        settings.snapshot_after_log_bytes,
+        defaults.snapshot_after_log_bytes,
+    );
+    option(
+        "chunk",
+        settings.max_snapshot_chunk_bytes as u64,
+        defaults.max_snapshot_chunk_bytes as u64,
+    );
+    if settings.log_retention_bytes > 0 {
+        option("retain", settings.log_retention_entries, u64::MAX);
+    }
+    option("lease", settings.lease_ticks, defaults.lease_ticks);
+    line
+}
+
 fn parse_cluster(rest: &str) -> Result<ClusterSettings, String> {
     let mut words = rest.split_whitespace();
     let count = words

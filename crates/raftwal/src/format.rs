@@ -49,8 +49,9 @@ pub enum Record<'a> {
     Commit {
         index: u64,
     },
-    /// The node repairs lost data (`true`) or has finished (see `LogWrite::Repairing`).
-    Repairing {
+    /// The node repairs lost data or has finished (see `LogWrite::Repair`).
+    Repair {
+        epoch: u64,
         repairing: bool,
     },
 }

@@ -114,6 +114,7 @@ struct LogState {
     log_start: LogId,
     last_index: LogIndex,
     commit: LogIndex,
+    repair_epoch: u64,
     repairing: bool,
 }
 
@@ -175,7 +176,8 @@ impl LogMap {
                 state.commit = state.commit.max(LogIndex(index));
                 Ok(None)
             }
-            Record::Repairing { repairing } => {
+            Record::Repair { epoch, repairing } => {
+                state.repair_epoch = epoch;
                 state.repairing = repairing;
                 Ok(None)
             }
@@ -423,7 +425,8 @@ impl Wal {
                 term: term.0,
             }),
             LogWrite::Commit(index) => self.stage(&Record::Commit { index: index.0 }),
-            LogWrite::Repairing(repairing) => self.stage(&Record::Repairing {
+            LogWrite::Repair { epoch, repairing } => self.stage(&Record::Repair {
+                epoch: *epoch,
                 repairing: *repairing,
             }),
             LogWrite::Append(entries) => {
@@ -494,8 +497,11 @@ impl Wal {
             first.push(&Record::Commit {
                 index: self.flushed.commit.0,
             });
-            if self.flushed.repairing {
-                first.push(&Record::Repairing { repairing: true });
+            if self.flushed.repair_epoch > 0 {
+                first.push(&Record::Repair {
+                    epoch: self.flushed.repair_epoch,
+                    repairing: self.flushed.repairing,
+                });
             }
             first.extend_body(self.pending.body());
             self.roll(first.frame_len() as u64)?;
@@ -697,6 +703,7 @@ impl Wal {
             log_start: state.log_start,
             entries: self.read_entries(state.log_start.index.next(), state.last_index)?,
             commit: state.commit,
+            repair_epoch: state.repair_epoch,
             data_loss: state.repairing.then(|| raftengine::DataLoss {
                 reason: "a repair after lost data was under way when the node stopped".into(),
             }),

@@ -72,6 +72,10 @@ enum Cmd {
         /// Also write every seed's client history as JSON lines into this directory.
         #[arg(long)]
         histories: Option<PathBuf>,
+        /// Read with leases on every seed while clocks drift beyond the bound the lease
+        /// documents: a labelled mode, expected to find stale reads.
+        #[arg(long)]
+        lease_beyond_drift_bound: bool,
         /// Switch on a known protocol bug (builds with the `mutations` feature only), e.g.
         /// CommitPreviousTerm, to see the checkers catch it.
         #[cfg(feature = "mutations")]
@@ -107,18 +111,27 @@ fn main() -> ExitCode {
             replay,
             quiet,
             histories,
+            lease_beyond_drift_bound,
             #[cfg(feature = "mutations")]
             mutation,
         } => match replay {
             Some(file) => raftsim::fuzz::cli::replay_file(&file),
             None => {
-                let options = raftsim::fuzz::FuzzOptions::new(nodes as usize, steps);
+                let mut options = raftsim::fuzz::FuzzOptions::new(nodes as usize, steps);
+                if lease_beyond_drift_bound {
+                    options = options.with_lease_beyond_drift_bound();
+                }
                 #[cfg(feature = "mutations")]
-                let options = options.with_mutation(
-                    raftengine::Mutation::ALL
-                        .into_iter()
-                        .find(|m| Some(format!("{m:?}")) == mutation),
-                );
+                let options = match mutation.as_deref() {
+                    None => options,
+                    Some(name) => match raftengine::Mutation::named(name) {
+                        Some(m) => options.with_mutation(Some(m)),
+                        None => {
+                            eprintln!("raftsim: no mutation named {name}");
+                            return ExitCode::FAILURE;
+                        }
+                    },
+                };
                 raftsim::fuzz::cli::run(raftsim::fuzz::cli::FuzzRun {
                     seeds,
                     start,

@@ -1,6 +1,7 @@
 //! `raftsim fuzz`: many seeds with a progress bar; failures shrunk and written to files.
 
 use super::{replay, run_seed, scenario_text, shrink, FuzzOptions};
+
 use crate::docs::{self, Format};
 use crate::scenario;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -137,6 +138,9 @@ pub fn replay_file(path: &Path) -> Result<(), String> {
             println!("{}: every check passes", path.display());
             Ok(())
         }
-        Some(v) => Err(format!("{}: {v}", path.display())),
+        Some(v) => {
+            eprint!("{}", super::explain(&parsed.settings, &commands));
+            Err(format!("{}: {v}", path.display()))
+        }
     }
 }

@@ -65,6 +65,42 @@ impl History {
         }
     }
 
+    /// The node crashed: its clients lost the connection, so every operation still waiting
+    /// there has an unknown outcome.
+    pub fn node_crashed(&mut self, node: usize, step: u64) {
+        for op in self
+            .ops
+            .iter_mut()
+            .filter(|o| o.node == node && o.ret.is_none() && !o.no_effect)
+        {
+            op.ret = Some(step);
+            op.output = None;
+        }
+    }
+
+    /// The operations still waiting, described (for debugging a failure).
+    pub fn describe_pending(&self) -> Vec<String> {
+        self.ops
+            .iter()
+            .filter(|o| o.ret.is_none() && !o.no_effect)
+            .map(|o| {
+                format!(
+                    "{:?} at N-{} (request {}, step {})",
+                    o.input, o.node, o.request.0, o.call
+                )
+            })
+            .collect()
+    }
+
+    /// Operations still waiting for an outcome: (node, request).
+    pub fn pending(&self) -> Vec<(usize, RequestId)> {
+        self.ops
+            .iter()
+            .filter(|o| o.ret.is_none() && !o.no_effect)
+            .map(|o| (o.node, o.request))
+            .collect()
+    }
+
     /// Whether the operation issued as `request` at `node` is still waiting.
     pub fn is_pending(&self, node: usize, request: RequestId) -> bool {
         self.ops

@@ -37,9 +37,18 @@ pub struct Invariants {
     commits: BTreeMap<usize, (u64, LogIndex)>,
     /// Every configuration seen in effect on some node, by the index of its entry.
     configs: BTreeMap<LogIndex, Vec<Membership>>,
+    /// Nodes whose disk lost synced entries, with the last index they held before: until
+    /// repaired, such a node counts as storing what it may have acknowledged (the loss is the
+    /// fault injected, not a protocol bug).
+    lost: BTreeMap<usize, LogIndex>,
 }
 
 impl Invariants {
+    /// `node`'s disk lost synced entries; it held up to `held` before.
+    pub fn note_data_loss(&mut self, node: usize, held: LogIndex) {
+        self.lost.insert(node, held);
+    }
+
     /// Checks every property on the cluster as it is now. `restarts[node]` counts restarts, so
     /// a node's volatile commit index may start over after one.
     pub fn check(&mut self, cluster: &Cluster, restarts: &[u64]) -> Result<(), Violation> {
@@ -48,6 +57,18 @@ impl Invariants {
         for node in 1..=count {
             if let Ok(Some(raft)) = cluster.raft(node) {
                 live.push((node, raft));
+            }
+        }
+        // A repaired node holds again what it lost.
+        self.lost
+            .retain(|node, _| !live.iter().any(|(n, r)| n == node && !r.is_repairing()));
+        for &(node, raft) in &live {
+            // Removed is a node left out of the configuration, never one named in it.
+            if raft.is_removed() && raft.membership().contains(NodeId(node as u64)) {
+                return violation(
+                    "removed only when left out",
+                    format!("N-{node} is marked removed, but its configuration names it"),
+                );
             }
         }
         for &(_, raft) in &live {
@@ -163,16 +184,18 @@ impl Invariants {
             // this node lacks). One change at a time keeps those majorities overlapping.
             if commit.0 > 0 {
                 let term = raft.log().term(commit);
+                let lost = &self.lost;
                 let stored: BTreeSet<NodeId> = (1..=count)
                     .filter(|&n| {
-                        cluster.storage(n).is_ok_and(|s| {
-                            // A snapshot past the index holds it too.
-                            s.log_start().index >= commit
-                                || LogStorage::entries(s, commit, commit)
-                                    .ok()
-                                    .and_then(|e| e.first().map(|e| Some(e.term)))
-                                    == Some(term)
-                        })
+                        lost.get(&n).is_some_and(|owed| commit <= *owed)
+                            || cluster.storage(n).is_ok_and(|s| {
+                                // A snapshot past the index holds it too.
+                                s.log_start().index >= commit
+                                    || LogStorage::entries(s, commit, commit)
+                                        .ok()
+                                        .and_then(|e| e.first().map(|e| Some(e.term)))
+                                        == Some(term)
+                            })
                     })
                     .map(|n| NodeId(n as u64))
                     .collect();

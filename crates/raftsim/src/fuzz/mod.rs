@@ -31,6 +31,10 @@ pub struct FuzzOptions {
     pub nodes: usize,
     /// Random steps before the liveness phase.
     pub steps: u64,
+    /// Every seed reads with leases while the nodes' clocks drift apart by more than the lease
+    /// allows (`Config::lease_ticks`): a labelled mode, expected to find stale reads, which
+    /// shows that the checker sees them. Off, leases run only within the documented bound.
+    pub lease_beyond_drift_bound: bool,
     #[cfg(feature = "mutations")]
     pub mutation: Option<raftengine::Mutation>,
 }
@@ -46,9 +50,16 @@ impl FuzzOptions {
         FuzzOptions {
             nodes,
             steps,
+            lease_beyond_drift_bound: false,
             #[cfg(feature = "mutations")]
             mutation: None,
         }
+    }
+
+    /// The labelled mode of [`FuzzOptions::lease_beyond_drift_bound`].
+    pub fn with_lease_beyond_drift_bound(mut self) -> FuzzOptions {
+        self.lease_beyond_drift_bound = true;
+        self
     }
 
     /// Runs with a known protocol bug switched on (test builds only).
@@ -72,22 +83,50 @@ pub struct SeedReport {
     pub history: Vec<lincheck::Operation>,
 }
 
+/// Steps after a membership change was asked before a disk may lie (the change has settled).
+const CHANGE_SETTLE_STEPS: u64 = 500;
 /// Virtual ticks the liveness phase may take to elect a leader and commit a write.
 const LIVENESS_ROUNDS: u64 = 300;
 /// Steps a client waits for an outcome before it gives up (the outcome stays unknown).
 const CLIENT_PATIENCE: u64 = 250;
 const KEYS: [&str; 2] = ["a", "b"];
 
+/// The lease of lease-reading seeds: half the minimum election timeout, so the documented bound
+/// is a clock at most twice as fast as the leader's.
+const LEASE_TICKS: u64 = 3;
+const ELECTION_TICKS: (u64, u64) = (6, 12);
+
 /// The cluster settings a seed runs with (some vary by seed).
 pub fn settings_for(seed: u64, options: FuzzOptions) -> ClusterSettings {
-    // Seeds cycle through the options users can turn off, and through forwarding.
+    // Seeds cycle through the options users can turn off, and through forwarding; a third of
+    // the seeds with check-quorum read with leases; every fifth compacts often and sends its
+    // snapshots in small chunks (transfers slower than compaction), some keeping a log tail.
+    let check_quorum = options.lease_beyond_drift_bound || seed % 8 < 4;
+    let lease = options.lease_beyond_drift_bound || (check_quorum && seed.is_multiple_of(3));
+    let compacting = seed % 5 == 1;
+    let retain = compacting && seed % 10 == 1;
     ClusterSettings {
         nodes: options.nodes,
         pre_vote: seed % 4 < 2,
-        check_quorum: seed % 8 < 4,
+        check_quorum,
         forward_proposals: seed.is_multiple_of(2),
-        election_timeout_ticks: (6, 12),
+        election_timeout_ticks: ELECTION_TICKS,
         max_entries_per_message: 8,
+        // Beyond the bound the lease is as long as the configuration allows (just below the
+        // minimum election timeout), so a small drift already breaks it.
+        lease_ticks: match (lease, options.lease_beyond_drift_bound) {
+            (false, _) => 0,
+            (true, false) => LEASE_TICKS,
+            (true, true) => ELECTION_TICKS.0 - 1,
+        },
+        snapshot_after_entries: if compacting { 4 + seed % 13 } else { 0 },
+        max_snapshot_chunk_bytes: if compacting {
+            3 + (seed % 11) as usize
+        } else {
+            1 << 20
+        },
+        log_retention_entries: if retain { seed % 4 } else { 0 },
+        log_retention_bytes: if retain { u64::MAX } else { 0 },
         #[cfg(feature = "mutations")]
         mutation: options.mutation,
         ..ClusterSettings::default()
@@ -99,7 +138,14 @@ pub fn run_seed(seed: u64, options: FuzzOptions) -> SeedReport {
     let settings = settings_for(seed, options);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut sim = Sim::new(&settings);
-    let mut generator = Generator::new(&mut rng, options.nodes);
+    let drift = if options.lease_beyond_drift_bound {
+        ClockDrift::BeyondLeaseBound
+    } else if settings.lease_ticks > 0 {
+        ClockDrift::WithinLeaseBound
+    } else {
+        ClockDrift::Any
+    };
+    let mut generator = Generator::new(&mut rng, options.nodes, drift);
     let mut violation = None;
     for _ in 0..options.steps {
         let command = generator.next(&mut rng, &sim);
@@ -117,6 +163,27 @@ pub fn run_seed(seed: u64, options: FuzzOptions) -> SeedReport {
         commands: sim.executed,
         settings,
     }
+}
+
+/// Replays commands with every check and describes where the run ended: each node's status and
+/// the client operations still waiting (for debugging a failure).
+pub fn explain(settings: &ClusterSettings, commands: &[Command]) -> String {
+    let mut sim = Sim::new(settings);
+    let mut violation = None;
+    for command in commands {
+        if let Err(v) = sim.apply(command.clone()) {
+            violation = Some(v);
+            break;
+        }
+    }
+    let violation = violation.or_else(|| sim.finish().err());
+    let mut out = format!("violation: {violation:?}\n");
+    for node in 1..=sim.cluster.node_count() {
+        out.push_str(&format!("N-{node}: {:?}\n", sim.cluster.status(node)));
+    }
+    out.push_str(&format!("waiting: {:?}\n", sim.history.describe_pending()));
+    out.push_str(&format!("data losses: {:?}\n", sim.cluster.data_losses));
+    out
 }
 
 /// Replays commands (from a run or a scenario file) with every check; the first violation.
@@ -176,13 +243,45 @@ impl Sim {
                 self.restarts[*node - 1] += 1;
             }
         }
+        let crashing = match &command {
+            Command::Crash(node) | Command::CrashLosing { node, .. } => {
+                Some(*node).filter(|n| self.cluster.raft(*n).is_ok_and(|r| r.is_some()))
+            }
+            _ => None,
+        };
+        if let Some(node) = crashing.filter(|_| matches!(command, Command::CrashLosing { .. })) {
+            // It may have acknowledged everything it held (answers may still be on their way):
+            // until repaired it counts as storing that much.
+            let held = self
+                .cluster
+                .storage(node)
+                .map_or(raftengine::LogIndex(0), |s| s.last_index());
+            self.invariants.note_data_loss(node, held);
+        }
         if runner::execute(&mut self.cluster, &command).is_ok() {
             if let Some((node, input)) = issued {
                 if let Some(request) = self.cluster.last_request(node) {
                     self.history.issued(node, request, input, self.step);
                 }
             }
+            if let Some(node) = crashing {
+                // Its clients lose their connection: what they waited for is unknown.
+                self.history.node_crashed(node, self.step);
+            }
             self.executed.push(command);
+        }
+        if let Some(problem) = runner::harness_problem(&self.cluster) {
+            return Err(Violation {
+                property: "bad input refused, driver reports accepted",
+                detail: problem,
+            });
+        }
+        let resend_ticks = self.settings.election_timeout_ticks.0;
+        if let Some(detail) = self.cluster.traffic.chunk_amplification(resend_ticks) {
+            return Err(Violation {
+                property: "message amplification",
+                detail,
+            });
         }
         // A stranger's request is refused by design; between the harness's nodes that only
         // happens when a removed node (no longer named in any configuration the receiver knows)
@@ -200,9 +299,10 @@ impl Sim {
         self.invariants.check(&self.cluster, &self.restarts)
     }
 
-    /// Liveness, then linearizability.
+    /// Liveness, outcome completeness, then linearizability.
     fn finish(&mut self) -> Result<(), Violation> {
         self.liveness()?;
+        self.outcomes_complete()?;
         let operations = self.history.operations();
         match lincheck::check(&operations) {
             CheckResult::Linearizable | CheckResult::Unknown { .. } => Ok(()),
@@ -215,6 +315,52 @@ impl Sim {
                 detail: format!("the history is malformed: {e}"),
             }),
         }
+    }
+
+    /// Every client operation ends with an outcome (a value, a refusal, or "unknown"): after
+    /// the liveness phase the cluster runs on until none waits, within a bound.
+    fn outcomes_complete(&mut self) -> Result<(), Violation> {
+        let nodes = self.cluster.node_count();
+        for _ in 0..LIVENESS_ROUNDS {
+            if self.history.pending().is_empty() {
+                return Ok(());
+            }
+            self.deliver_everything()?;
+            for node in 1..=nodes {
+                self.apply(Command::Tick(node))?;
+            }
+        }
+        let waiting: Vec<String> = self
+            .history
+            .pending()
+            .iter()
+            .map(|(node, request)| format!("request {} at N-{node}", request.0))
+            .collect();
+        Err(Violation {
+            property: "outcome completeness",
+            detail: format!(
+                "{LIVENESS_ROUNDS} ticks after the cluster recovered, {} client operations still have no outcome: {}",
+                waiting.len(),
+                waiting.join(", ")
+            ),
+        })
+    }
+
+    /// Every node forwards what it has to send and handles what it received, until nothing is
+    /// queued anywhere.
+    fn deliver_everything(&mut self) -> Result<(), Violation> {
+        for node in 1..=self.cluster.node_count() {
+            self.apply(Command::Send { node, all: true })?;
+            while self
+                .cluster
+                .queued(node)
+                .is_ok_and(|(inbound, _)| inbound > 0)
+            {
+                self.apply(Command::DeliverAt { node, at: 0 })?;
+                self.apply(Command::Send { node, all: true })?;
+            }
+        }
+        Ok(())
     }
 
     /// Faults stop: the network heals, crashed nodes restart, disks sync. The cluster must then
@@ -233,17 +379,7 @@ impl Sim {
         let value = format!("live{}", self.next_value);
         let mut probe = None;
         for _ in 0..LIVENESS_ROUNDS {
-            for node in 1..=nodes {
-                self.apply(Command::Send { node, all: true })?;
-                while self
-                    .cluster
-                    .queued(node)
-                    .is_ok_and(|(inbound, _)| inbound > 0)
-                {
-                    self.apply(Command::DeliverAt { node, at: 0 })?;
-                    self.apply(Command::Send { node, all: true })?;
-                }
-            }
+            self.deliver_everything()?;
             if let Some((node, request)) = probe {
                 match self.cluster.outcome(node, request) {
                     Ok(CommandOutcome::Value(_)) => return Ok(()),
@@ -314,6 +450,30 @@ fn parse_write(command: &str) -> Option<KvInput> {
     })
 }
 
+/// How far the nodes' clocks may drift apart (as relative tick rates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClockDrift {
+    /// No leases: any rates, up to 3 to 1.
+    Any,
+    /// Leases are on: no clock runs faster than another by the ratio of the minimum election
+    /// timeout to the lease (2 to 1 here), the bound `Config::lease_ticks` documents.
+    WithinLeaseBound,
+    /// Leases are on and rates differ by up to almost 4 to 1 (expected to find stale reads).
+    BeyondLeaseBound,
+}
+
+impl ClockDrift {
+    /// The range of relative tick rates to draw each node's from.
+    fn rates(self) -> (u64, u64) {
+        match self {
+            ClockDrift::Any => (5, 15),
+            // 15 / 8 < 2 = ELECTION_TICKS.0 / LEASE_TICKS.
+            ClockDrift::WithinLeaseBound => (8, 15),
+            ClockDrift::BeyondLeaseBound => (4, 15),
+        }
+    }
+}
+
 /// Chooses the next command from the cluster's state and the seed's random stream.
 struct Generator {
     /// Relative tick rates: nodes whose clocks run fast tick more often.
@@ -326,6 +486,10 @@ struct Generator {
     max_down: usize,
     values: u64,
     step: u64,
+    /// The node whose disk lost synced data, until it is repaired.
+    lossy: Option<usize>,
+    /// The step of the last membership change asked for.
+    last_change: Option<u64>,
 }
 
 fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
@@ -337,14 +501,19 @@ fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
 }
 
 impl Generator {
-    fn new(rng: &mut ChaCha8Rng, nodes: usize) -> Generator {
+    fn new(rng: &mut ChaCha8Rng, nodes: usize, drift: ClockDrift) -> Generator {
+        let (low, high) = drift.rates();
         Generator {
-            clock_weights: (0..nodes).map(|_| 5 + below(rng, 11)).collect(),
+            clock_weights: (0..nodes)
+                .map(|_| low + below(rng, high - low + 1))
+                .collect(),
             fault_rate: [10, 30, 80][below(rng, 3) as usize],
             clients: vec![None; 4],
             max_down: (nodes - 1) / 2,
             values: 0,
             step: 0,
+            lossy: None,
+            last_change: None,
         }
     }
 
@@ -467,13 +636,28 @@ impl Generator {
         let down: Vec<usize> = (1..=nodes).filter(|n| !live.contains(n)).collect();
         let manual: Vec<usize> = (1..=nodes).filter(|&n| c.disk_is_manual(n)).collect();
         let node = 1 + below(rng, nodes as u64) as usize;
-        match below(rng, 110) {
+        if let Some(lossy) = self.lossy {
+            let repaired = c
+                .raft(lossy)
+                .ok()
+                .flatten()
+                .is_some_and(|r| !r.is_repairing());
+            if repaired {
+                self.lossy = None;
+            }
+        }
+        match below(rng, 112) {
             // Without pre-vote and check-quorum, a removed node that missed its removal can
             // depose leaders forever (thesis §4.2.3): such runs change no membership.
-            100.. if sim.settings.pre_vote || sim.settings.check_quorum => {
+            // Nor while a node repairs lost data: a configuration of fewer than three voters
+            // could then never elect a leader (the repairing node refuses votes).
+            101..=110
+                if (sim.settings.pre_vote || sim.settings.check_quorum) && self.lossy.is_none() =>
+            {
+                self.last_change = Some(self.step);
                 Self::membership_change(rng, c, live)
             }
-            100.. => Command::Heal,
+            101..=110 => Command::Heal,
             0..=24 if !manual.is_empty() => {
                 Command::Sync(manual[below(rng, manual.len() as u64) as usize])
             }
@@ -530,11 +714,51 @@ impl Generator {
                 }
             }
             97 | 98 => Command::Snapshot(node),
-            _ => Command::Disk {
+            99 => Command::Disk {
                 node,
                 manual: !c.disk_is_manual(node),
             },
+            // Nor while a change may still be under way (a forwarded request, a catch-up): the
+            // leader refuses a configuration that needs a repairing node's vote only once it
+            // knows that node is repairing.
+            100 if self.lossy.is_none()
+                && self
+                    .last_change
+                    .is_none_or(|at| self.step > at + CHANGE_SETTLE_STEPS) =>
+            {
+                let command = Self::lying_disk(rng, c, live, down.len() < self.max_down);
+                if let Command::CrashLosing { node, .. } = command {
+                    self.lossy = Some(node);
+                }
+                command
+            }
+            100 => Command::Heal,
+            _ if below(rng, 2) == 0 => Command::InjectExtreme(live[0]),
+            _ => Command::Misuse(live[below(rng, live.len() as u64) as usize]),
         }
+    }
+
+    /// A crash of one node whose disk loses synced entries too (its last few), while every other
+    /// node holds its data: protocol-aware recovery must keep a second fault (another crash, the
+    /// leader's) from losing acknowledged writes. One such loss at a time: two lying disks at
+    /// once are beyond what any replication protocol survives.
+    fn lying_disk(rng: &mut ChaCha8Rng, c: &Cluster, live: &[usize], may_crash: bool) -> Command {
+        let all_live = live.len() == c.node_count();
+        // Within what the protocol tolerates: one lying disk among at least three voters, so
+        // the others can elect a leader that repairs it.
+        let voters_everywhere = live.iter().all(|n| {
+            c.raft(*n).ok().flatten().is_some_and(|r| {
+                let m = r.membership();
+                !m.is_joint() && m.voters.len() >= 3 && !r.membership_change_in_progress()
+            })
+        });
+        if !may_crash || !all_live || !voters_everywhere {
+            return Command::Heal;
+        }
+        let node = live[below(rng, live.len() as u64) as usize];
+        let last = c.storage(node).map_or(0, |s| s.last_index().0);
+        let from = last.saturating_sub(below(rng, 4)).max(1);
+        Command::CrashLosing { node, from }
     }
 }
 
@@ -603,17 +827,8 @@ pub fn scenario_text(
         "> A randomized run (seed {report_seed}) that breaks \"{}\". Replay it with\n> `raftsim fuzz --replay FILE` to check it again.\n\n",
         violation.property
     ));
-    out.push_str(&format!(
-        "cluster {} pre_vote={} check_quorum={} forward={} max_entries={} election={}..{} heartbeat={}\n\n",
-        settings.nodes,
-        on_off(settings.pre_vote),
-        on_off(settings.check_quorum),
-        on_off(settings.forward_proposals),
-        settings.max_entries_per_message,
-        settings.election_timeout_ticks.0,
-        settings.election_timeout_ticks.1,
-        settings.heartbeat_interval_ticks
-    ));
+    out.push_str(&crate::scenario::cluster_line(settings));
+    out.push_str("\n\n");
     out.push_str(&format!("section Seed {report_seed}\n"));
     for command in commands {
         if let Some(line) = command.to_line() {
@@ -622,12 +837,4 @@ pub fn scenario_text(
         }
     }
     out
-}
-
-fn on_off(on: bool) -> &'static str {
-    if on {
-        "on"
-    } else {
-        "off"
-    }
 }
