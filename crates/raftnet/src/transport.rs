@@ -52,7 +52,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -192,6 +192,8 @@ struct PeerTable {
     runtime: tokio::runtime::Handle,
     /// Every peer task, lingering ones included. Dropping the set aborts them.
     tasks: Mutex<JoinSet<()>>,
+    /// Set when a task of the transport fails (see [`Transport::failure`]).
+    failure: Arc<watch::Sender<Option<String>>>,
 }
 
 impl PeerTable {
@@ -223,6 +225,7 @@ impl PeerTable {
             self.cancel.clone(),
             self.linger,
         );
+        let failure = self.failure.clone();
         // Weak: the table holds the tasks, so a strong reference here would be a cycle.
         let table = Arc::downgrade(self);
         let span = tracing::info_span!("raftnet_outbound", node = self.node_id.0, peer = id.0);
@@ -245,7 +248,8 @@ impl PeerTable {
                         }
                         tracing::debug!(peer = id.0, "peer removed; its task ends");
                     }
-                    _ = outbound::run(&task_peer, &settings) => {}
+                    // `run` only returns by panicking (it redials forever).
+                    _ = supervised("peer task", outbound::run(&task_peer, &settings), &failure) => {}
                 }
             }
             .instrument(span),
@@ -368,6 +372,36 @@ pub struct Transport {
     cancel: CancellationToken,
     /// The accept loop. Dropping a `JoinSet` aborts its tasks.
     tasks: JoinSet<()>,
+    failure: Arc<watch::Sender<Option<String>>>,
+}
+
+/// Runs `task`; a panic is logged and published as the transport's failure.
+async fn supervised(
+    what: &'static str,
+    task: impl std::future::Future<Output = ()>,
+    failure: &watch::Sender<Option<String>>,
+) {
+    use futures_util::FutureExt;
+    if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+        let text = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        report(failure, what, format!("panicked: {text}"));
+    }
+}
+
+/// Publishes the first failure of the transport.
+fn report(failure: &watch::Sender<Option<String>>, what: &str, reason: String) {
+    tracing::error!("transport {what} failed: {reason}");
+    failure.send_if_modified(|current| {
+        let first = current.is_none();
+        if first {
+            *current = Some(format!("{what} failed: {reason}"));
+        }
+        first
+    });
 }
 
 impl Transport {
@@ -396,9 +430,18 @@ impl Transport {
             inbound: inbound_tx,
             counters: counters.clone(),
         });
+        let failure = Arc::new(watch::channel(None).0);
         let span = tracing::info_span!("raftnet_accept", node = config.node_id.0, %local_addr);
+        let (accept_cancel, accept_failure) = (cancel.clone(), failure.clone());
         tasks.spawn_on(
-            inbound::accept_loop(listener, ctx, cancel.clone()).instrument(span),
+            async move {
+                let accept = inbound::accept_loop(listener, ctx, accept_cancel.clone());
+                supervised("accept loop", accept, &accept_failure).await;
+                if !accept_cancel.is_cancelled() {
+                    report(&accept_failure, "accept loop", "it ended".into());
+                }
+            }
+            .instrument(span),
             &runtime,
         );
 
@@ -419,6 +462,7 @@ impl Transport {
             cancel: cancel.clone(),
             runtime,
             tasks: Mutex::new(JoinSet::new()),
+            failure: failure.clone(),
         });
         let sender = TransportSender {
             node_id: config.node_id,
@@ -439,6 +483,7 @@ impl Transport {
             counters,
             cancel,
             tasks,
+            failure,
         };
         Ok((transport, inbound_rx))
     }
@@ -471,6 +516,12 @@ impl Transport {
     /// The peers this transport sends to now, with their addresses.
     pub fn peers(&self) -> BTreeMap<NodeId, String> {
         self.sender.peers()
+    }
+
+    /// Becomes `Some(reason)` when a task of the transport failed (its accept loop, or a peer's
+    /// sending task panicked): the node then hears or reaches nobody, and should stop.
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.failure.subscribe()
     }
 
     /// A snapshot of the counters (`peers`: the peers routed to now).

@@ -147,7 +147,8 @@ fn observe_sync(metrics: &Metrics, done: &Durable) {
 impl RunningBackend {
     /// Makes `batch` durable. With `wait_here`, a durable log writes it on this thread when its
     /// writer thread is idle and returns the completion; otherwise (and always for the other
-    /// backends) the completion arrives on the channel given to [`LogBackend::start`].
+    /// backends) the completion arrives on the channel given to [`LogBackend::start`]. A batch
+    /// the writer refuses returns its error at once.
     pub fn persist(&mut self, batch: PersistBatch, wait_here: bool) -> Option<Durable> {
         match self {
             RunningBackend::Durable {
@@ -166,7 +167,8 @@ impl RunningBackend {
                     batch
                 };
                 if let Err(e) = committer.submit(batch) {
-                    tracing::error!("log writer refused a batch: {e}");
+                    // The writer stopped (after a storage error): the node must stop too.
+                    return Some(Err(e.into()));
                 }
             }
             RunningBackend::Durable {
