@@ -546,7 +546,10 @@ mod tests {
             "UNCERTAIN leadership changed; the command may or may not have been applied"
         );
         assert_eq!(
-            text(ClientError::TooLarge { size: 11, limit: 10 }),
+            text(ClientError::TooLarge {
+                size: 11,
+                limit: 10
+            }),
             "ERR value too large: the command is 11 bytes, the limit is 10"
         );
         assert_eq!(

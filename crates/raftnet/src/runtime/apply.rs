@@ -542,6 +542,70 @@ mod tests {
         task.await.expect("the apply task ends");
     }
 
+    /// One output of the core may carry entries it committed before a snapshot arrived in the
+    /// same turn: they are applied and answered first, then the snapshot, then the rest.
+    #[tokio::test]
+    async fn entries_committed_before_an_install_are_applied_and_answered_first() {
+        let state = Arc::new(RwLock::new(Log::default()));
+        let (applied_tx, mut applied) = watch::channel(LogIndex(0));
+        let outlets = Outlets {
+            applied: applied_tx,
+            taken: mpsc::unbounded_channel().0,
+            failures: FailureReporter::channel().0,
+        };
+        let applier = Applier::new(
+            state.clone(),
+            Arc::new(Metrics::default()),
+            None,
+            Membership::default(),
+            None,
+            outlets,
+        );
+        let mut answers = Vec::new();
+        let committed = (1..=5)
+            .map(|i| {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                answers.push(answer);
+                let entry = Entry {
+                    term: Term(1),
+                    index: LogIndex(i),
+                    payload: EntryPayload::Command(vec![i as u8]),
+                };
+                (entry, Some(reply))
+            })
+            .collect();
+        // The leader's snapshot covers 1..=3 (the same commands, applied elsewhere).
+        let snapshot = Snapshot {
+            last_included: LogId {
+                index: LogIndex(3),
+                term: Term(1),
+            },
+            membership: Membership::default(),
+            data: Arc::new(vec![1, 2, 3]),
+        };
+        let (inbox, rx) = mpsc::unbounded_channel();
+        for msg in ApplyMsg::committed(committed, Some(snapshot)) {
+            inbox.send(msg).expect("send");
+        }
+        let task = tokio::spawn(applier.run(rx));
+        for (i, answer) in answers.into_iter().enumerate() {
+            let answer = answer.await.expect("an answer");
+            assert_eq!(
+                answer,
+                Ok(Vec::new()),
+                "entry {} has its real result",
+                i + 1
+            );
+        }
+        applied
+            .wait_for(|index| *index == LogIndex(5))
+            .await
+            .expect("applied");
+        assert_eq!(state.read().expect("lock").commands, vec![1, 2, 3, 4, 5]);
+        drop(inbox);
+        task.await.expect("the apply task ends");
+    }
+
     #[tokio::test]
     async fn a_snapshot_from_a_copy_covers_the_entries_before_it() {
         snapshot_mid_batch_covers_what_came_before(true).await;
