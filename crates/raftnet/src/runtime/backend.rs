@@ -112,6 +112,29 @@ impl LogBackend {
     }
 }
 
+/// Largest batch a follower writes on the raft loop's own thread: a larger one goes to the
+/// writer thread, so that writing it does not hold up the loop (heartbeats keep being read and
+/// ticks keep coming while megabytes are synced).
+const PERSIST_HERE_MAX_BYTES: usize = 256 * 1024;
+
+/// The command bytes a batch appends.
+fn appended_bytes(batch: &PersistBatch) -> usize {
+    batch
+        .writes
+        .iter()
+        .map(|w| match w {
+            raftengine::LogWrite::Append(entries) => entries
+                .iter()
+                .map(|e| match &e.payload {
+                    raftengine::EntryPayload::Command(c) => c.len(),
+                    _ => 0,
+                })
+                .sum(),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// The last index a batch appends (0 when it appends nothing; only used for status).
 fn last_appended(batch: &PersistBatch) -> raftengine::LogIndex {
     batch
@@ -155,7 +178,7 @@ impl RunningBackend {
                 committer: Some(committer),
                 metrics,
             } => {
-                let batch = if wait_here {
+                let batch = if wait_here && appended_bytes(&batch) <= PERSIST_HERE_MAX_BYTES {
                     match committer.persist_here(batch) {
                         Ok(done) => {
                             observe_sync(metrics, &done);
