@@ -12,6 +12,7 @@
 //! snapshot_entries = 100000        # snapshot after this many applied entries (default)
 //! join = false                      # true: a node added to a running cluster
 //! threads = 1                       # runtime threads (default 1: see ServerConfig::threads)
+//! max_command_bytes = 1048576       # largest encoded write (default: derived from the frame limit)
 //!
 //! [[nodes]]
 //! id = 1
@@ -129,6 +130,9 @@ pub struct RawConfig {
     pub join: Option<bool>,
     /// Threads of the async runtime (1: everything on one thread).
     pub threads: Option<usize>,
+    /// Largest encoded write command (key, value and a few bytes); larger SETs are refused
+    /// with `-ERR value too large`. Default: derived from the transport's frame limit.
+    pub max_command_bytes: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSpec>,
 }
@@ -168,6 +172,7 @@ impl RawConfig {
             snapshot_entries: over.snapshot_entries.or(self.snapshot_entries),
             join: over.join.or(self.join),
             threads: over.threads.or(self.threads),
+            max_command_bytes: over.max_command_bytes.or(self.max_command_bytes),
             nodes: if over.nodes.is_empty() {
                 self.nodes
             } else {
@@ -287,6 +292,7 @@ impl RawConfig {
             snapshot_entries,
             join,
             threads,
+            max_command_bytes: self.max_command_bytes,
         })
     }
 }
@@ -350,6 +356,9 @@ pub struct ServerConfig {
     /// and blocking snapshot writes come on top. More threads help when one core cannot keep up
     /// with the clients.
     pub threads: usize,
+    /// Largest encoded write command; `None`: the runtime's default (see
+    /// `raftnet::runtime::NodeConfig::max_command_bytes`).
+    pub max_command_bytes: Option<usize>,
 }
 
 impl ServerConfig {
@@ -375,6 +384,7 @@ impl ServerConfig {
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
             join: false,
             threads: DEFAULT_THREADS,
+            max_command_bytes: None,
         }
     }
 
@@ -403,6 +413,7 @@ impl ServerConfig {
         config.raft.forward_proposals = self.forward;
         config.raft.election_timeout_min_ticks = self.election_ticks.0;
         config.raft.election_timeout_max_ticks = self.election_ticks.1;
+        config.max_command_bytes = self.max_command_bytes;
         config
     }
 }
@@ -491,6 +502,10 @@ pub struct ServeArgs {
     /// [default: 1].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Largest encoded write command in bytes; larger SETs are refused with -ERR value too
+    /// large [default: derived from the transport frame limit, about 1 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_command_bytes: Option<usize>,
 }
 
 impl ServeArgs {
@@ -507,6 +522,7 @@ impl ServeArgs {
             snapshot_entries: self.snapshot_entries,
             join: self.join.then_some(true),
             threads: self.threads,
+            max_command_bytes: self.max_command_bytes,
             nodes: self.nodes.clone(),
         }
     }
