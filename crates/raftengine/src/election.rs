@@ -203,9 +203,19 @@ impl RaftNode {
     fn answer_stale(&mut self, msg: &Message) {
         let term = self.hard.term;
         match msg.body {
-            MessageBody::AppendEntries { prev_log_index, .. } => {
+            MessageBody::AppendEntries {
+                prev_log_index,
+                ref entries,
+                ..
+            } => {
                 let last = self.log.last_index();
-                self.send_append_answer(msg.from, false, LogIndex(0), last, prev_log_index, 0);
+                let to = crate::replication::AnswerTo {
+                    leader: msg.from,
+                    prev_index: prev_log_index,
+                    read_round: 0,
+                    heartbeat: entries.is_empty(),
+                };
+                self.send_append_answer(to, false, LogIndex(0), last);
             }
             MessageBody::ReadIndexRequest { request } => self.refuse_read(msg.from, request),
             MessageBody::Propose { request, .. } => self.refuse_proposal(msg.from, request),

@@ -84,6 +84,7 @@ pub enum MessageBody {
         /// The configuration in effect at `last_included`.
         membership: Membership,
         offset: u64,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         done: bool,
     },
@@ -109,6 +110,7 @@ pub enum MessageBody {
     /// A follower forwards its client's command to the leader (`Config::forward_proposals`).
     Propose {
         request: u64,
+        #[serde(with = "serde_bytes")]
         command: Vec<u8>,
     },
     /// Where the leader placed a forwarded command; `None`: the receiver does not lead.

@@ -670,6 +670,24 @@ impl RaftNode {
         }
     }
 
+    /// Queues an answer that promises nothing on disk but the term it carries (an answer to a
+    /// heartbeat): it goes out once the term is durable, ahead of answers that wait for log
+    /// writes. So a slow sync (a large command, a stalling disk) does not silence a follower for
+    /// longer than it takes, and its leader keeps its quorum and its lease.
+    pub(crate) fn send_after_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let msg = Message {
+            from: self.config.id,
+            to,
+            term,
+            body,
+        };
+        if self.hard_state_seq <= self.persisted_seq {
+            self.out.messages.push(msg);
+        } else {
+            self.held.push_back((self.hard_state_seq, msg));
+        }
+    }
+
     pub(crate) fn write(&mut self, write: LogWrite) {
         self.open_writes.push(write);
     }

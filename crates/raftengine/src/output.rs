@@ -97,4 +97,8 @@ pub enum FatalError {
     /// promised others may not be on its disk, so it stops.
     #[error("log storage failed: {reason}")]
     Storage { reason: String },
+    /// The driver stopped the node because a part of it failed (a task that died, a snapshot
+    /// that could not be saved): carrying on half alive could promise what it cannot keep.
+    #[error("stopped by its driver: {reason}")]
+    Driver { reason: String },
 }

@@ -33,6 +33,17 @@ pub(crate) struct AppendRequest {
     pub epoch_known: u64,
 }
 
+/// Whom an answer to an AppendEntries goes to, and what it echoes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AnswerTo {
+    pub leader: NodeId,
+    /// The request's `prev_log_index`.
+    pub prev_index: LogIndex,
+    pub read_round: u64,
+    /// The request carried no entries.
+    pub heartbeat: bool,
+}
+
 impl RaftNode {
     pub(crate) fn handle_append_entries(&mut self, from: NodeId, request: AppendRequest) {
         let AppendRequest {
@@ -49,11 +60,16 @@ impl RaftNode {
         }
         self.set_leader(Some(from));
         self.reset_election_timer();
-        let answered = prev_index;
+        let answer = AnswerTo {
+            leader: from,
+            prev_index,
+            read_round,
+            heartbeat: entries.is_empty(),
+        };
         if self.pending_install.is_some() {
             // The log is about to be replaced by a snapshot: take nothing until it is.
             let last = self.log.last_index();
-            self.send_append_answer(from, false, LogIndex(0), last, answered, read_round);
+            self.send_append_answer(answer, false, LogIndex(0), last);
             return;
         }
         let (mut prev_index, mut prev_term, mut entries) = (prev_index, prev_term, entries);
@@ -66,7 +82,7 @@ impl RaftNode {
             prev_term = start.term;
         }
         if let Some(reject_hint) = self.mismatch_hint(prev_index, prev_term) {
-            self.send_append_answer(from, false, LogIndex(0), reject_hint, answered, read_round);
+            self.send_append_answer(answer, false, LogIndex(0), reject_hint);
             return;
         }
         let match_index = prev_index.plus(entries.len() as u64);
@@ -79,31 +95,41 @@ impl RaftNode {
             self.advance_commit(self.log.last_index());
         }
         self.check_repaired(match_index, leader_commit, epoch_known);
-        self.send_append_answer(from, true, match_index, LogIndex(0), answered, read_round);
+        // A heartbeat's answer goes out without waiting for earlier log writes, so it
+        // acknowledges only what is durable already.
+        let acknowledged = if answer.heartbeat {
+            match_index.min(self.persisted_index)
+        } else {
+            match_index
+        };
+        self.send_append_answer(answer, true, acknowledged, LogIndex(0));
     }
 
-    /// Answers an AppendEntries whose `prev_log_index` was `answered`.
+    /// Answers an AppendEntries. The answer to a heartbeat promises nothing on disk but the term,
+    /// so it does not wait behind earlier log writes; any other waits until they are durable.
     pub(crate) fn send_append_answer(
         &mut self,
-        to: NodeId,
+        to: AnswerTo,
         success: bool,
         match_index: LogIndex,
         reject_hint: LogIndex,
-        answered: LogIndex,
-        read_round: u64,
     ) {
         let body = MessageBody::AppendEntriesResponse {
             success,
             match_index,
             reject_hint,
             last_log_index: self.log.last_index(),
-            prev_log_index: answered,
-            read_round,
+            prev_log_index: to.prev_index,
+            read_round: to.read_round,
             repairing: self.repairing,
             repair_epoch: self.repair_epoch,
         };
         let term = self.hard.term;
-        self.send(to, term, body);
+        if to.heartbeat {
+            self.send_after_term(to.leader, term, body);
+        } else {
+            self.send(to.leader, term, body);
+        }
     }
 
     /// `None` when our log holds `prev_index` with `prev_term`; otherwise where the leader should

@@ -70,8 +70,9 @@ pub enum EntryPayload {
     /// Appended by every new leader at the start of its term (thesis §6.4): committing it commits
     /// everything before it and tells the leader which entries are committed.
     TermStart,
-    /// A client command for the state machine.
-    Command(Vec<u8>),
+    /// A client command for the state machine. (Encoded as one byte string, not a sequence
+    /// of numbers: a large command costs one copy.)
+    Command(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A cluster configuration: in effect on a node from the moment it is appended there.
     Membership(crate::membership::Membership),
 }

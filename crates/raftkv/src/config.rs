@@ -10,8 +10,10 @@
 //! tick_ms = 10
 //! election_ms = [150, 300]
 //! snapshot_entries = 100000        # snapshot after this many applied entries (default)
+//! retain_entries = 5000             # log entries kept behind a snapshot (default; 0: none)
 //! join = false                      # true: a node added to a running cluster
 //! threads = 1                       # runtime threads (default 1: see ServerConfig::threads)
+//! max_command_bytes = 1048576       # largest encoded write (default: just under the 64 MiB frame)
 //!
 //! [[nodes]]
 //! id = 1
@@ -125,10 +127,16 @@ pub struct RawConfig {
     pub election_ms: Option<[u64; 2]>,
     /// Snapshot the store (and compact the log) after this many applied entries.
     pub snapshot_entries: Option<u64>,
+    /// Log entries kept behind a snapshot, so a follower a little behind gets entries rather
+    /// than the snapshot (0: none, not even for followers that need them).
+    pub retain_entries: Option<u64>,
     /// This node is added to a running cluster: it starts without a configuration.
     pub join: Option<bool>,
     /// Threads of the async runtime (1: everything on one thread).
     pub threads: Option<usize>,
+    /// Largest encoded write command (key, value and a few bytes); larger SETs are refused
+    /// with `-ERR value too large`. Default: derived from the transport's frame limit.
+    pub max_command_bytes: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSpec>,
 }
@@ -166,8 +174,10 @@ impl RawConfig {
             tick_ms: over.tick_ms.or(self.tick_ms),
             election_ms: over.election_ms.or(self.election_ms),
             snapshot_entries: over.snapshot_entries.or(self.snapshot_entries),
+            retain_entries: over.retain_entries.or(self.retain_entries),
             join: over.join.or(self.join),
             threads: over.threads.or(self.threads),
+            max_command_bytes: over.max_command_bytes.or(self.max_command_bytes),
             nodes: if over.nodes.is_empty() {
                 self.nodes
             } else {
@@ -285,8 +295,10 @@ impl RawConfig {
             tick: Duration::from_millis(tick_ms),
             election_ticks: (min_ticks, max_ticks),
             snapshot_entries,
+            retain_entries: self.retain_entries,
             join,
             threads,
+            max_command_bytes: self.max_command_bytes,
         })
     }
 }
@@ -341,6 +353,8 @@ pub struct ServerConfig {
     pub election_ticks: (u64, u64),
     /// Applied entries between two snapshots.
     pub snapshot_entries: u64,
+    /// Log entries kept behind a snapshot; `None`: the core's default (5,000); 0: none.
+    pub retain_entries: Option<u64>,
     /// Start without a configuration, to be added to a running cluster.
     pub join: bool,
     /// Threads of the async runtime. With 1 (the default) the raft loop, the transport, the
@@ -350,6 +364,9 @@ pub struct ServerConfig {
     /// and blocking snapshot writes come on top. More threads help when one core cannot keep up
     /// with the clients.
     pub threads: usize,
+    /// Largest encoded write command; `None`: the runtime's default (see
+    /// `raftnet::runtime::NodeConfig::max_command_bytes`).
+    pub max_command_bytes: Option<usize>,
 }
 
 impl ServerConfig {
@@ -373,8 +390,10 @@ impl ServerConfig {
                 DEFAULT_ELECTION_MS[1] / tick_ms,
             ),
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
+            retain_entries: None,
             join: false,
             threads: DEFAULT_THREADS,
+            max_command_bytes: None,
         }
     }
 
@@ -400,9 +419,16 @@ impl ServerConfig {
         config.tick = self.tick;
         config.join = self.join;
         config.raft.snapshot_after_entries = self.snapshot_entries;
+        match self.retain_entries {
+            // Nothing kept: not even what followers still need.
+            Some(0) => config.raft.log_retention_bytes = 0,
+            Some(entries) => config.raft.log_retention_entries = entries,
+            None => {}
+        }
         config.raft.forward_proposals = self.forward;
         config.raft.election_timeout_min_ticks = self.election_ticks.0;
         config.raft.election_timeout_max_ticks = self.election_ticks.1;
+        config.max_command_bytes = self.max_command_bytes;
         config
     }
 }
@@ -482,6 +508,10 @@ pub struct ServeArgs {
     /// Snapshot the store and compact the log after this many applied entries [default: 100000].
     #[arg(long, value_name = "N")]
     pub snapshot_entries: Option<u64>,
+    /// Log entries kept behind each snapshot, so a follower a little behind is sent entries
+    /// rather than the snapshot; 0 keeps none [default: 5000].
+    #[arg(long, value_name = "N")]
+    pub retain_entries: Option<u64>,
     /// Join a running cluster: start without a configuration and wait to be added (`raftkv
     /// cluster add-learner` or `add`, at any member). List this node and the current members
     /// with --node.
@@ -491,6 +521,10 @@ pub struct ServeArgs {
     /// [default: 1].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Largest encoded write command in bytes; larger SETs are refused with -ERR value too
+    /// large [default: just under the transport's 64 MiB frame limit].
+    #[arg(long, value_name = "BYTES")]
+    pub max_command_bytes: Option<usize>,
 }
 
 impl ServeArgs {
@@ -505,8 +539,10 @@ impl ServeArgs {
             tick_ms: self.tick_ms,
             election_ms: self.election_ms.map(|range| range.0),
             snapshot_entries: self.snapshot_entries,
+            retain_entries: self.retain_entries,
             join: self.join.then_some(true),
             threads: self.threads,
+            max_command_bytes: self.max_command_bytes,
             nodes: self.nodes.clone(),
         }
     }

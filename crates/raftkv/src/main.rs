@@ -29,7 +29,9 @@ enum Command {
     /// cluster`) on the admin address. With --join it starts without a configuration, to be
     /// added to a running cluster. Prints "raftkv node <id> ready:
     /// raft <addr> client <addr> admin <addr|off>" on stdout once it serves; logs go to stderr
-    /// (filter: RAFTKV_LOG, default info). SIGTERM or Ctrl-C stops it gracefully.
+    /// (filter: RAFTKV_LOG, default info). SIGTERM or Ctrl-C stops it gracefully. Exits with
+    /// 3 if the node stopped on its own (a failed disk, state machine or task; the reason is
+    /// logged), 2 for a bad configuration, 1 for other failures.
     Serve(ServeArgs),
     /// Start a local 3-node cluster (three processes, durable data in a fresh directory), run a
     /// workload, kill the leader, restart it, add a 4th node, remove the old leader, and check
@@ -53,6 +55,9 @@ enum Command {
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for a failure while starting or running.
 const EXIT_FAILURE: u8 = 1;
+/// Exit code for a node that stopped on its own while serving: a task of it failed (the log,
+/// the state machine, a snapshot that cannot be saved, the transport); the reason is logged.
+const EXIT_NODE_STOPPED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -89,7 +94,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(Err(e)) => {
             tracing::error!("{e}");
             eprintln!("raftkv: error: {e}");
-            ExitCode::from(EXIT_FAILURE)
+            match e {
+                raftkv::server::ServerError::Stopped(_) => ExitCode::from(EXIT_NODE_STOPPED),
+                _ => ExitCode::from(EXIT_FAILURE),
+            }
         }
     }
 }

@@ -239,14 +239,21 @@ pub fn client_error_reply(
         ClientError::NotLeader { leader: None } | ClientError::Retry => {
             "TRYAGAIN no leader".to_owned()
         }
-        ClientError::OutcomeUnknown => {
-            "UNCERTAIN leadership changed; the command may or may not have been applied".to_owned()
+        // The command reached the core and its result was not delivered: it may or may not
+        // take effect, so it must never read as a failure.
+        ClientError::OutcomeUnknown(why) => {
+            format!("UNCERTAIN {why}; the command may or may not have been applied")
         }
-        // TRYAGAIN: a client that gets it repeatedly moves on to another node.
+        // Refused before anything was proposed.
+        ClientError::TooLarge { size, limit } => {
+            format!("ERR value too large: the command is {size} bytes, the limit is {limit}")
+        }
+        // TRYAGAIN: a client that gets it repeatedly moves on to another node. Both are
+        // refusals before the command was proposed: sending it elsewhere is safe.
         ClientError::Removed => {
             "TRYAGAIN this node was removed from the cluster; ask another node".to_owned()
         }
-        ClientError::Stopped(_) => "ERR node stopped".to_owned(),
+        ClientError::Stopped(_) => "TRYAGAIN node stopped; ask another node".to_owned(),
     };
     Reply::Error(text)
 }
@@ -535,14 +542,24 @@ mod tests {
         );
         assert_eq!(text(ClientError::Retry), "TRYAGAIN no leader");
         assert_eq!(
-            text(ClientError::OutcomeUnknown),
+            text(ClientError::OutcomeUnknown("leadership changed".into())),
             "UNCERTAIN leadership changed; the command may or may not have been applied"
+        );
+        assert_eq!(
+            text(ClientError::TooLarge {
+                size: 11,
+                limit: 10
+            }),
+            "ERR value too large: the command is 11 bytes, the limit is 10"
         );
         assert_eq!(
             text(ClientError::Rejected("ERR not an integer".into())),
             "ERR not an integer"
         );
-        assert_eq!(text(ClientError::Stopped("x".into())), "ERR node stopped");
+        assert_eq!(
+            text(ClientError::Stopped("x".into())),
+            "TRYAGAIN node stopped; ask another node"
+        );
     }
 
     #[test]

@@ -306,8 +306,9 @@ async fn leadership_moves_to_the_chosen_node_under_write_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_node_catches_up_from_a_snapshot() {
-    // The initial nodes snapshot (and compact their logs) every 100 entries.
-    let mut cluster = start_cluster(&["--snapshot-entries", "100"]).await;
+    // The initial nodes snapshot (and compact their logs) every 100 entries, keeping no log
+    // behind their snapshots.
+    let mut cluster = start_cluster(&["--snapshot-entries", "100", "--retain-entries", "0"]).await;
     let (leader, _) = cluster
         .wait_for_leader(None, 0, WAIT)
         .await

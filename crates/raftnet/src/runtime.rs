@@ -21,25 +21,32 @@
 mod admin;
 mod apply;
 mod backend;
+pub mod bootstrap;
+mod config;
+mod failure;
 mod metrics;
 
 pub use admin::AdminError;
 pub use backend::{InProcessNetwork, LogBackend, Network};
+pub use bootstrap::BootstrapError;
+pub use config::{
+    Limits, NodeConfig, NodeConfigError, ENTRY_OVERHEAD_BYTES, MESSAGE_ENVELOPE_BYTES,
+};
 pub use metrics::{Histogram, Metrics};
 
 use crate::transport::{Transport, TransportConfig, TransportStats};
 use admin::{ChangeReply, PeerBook, PendingAdmin, TransferReply};
 use apply::{Applier, ApplyMsg};
+use bootstrap::StartPlan;
+use failure::{Failure, FailureReporter};
 use raftengine::{
-    CommandRejected, Config, ConfigError, Event, LogIndex, LogStorage, Membership,
+    CommandRejected, ConfigError, Event, FatalError, LogIndex, LogStorage, Membership,
     MembershipChange, Message, NodeId, Output, RaftNode, RequestId, RoleKind, StartError,
     StateMachine,
 };
 use raftwal::{SnapshotStore, Wal, WalError, WalOptions};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -47,60 +54,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// Settings of one node of a networked cluster.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    pub id: NodeId,
-    pub cluster_id: u64,
-    /// Raft addresses of the other voters (of a joining node: of the members it can reach).
-    /// Members added later are reached at the addresses their configuration entries carry.
-    pub peers: BTreeMap<NodeId, SocketAddr>,
-    pub data_dir: PathBuf,
-    /// This node joins a running cluster: it starts with no configuration and learns it from the
-    /// leader's log or snapshot once a member adds it (it never campaigns until it is a voter).
-    pub join: bool,
-    /// Longest wait for the outcome of a membership change or a leadership transfer asked
-    /// through the [`NodeHandle`].
-    pub admin_timeout: Duration,
-    /// Length of one core tick. The core's defaults (heartbeat 1 tick, election 15–30 ticks)
-    /// give, with 10 ms, the seed engine's 10 ms heartbeat and 150–300 ms election timeout.
-    pub tick: Duration,
-    /// The core's settings; `voters` and `id` are filled in from this config.
-    pub raft: Config,
-    pub segment_bytes: u64,
-}
-
-impl NodeConfig {
-    /// Defaults: 10 ms ticks, forwarding of commands to the leader on, followers told of commits
-    /// at once, pre-vote and check-quorum on, 64 MiB segments.
-    pub fn new(
-        id: NodeId,
-        cluster_id: u64,
-        peers: BTreeMap<NodeId, SocketAddr>,
-        data_dir: impl Into<PathBuf>,
-    ) -> NodeConfig {
-        let mut voters: Vec<NodeId> = peers.keys().copied().collect();
-        voters.push(id);
-        voters.sort();
-        let mut raft = Config::new(id, voters);
-        raft.forward_proposals = true;
-        raft.notify_commit = true;
-        raft.snapshot_after_entries = 100_000;
-        raft.jitter_seed = random_seed();
-        NodeConfig {
-            id,
-            cluster_id,
-            peers,
-            data_dir: data_dir.into(),
-            join: false,
-            admin_timeout: Duration::from_secs(30),
-            tick: Duration::from_millis(10),
-            raft,
-            segment_bytes: WalOptions::default().segment_bytes,
-        }
-    }
-}
 
 /// Election jitter must differ between nodes and restarts; std's hasher keys are random.
 fn random_seed() -> u64 {
@@ -112,6 +65,10 @@ fn random_seed() -> u64 {
 
 #[derive(Debug, Error)]
 pub enum NodeError {
+    #[error("invalid node configuration: {0}")]
+    InvalidConfig(#[from] NodeConfigError),
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -145,17 +102,23 @@ pub enum ClientError {
     /// No leader right now (an election is under way), or a read lost its leader: retry.
     #[error("no leader available; retry")]
     Retry,
-    /// The command was accepted but leadership changed before it committed: it may or may not
-    /// take effect.
-    #[error("leadership changed before the command committed; outcome unknown")]
-    OutcomeUnknown,
+    /// The command was handed to the core (proposed) and its result was not delivered: it may
+    /// or may not take effect (leadership changed before it committed, or the node stopped
+    /// before it was applied here). Never a definite failure.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The command is larger than the node's limit ([`Limits::max_command_bytes`]); nothing
+    /// was proposed.
+    #[error("command of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
     /// This node was removed from the cluster: ask another node.
     #[error("this node was removed from the cluster")]
     Removed,
     /// The state machine refused the command (a deterministic result).
     #[error("{0}")]
     Rejected(String),
-    /// The node stopped (shut down, or a fatal error).
+    /// The node stopped (shut down, or a fatal error) before the request was handed to the
+    /// core: nothing was proposed.
     #[error("node stopped: {0}")]
     Stopped(String),
 }
@@ -179,6 +142,8 @@ pub struct NodeStatus {
     pub membership_committed: bool,
     /// A committed configuration left this node out: it no longer takes part.
     pub removed: bool,
+    /// Why the node stopped on its own (a task failed, the log or the state machine failed);
+    /// it then no longer votes, acknowledges or applies.
     pub stopped: Option<String>,
 }
 
@@ -247,6 +212,7 @@ pub struct NodeHandle<S> {
     status: watch::Receiver<NodeStatus>,
     state_machine: Arc<RwLock<S>>,
     metrics: Arc<Metrics>,
+    limits: Limits,
 }
 
 impl<S> Clone for NodeHandle<S> {
@@ -256,18 +222,37 @@ impl<S> Clone for NodeHandle<S> {
             status: self.status.clone(),
             state_machine: self.state_machine.clone(),
             metrics: self.metrics.clone(),
+            limits: self.limits,
         }
     }
 }
 
 impl<S: Send + Sync + 'static> NodeHandle<S> {
     /// Replicates `command` and returns the state machine's answer once it is applied here.
+    ///
+    /// A command over [`Limits::max_command_bytes`] is refused at once
+    /// ([`ClientError::TooLarge`]). Once the command is handed over, a lost answer means
+    /// [`ClientError::OutcomeUnknown`], never a failure: it may have been proposed.
     pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let limit = self.limits.max_command_bytes;
+        if command.len() > limit {
+            return Err(ClientError::TooLarge {
+                size: command.len(),
+                limit,
+            });
+        }
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::Write { command, reply })
             .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        answer
+            .await
+            .map_err(|_| ClientError::OutcomeUnknown("the node stopped before answering".into()))?
+    }
+
+    /// The size limits this node runs with (the largest command [`NodeHandle::write`] takes).
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// A linearizable read: waits until this node has applied everything committed before the
@@ -356,17 +341,31 @@ pub struct Node<S> {
     transport: Option<Transport>,
 }
 
+/// What a node starts from besides its configuration.
+struct Parts<S> {
+    plan: StartPlan,
+    limits: Limits,
+    backend: LogBackend,
+    restart: Restart,
+    network: Arc<dyn Network>,
+    inbound: mpsc::Receiver<Message>,
+    state_machine: S,
+    failures: (FailureReporter, mpsc::UnboundedReceiver<Failure>),
+}
+
 impl<S> Node<S>
 where
     S: StateMachine + Send + Sync + 'static,
 {
-    /// Opens the durable log in `config.data_dir`, restarts the core from it, and joins the
-    /// cluster over TCP on `listener`.
+    /// Opens the durable log in `config.data_dir`, checks the configuration against the
+    /// directory's cluster record (or saves it on a first start, see [`bootstrap`]), restarts
+    /// the core from the log, and joins the cluster over TCP on `listener`.
     pub async fn start(
         config: NodeConfig,
         listener: TcpListener,
         state_machine: S,
     ) -> Result<Node<S>, NodeError> {
+        let limits = config.validate()?;
         let wal = Wal::open(
             WalOptions::new(config.data_dir.clone()).segment_bytes(config.segment_bytes),
         )?;
@@ -386,16 +385,25 @@ where
             }
             None => None,
         };
-        let transport_config =
-            TransportConfig::new(config.id, config.cluster_id, config.peers.clone());
+        let has_state = restored.is_some()
+            || stored.hard_state.term.0 > 0
+            || !stored.entries.is_empty()
+            || stored.log_start.index.0 > 0;
+        let plan = bootstrap::reconcile(&config, &config.data_dir, has_state)?;
+        let mut transport_config =
+            TransportConfig::new(config.id, config.cluster_id, plan.peers.clone());
+        transport_config.max_frame_bytes = limits.max_frame_bytes;
         let (transport, inbound) = Transport::start(transport_config, listener)?;
         let network: Arc<dyn Network> = Arc::new(transport.sender());
+        let failures = FailureReporter::channel();
+        watch_transport(&transport, failures.0.clone());
         // The transport starts with the configured peers; the raft loop keeps them in step with
         // the configuration from its first turn on.
-        let mut node = Node::start_with(
-            config,
-            LogBackend::durable(wal),
-            Restart {
+        let parts = Parts {
+            plan,
+            limits,
+            backend: LogBackend::durable(wal),
+            restart: Restart {
                 stored,
                 snapshot: restored,
                 snapshots: Some(snapshots),
@@ -403,13 +411,15 @@ where
             network,
             inbound,
             state_machine,
-        )?;
+            failures,
+        };
+        let mut node = Node::start_parts(config, parts)?;
         node.transport = Some(transport);
         Ok(node)
     }
 
     /// Starts a node on any log backend and network (the in-process benchmark uses an in-memory
-    /// log and channels).
+    /// log and channels). The voters come from `config` alone (no cluster record is kept).
     pub fn start_with(
         config: NodeConfig,
         backend: LogBackend,
@@ -418,37 +428,59 @@ where
         inbound: mpsc::Receiver<Message>,
         state_machine: S,
     ) -> Result<Node<S>, NodeError> {
+        let limits = config.validate()?;
+        let parts = Parts {
+            plan: StartPlan::from_config(&config),
+            limits,
+            backend,
+            restart,
+            network,
+            inbound,
+            state_machine,
+            failures: FailureReporter::channel(),
+        };
+        Node::start_parts(config, parts)
+    }
+
+    fn start_parts(config: NodeConfig, parts: Parts<S>) -> Result<Node<S>, NodeError> {
         let mut raft_config = config.raft.clone();
-        raft_config.id = config.id;
-        if config.join {
-            raft_config.voters.clear();
-        }
+        raft_config.voters = parts.plan.voters.clone();
+        raft_config.max_bytes_per_message = parts.limits.max_bytes_per_message;
+        raft_config.max_command_bytes = parts.limits.max_command_bytes;
+        let restart = parts.restart;
         let from = restart.snapshot.as_ref().map(|s| s.last_included);
         let raft = RaftNode::restart_from_snapshot(raft_config, restart.stored, restart.snapshot)?;
         let durable = raft.log().last_index();
         let committed_membership = raft.committed_membership().clone();
-        let state_machine = Arc::new(RwLock::new(state_machine));
+        let state_machine = Arc::new(RwLock::new(parts.state_machine));
         let metrics = Arc::new(Metrics::default());
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let initial = NodeStatus::of(&raft, LogIndex(0), durable);
         let (status_tx, status) = watch::channel(initial);
+        let status_tx = Arc::new(status_tx);
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         let (applied_tx, applied_rx) = watch::channel(LogIndex(0));
         let cancel = CancellationToken::new();
         let (taken_tx, taken_rx) = mpsc::unbounded_channel();
+        let (reporter, failures) = parts.failures;
+        let outlets = apply::Outlets {
+            applied: applied_tx,
+            taken: taken_tx,
+            failures: reporter.clone(),
+        };
         let applier = Applier::new(
             state_machine.clone(),
-            applied_tx,
             metrics.clone(),
             from,
             committed_membership,
             restart.snapshots,
-            taken_tx,
+            outlets,
         );
-        let apply_task = tokio::spawn(applier.run(apply_rx));
+        let apply_task = reporter.spawn("apply task", applier.run(apply_rx));
         let (durable_tx, durable_rx) = mpsc::unbounded_channel();
-        let backend = backend.start(durable_tx, metrics.clone());
-        let configured = config
+        let backend = parts.backend.start(durable_tx, metrics.clone());
+        let configured = parts
+            .plan
             .peers
             .iter()
             .map(|(id, addr)| (*id, addr.to_string()))
@@ -459,10 +491,10 @@ where
             admin_timeout: config.admin_timeout,
             raft,
             backend,
-            network,
+            network: parts.network,
             apply: apply_tx,
             applied: applied_rx,
-            status: status_tx,
+            status: status_tx.clone(),
             durable,
             // Unique across restarts: a leader recognizes duplicated forwards by (node, id).
             next_request: random_seed() >> 1,
@@ -471,21 +503,24 @@ where
             proposed_at: BTreeMap::new(),
             metrics: metrics.clone(),
             last_role: None,
+            stopping: None,
+            clock: TickClock::new(config.tick),
         };
-        let task = tokio::spawn(raft_loop.run(
-            config.tick,
+        let inputs = Inputs {
             requests,
-            inbound,
-            durable_rx,
-            taken_rx,
-            cancel.clone(),
-        ));
+            inbound: parts.inbound,
+            durable: durable_rx,
+            taken: taken_rx,
+            failures,
+        };
+        let task = spawn_raft_loop(raft_loop, inputs, cancel.clone(), status_tx);
         Ok(Node {
             handle: NodeHandle {
                 requests: requests_tx,
                 status,
                 state_machine,
                 metrics,
+                limits: parts.limits,
             },
             cancel,
             raft_loop: Some(task),
@@ -529,8 +564,77 @@ impl<S> Drop for Node<S> {
     }
 }
 
+/// Reports a failure of the transport's own tasks (its accept loop, a peer's sending task) as
+/// a failure of the node: without them it would hear or reach nobody while looking alive.
+fn watch_transport(transport: &Transport, failures: FailureReporter) {
+    let mut failed = transport.failure();
+    tokio::spawn(async move {
+        if let Ok(reason) = failed.wait_for(Option::is_some).await {
+            let reason = reason.clone().unwrap_or_default();
+            failures.report(Failure::task("transport", reason));
+        }
+    });
+}
+
+/// Runs the raft loop; if it panics, the node's status says so (its clients' pending answers
+/// are dropped, which they read as an unknown outcome).
+fn spawn_raft_loop(
+    raft_loop: RaftLoop,
+    inputs: Inputs,
+    cancel: CancellationToken,
+    status: Arc<watch::Sender<NodeStatus>>,
+) -> JoinHandle<()> {
+    use futures_util::FutureExt;
+    tokio::spawn(async move {
+        let run = std::panic::AssertUnwindSafe(raft_loop.run(inputs, cancel));
+        if let Err(panic) = run.catch_unwind().await {
+            let reason = format!("raft loop failed: {}", failure::panic_message(&*panic));
+            tracing::error!("{reason}; the node stopped");
+            status.send_modify(|status| status.stopped = Some(reason));
+        }
+    })
+}
+
 /// Inputs handled per loop turn before the output is taken (bounds latency under load).
 const MAX_INPUTS_PER_TURN: usize = 4096;
+/// Inputs handled between two looks at the clock, so that a due tick is not held up by a
+/// long batch (leases and election timers count ticks).
+const INPUTS_BETWEEN_CLOCK_CHECKS: usize = 64;
+
+/// When the next tick is due. A late tick is delivered once and the next one follows a full
+/// period later (tokio's `MissedTickBehavior::Delay`): ticks are never bunched up.
+struct TickClock {
+    period: Duration,
+    next: tokio::time::Instant,
+}
+
+impl TickClock {
+    fn new(period: Duration) -> TickClock {
+        TickClock {
+            period,
+            next: tokio::time::Instant::now() + period,
+        }
+    }
+
+    /// Whether a tick is due now; if so, the next one is scheduled.
+    fn take_due(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now < self.next {
+            return false;
+        }
+        self.next = now + self.period;
+        true
+    }
+}
+
+/// The channels the raft loop reads.
+struct Inputs {
+    requests: mpsc::UnboundedReceiver<Request>,
+    inbound: mpsc::Receiver<Message>,
+    durable: mpsc::UnboundedReceiver<backend::Durable>,
+    taken: mpsc::UnboundedReceiver<apply::ApplyReport>,
+    failures: mpsc::UnboundedReceiver<Failure>,
+}
 
 struct RaftLoop {
     raft: RaftNode,
@@ -538,7 +642,7 @@ struct RaftLoop {
     network: Arc<dyn Network>,
     apply: mpsc::UnboundedSender<ApplyMsg>,
     applied: watch::Receiver<LogIndex>,
-    status: watch::Sender<NodeStatus>,
+    status: Arc<watch::Sender<NodeStatus>>,
     durable: LogIndex,
     next_request: u64,
     writes: HashMap<RequestId, WriteReply>,
@@ -552,47 +656,51 @@ struct RaftLoop {
     /// Membership changes and transfers waiting for their outcome.
     admin: PendingAdmin,
     admin_timeout: Duration,
+    /// The failure this loop stopped the core for (its reason is what the status shows).
+    stopping: Option<Failure>,
+    clock: TickClock,
 }
 
 impl RaftLoop {
-    async fn run(
-        mut self,
-        tick: Duration,
-        mut requests: mpsc::UnboundedReceiver<Request>,
-        mut inbound: mpsc::Receiver<Message>,
-        mut durable: mpsc::UnboundedReceiver<backend::Durable>,
-        mut taken: mpsc::UnboundedReceiver<apply::ApplyReport>,
-        cancel: CancellationToken,
-    ) {
-        let mut ticker = tokio::time::interval(tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    async fn run(mut self, mut inputs: Inputs, cancel: CancellationToken) {
         // The peers of the configuration the node restarted with.
         self.sync_admin();
+        let sleep = tokio::time::sleep_until(self.clock.next);
+        tokio::pin!(sleep);
+        let mut stopped_by = "the node is shutting down".to_string();
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some(done) = durable.recv() => {
-                    self.on_durable(done);
-                    while let Ok(done) = durable.try_recv() {
+                Some(failure) = inputs.failures.recv() => self.fail(failure),
+                // Before any input: a flood of messages or requests must not hold up ticks.
+                () = &mut sleep => self.tick_if_due(),
+                done = inputs.durable.recv() => match done {
+                    Some(done) => {
                         self.on_durable(done);
+                        while let Ok(done) = inputs.durable.try_recv() {
+                            self.on_durable(done);
+                        }
                     }
-                }
-                Some(msg) = inbound.recv() => {
+                    None => self.fail(Failure::LogStorage("the log writer stopped".into())),
+                },
+                Some(msg) = inputs.inbound.recv() => {
                     self.on_message(msg);
-                    for _ in 0..MAX_INPUTS_PER_TURN {
-                        let Ok(msg) = inbound.try_recv() else { break };
+                    for n in 1..MAX_INPUTS_PER_TURN {
+                        let Ok(msg) = inputs.inbound.try_recv() else { break };
                         self.on_message(msg);
+                        self.tick_between_inputs(n);
                     }
                 }
-                Some(request) = requests.recv() => {
+                Some(request) = inputs.requests.recv() => {
                     self.on_request(request);
-                    for _ in 0..MAX_INPUTS_PER_TURN {
-                        let Ok(request) = requests.try_recv() else { break };
+                    for n in 1..MAX_INPUTS_PER_TURN {
+                        let Ok(request) = inputs.requests.try_recv() else { break };
                         self.on_request(request);
+                        self.tick_between_inputs(n);
                     }
                 }
-                Some(report) = taken.recv() => match report {
+                Some(report) = inputs.taken.recv() => match report {
                     apply::ApplyReport::Taken(taken) => {
                         self.on_snapshot_taken(taken.index, taken.data, taken.reply);
                     }
@@ -602,21 +710,49 @@ impl RaftLoop {
                         }
                     }
                 },
-                _ = ticker.tick() => {
-                    self.raft.tick();
-                    self.expire_admin();
-                }
             }
             // Whatever else is already queued joins this turn's output.
-            while let Ok(request) = requests.try_recv() {
+            for n in 1..MAX_INPUTS_PER_TURN {
+                let Ok(request) = inputs.requests.try_recv() else {
+                    break;
+                };
                 self.on_request(request);
+                self.tick_between_inputs(n);
             }
-            if !self.carry_out() {
+            sleep.as_mut().reset(self.clock.next);
+            if let Err(reason) = self.carry_out() {
+                stopped_by = reason;
                 break;
             }
         }
-        self.stop_all("the node is shutting down");
+        self.stop_all(&stopped_by);
+        refuse_queued(&mut inputs.requests, &stopped_by);
         self.backend.shutdown();
+    }
+
+    /// Ticks the core if a tick is due.
+    fn tick_if_due(&mut self) {
+        if self.clock.take_due() {
+            self.metrics.ticks.inc();
+            self.raft.tick();
+            self.expire_admin();
+        }
+    }
+
+    /// Within a batch of inputs: every so often, a due tick goes in before the rest.
+    fn tick_between_inputs(&mut self, handled: usize) {
+        if handled.is_multiple_of(INPUTS_BETWEEN_CLOCK_CHECKS) {
+            self.tick_if_due();
+        }
+    }
+
+    /// Stops the core: it votes, acknowledges and commits no more, and the loop ends once the
+    /// output is carried out. The first failure is the reason given.
+    fn fail(&mut self, failure: Failure) {
+        if self.stopping.is_none() {
+            self.stopping = Some(failure.clone());
+        }
+        self.raft.fail(failure.fatal_error());
     }
 
     fn on_durable(&mut self, done: backend::Durable) {
@@ -627,12 +763,7 @@ impl RaftLoop {
                     tracing::error!("the core refused a durability report: {e}");
                 }
             }
-            Err(e) => {
-                tracing::error!("log storage failed, stopping the node: {e}");
-                self.raft.fail(raftengine::FatalError::Storage {
-                    reason: e.to_string(),
-                });
-            }
+            Err(e) => self.fail(Failure::LogStorage(e.to_string())),
         }
     }
 
@@ -676,15 +807,26 @@ impl RaftLoop {
                 self.on_transfer_request(target, reply)
             }
             Request::Snapshot { reply } => {
-                let _ = self
-                    .apply
-                    .send(ApplyMsg::TakeSnapshot { reply: Some(reply) });
+                self.hand_to_apply(ApplyMsg::TakeSnapshot { reply: Some(reply) });
             }
         }
     }
 
-    /// Carries out the core's output. False when the node must stop.
-    fn carry_out(&mut self) -> bool {
+    /// Hands work to the apply task. If it is gone, the node stops (it could apply nothing
+    /// more) and the work is answered as abandoned.
+    fn hand_to_apply(&mut self, msg: ApplyMsg) {
+        if let Err(mpsc::error::SendError(msg)) = self.apply.send(msg) {
+            let failure = Failure::task("apply task", "it is no longer running");
+            msg.abandon(&failure.to_string());
+            if self.stopping.is_none() {
+                tracing::error!("{failure}; stopping the node");
+            }
+            self.fail(failure);
+        }
+    }
+
+    /// Carries out the core's output. `Err` with the reason when the node must stop.
+    fn carry_out(&mut self) -> Result<(), String> {
         loop {
             let out: Output = self.raft.take_output();
             if out.is_empty() {
@@ -703,29 +845,13 @@ impl RaftLoop {
                     self.on_durable(done);
                 }
             }
-            if let Some(snapshot) = out.install_snapshot {
-                let _ = self.apply.send(ApplyMsg::Install(snapshot));
-            }
-            let now = Instant::now();
-            let mut entries = Vec::with_capacity(out.committed.len());
-            for committed in out.committed {
-                let reply = committed.request.and_then(|id| {
-                    if let Some(at) = self.proposed_at.remove(&id) {
-                        self.metrics.commit_latency.observe(now.duration_since(at));
-                    }
-                    self.writes.remove(&id)
-                });
-                entries.push((committed.entry, reply));
-            }
-            if !entries.is_empty() {
-                let _ = self.apply.send(ApplyMsg::Entries(entries));
-            }
+            self.apply_committed(out.committed, out.install_snapshot);
             if out.take_snapshot.is_some() {
-                let _ = self.apply.send(ApplyMsg::TakeSnapshot { reply: None });
+                self.hand_to_apply(ApplyMsg::TakeSnapshot { reply: None });
             }
             for ready in out.reads {
                 if let Some(reply) = self.reads.remove(&ready.request) {
-                    let _ = self.apply.send(ApplyMsg::Read {
+                    self.hand_to_apply(ApplyMsg::Read {
                         index: ready.index,
                         reply,
                     });
@@ -736,29 +862,68 @@ impl RaftLoop {
             }
             self.on_change_outcomes(out.membership_changes);
             self.on_admin_events(&out.events);
-            for event in &out.events {
-                tracing::debug!(?event, "core event");
-                if let Event::ElectionWon { .. } = event {
-                    self.metrics.elections_won.inc();
-                }
-                if let Event::RoleChanged {
-                    role: RoleKind::Candidate,
-                    ..
-                } = event
-                {
-                    self.metrics.elections_started.inc();
-                }
-            }
+            self.count_events(&out.events);
             if let Some(fatal) = out.fatal {
-                tracing::error!("node stopped: {fatal}");
-                self.backend.mark_broken(&fatal.to_string());
-                self.publish_status(Some(fatal.to_string()));
-                return false;
+                return Err(self.stopped(fatal));
             }
         }
         self.sync_admin();
         self.publish_status(None);
-        true
+        Ok(())
+    }
+
+    /// Sends committed entries (with the writes they answer) and a snapshot to install to the
+    /// apply task, in the order they must be applied.
+    fn apply_committed(
+        &mut self,
+        committed: Vec<raftengine::CommittedEntry>,
+        install: Option<raftengine::Snapshot>,
+    ) {
+        let now = Instant::now();
+        let mut entries = Vec::with_capacity(committed.len());
+        for committed in committed {
+            let reply = committed.request.and_then(|id| {
+                if let Some(at) = self.proposed_at.remove(&id) {
+                    self.metrics.commit_latency.observe(now.duration_since(at));
+                }
+                self.writes.remove(&id)
+            });
+            entries.push((committed.entry, reply));
+        }
+        for msg in ApplyMsg::committed(entries, install) {
+            self.hand_to_apply(msg);
+        }
+    }
+
+    fn count_events(&self, events: &[Event]) {
+        for event in events {
+            tracing::debug!(?event, "core event");
+            if let Event::ElectionWon { .. } = event {
+                self.metrics.elections_won.inc();
+            }
+            if let Event::RoleChanged {
+                role: RoleKind::Candidate,
+                ..
+            } = event
+            {
+                self.metrics.elections_started.inc();
+            }
+        }
+    }
+
+    /// The core stopped: says why (the failure this loop reported, or the core's own reason),
+    /// marks the log broken when replicas may have diverged, and publishes the reason.
+    fn stopped(&mut self, fatal: FatalError) -> String {
+        let (reason, broken) = match self.stopping.take() {
+            Some(failure) => (failure.to_string(), failure.marks_log_broken()),
+            None => (fatal.to_string(), true),
+        };
+        tracing::error!("node stopped: {reason}");
+        if broken {
+            self.backend.mark_broken(&reason);
+        }
+        self.publish_status(Some(reason.clone()));
+        reason
     }
 
     fn reject(&mut self, id: RequestId, why: CommandRejected) {
@@ -768,16 +933,16 @@ impl RaftLoop {
                 leader: Some(leader),
             },
             CommandRejected::Retry => ClientError::Retry,
-            CommandRejected::LeadershipLost => ClientError::OutcomeUnknown,
-            too_large @ CommandRejected::TooLarge { .. } => {
-                ClientError::Rejected(too_large.to_string())
-            }
+            CommandRejected::LeadershipLost => ClientError::OutcomeUnknown(
+                "leadership changed before the command committed".into(),
+            ),
+            CommandRejected::TooLarge { size, limit } => ClientError::TooLarge { size, limit },
         };
         if let Some(reply) = self.writes.remove(&id) {
             let _ = reply.send(Err(error));
         } else if let Some(reply) = self.reads.remove(&id) {
             let error = match error {
-                ClientError::OutcomeUnknown => ClientError::Retry,
+                ClientError::OutcomeUnknown(_) => ClientError::Retry,
                 other => other,
             };
             let _ = reply.send(Err(error));
@@ -824,20 +989,52 @@ impl RaftLoop {
     fn fail_requests_of_removed_node(&mut self) {
         self.proposed_at.clear();
         for (_, reply) in self.writes.drain() {
-            let _ = reply.send(Err(ClientError::OutcomeUnknown));
+            let why = "this node was removed before the command was applied here";
+            let _ = reply.send(Err(ClientError::OutcomeUnknown(why.into())));
         }
         for (_, reply) in self.reads.drain() {
             let _ = reply.send(Err(ClientError::Removed));
         }
     }
 
+    /// The loop ends: the writes it proposed may still commit (their outcome is unknown), the
+    /// reads and administrative requests fail.
     fn stop_all(&mut self, reason: &str) {
+        self.proposed_at.clear();
         for (_, reply) in self.writes.drain() {
-            let _ = reply.send(Err(ClientError::Stopped(reason.into())));
+            let why = format!("the node stopped before the command was applied here ({reason})");
+            let _ = reply.send(Err(ClientError::OutcomeUnknown(why)));
         }
         for (_, reply) in self.reads.drain() {
             let _ = reply.send(Err(ClientError::Stopped(reason.into())));
         }
         self.admin.stop_all(reason);
+    }
+}
+
+/// Answers the requests still queued when the loop ended: none was handed to the core, so each
+/// is a definite failure.
+fn refuse_queued(requests: &mut mpsc::UnboundedReceiver<Request>, reason: &str) {
+    requests.close();
+    while let Ok(request) = requests.try_recv() {
+        let stopped = || ClientError::Stopped(reason.to_string());
+        let admin_stopped = || AdminError::Stopped(reason.to_string());
+        match request {
+            Request::Write { reply, .. } => {
+                let _ = reply.send(Err(stopped()));
+            }
+            Request::Read { reply } => {
+                let _ = reply.send(Err(stopped()));
+            }
+            Request::ChangeMembership { reply, .. } => {
+                let _ = reply.send(Err(admin_stopped()));
+            }
+            Request::TransferLeadership { reply, .. } => {
+                let _ = reply.send(Err(admin_stopped()));
+            }
+            Request::Snapshot { reply } => {
+                let _ = reply.send(Err(admin_stopped()));
+            }
+        }
     }
 }

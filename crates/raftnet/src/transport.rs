@@ -9,12 +9,36 @@
 //!
 //! Delivery is best effort, which is what Raft expects (it tolerates loss, duplication and
 //! reordering):
-//! - [`Transport::send`] never blocks or awaits. Each peer has a bounded queue; when it is full
-//!   the *oldest* queued message is dropped (counted in [`PeerStats::dropped`]). Messages sent
-//!   while a peer is unreachable wait in that queue.
-//! - A batch being written when a connection fails is lost.
+//! - [`Transport::send`] never blocks or awaits. Each peer has a queue per lane, bounded in
+//!   messages and in bytes; when one is full its *oldest* messages are dropped (counted in
+//!   [`PeerStats::dropped`]). Messages sent while a peer is unreachable wait in those queues.
+//! - A batch being written when a connection fails is lost. Every write must progress within
+//!   [`TransportConfig::write_timeout`], and TCP keepalive is on, so a peer that stopped or
+//!   vanished (a SIGSTOP, a firewall dropping packets) gets a fresh connection.
 //! - Good inbound messages go to the channel returned by [`Transport::start`] with `try_send`;
 //!   when it is full they are dropped and counted ([`TransportStats::inbound_dropped`]).
+//!
+//! # Two lanes per peer
+//!
+//! A 60 MiB AppendEntries takes a while to write and read; heartbeats and votes queued behind it
+//! on the same connection would arrive late, followers would time out, and a leader would lose
+//! its quorum check although every node is alive. So each node dials each peer twice
+//! ([`wire::Lane`]): the *bulk* lane carries AppendEntries with entries, snapshot chunks and
+//! forwarded commands; the *control* lane carries everything else (votes, responses,
+//! heartbeats, TimeoutNow, read-index and membership requests), which is small, so it never
+//! waits behind bulk data.
+//!
+//! Splitting the lanes reorders messages, which Raft tolerates, but one reordering costs: a
+//! heartbeat names the leader's last *sent* index as its previous entry, so a heartbeat that
+//! overtakes the appends before it is rejected by the follower, and the leader falls back to
+//! probing and resends its whole pipeline. To avoid that, every frame carries an ordering
+//! number ([`wire::Frame::order`]): bulk frames their number, control frames the number of the
+//! last bulk frame sent before them. When a heartbeat arrives before bulk frames sent ahead of
+//! it, the receiver delivers it with the previous entry set to the end of the last append it
+//! did deliver from that leader in that term: a heartbeat the leader could have sent then, so
+//! Raft's safety is untouched (its commit index is capped by that point), and the follower's
+//! answer is a success. Once the bulk connection closes, heartbeats are delivered unchanged
+//! again, so a lost append is still found by a rejected heartbeat.
 //!
 //! # Handshake and trust
 //!
@@ -27,6 +51,17 @@
 //! peers and keeps misconfigured nodes from talking to the wrong cluster; it is not cryptographic
 //! authentication (use a private network or a tunnel against an active attacker). See [`wire`]
 //! for the byte format.
+//!
+//! # Connection slots
+//!
+//! Accepted connections must complete the hello within [`TransportConfig::handshake_timeout`]
+//! (at most [`TransportConfig::max_handshakes`] at once) and are closed after
+//! [`TransportConfig::idle_timeout`] without a frame. A connection claiming a node id and lane
+//! replaces an older one of the same id and lane. Members (the peers this node sends to) are
+//! always admitted; other nodes (joining, or strangers of the right cluster) share
+//! [`TransportConfig::max_inbound_connections`] slots, at most
+//! [`TransportConfig::max_connections_per_source`] per source address, so idle strangers
+//! cannot keep a restarted member out.
 //!
 //! # Peers change at run time
 //!
@@ -52,10 +87,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use wire::Lane;
 
 /// Settings of a [`Transport`]. Build with [`TransportConfig::new`] and adjust the fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +106,22 @@ pub struct TransportConfig {
     /// Largest frame payload sent or accepted (default 64 MiB). Larger outgoing messages are
     /// dropped; a larger incoming frame closes the connection.
     pub max_frame_bytes: usize,
-    /// Messages queued per peer before the oldest is dropped (default 4096).
+    /// Messages queued per peer and lane before the oldest is dropped (default 4096).
     pub peer_queue_capacity: usize,
+    /// Bytes (payloads, roughly) queued per peer and lane before the oldest messages are
+    /// dropped (default 32 MiB); a single larger message is still queued, alone.
+    pub peer_queue_bytes: usize,
+    /// Longest wait for the socket to take one frame or a flush before the connection is
+    /// replaced (default 10 s).
+    pub write_timeout: Duration,
+    /// Idle time before TCP keepalive probes start, on every connection (default 10 s).
+    pub keepalive: Duration,
+    /// An accepted connection that sends no frame for this long is closed (default 60 s).
+    pub idle_timeout: Duration,
+    /// Accepted connections still in their handshake at once; more are closed (default 64).
+    pub max_handshakes: usize,
+    /// Connections of non-members from one source address (default 32).
+    pub max_connections_per_source: usize,
     /// Capacity of the inbound channel (default 4096).
     pub inbound_capacity: usize,
     /// First delay before redialing a peer (default 10 ms); doubles per failure.
@@ -81,8 +131,8 @@ pub struct TransportConfig {
     /// Bound on connecting, on the whole handshake, and on waiting for a dialer's hello
     /// (default 2 s).
     pub handshake_timeout: Duration,
-    /// Accepted connections open at once; further ones are closed at once (default 1024). Bounds
-    /// what a flood of connections can cost.
+    /// Handshaken connections of nodes that are not members (not among the peers this node
+    /// sends to) open at once; more are refused (default 1024). Members are always admitted.
     pub max_inbound_connections: usize,
     /// How long a peer dropped by [`TransportSender::set_peers`] is still sent to (default 1 s).
     pub peer_linger: Duration,
@@ -108,6 +158,12 @@ impl TransportConfig {
             peers,
             max_frame_bytes: Self::DEFAULT_MAX_FRAME_BYTES,
             peer_queue_capacity: Self::DEFAULT_PEER_QUEUE_CAPACITY,
+            peer_queue_bytes: 32 * 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_handshakes: 64,
+            max_connections_per_source: 32,
             inbound_capacity: Self::DEFAULT_INBOUND_CAPACITY,
             reconnect_backoff_initial: Duration::from_millis(10),
             reconnect_backoff_max: Duration::from_secs(1),
@@ -138,8 +194,17 @@ impl TransportConfig {
         if self.handshake_timeout.is_zero() {
             return fail("handshake_timeout must not be zero");
         }
-        if self.max_inbound_connections == 0 {
-            return fail("max_inbound_connections must be at least 1");
+        if self.max_inbound_connections == 0
+            || self.max_handshakes == 0
+            || self.max_connections_per_source == 0
+        {
+            return fail("max_inbound_connections, max_handshakes and max_connections_per_source must be at least 1");
+        }
+        if self.peer_queue_bytes == 0 {
+            return fail("peer_queue_bytes must be at least 1");
+        }
+        if self.write_timeout.is_zero() || self.idle_timeout.is_zero() || self.keepalive.is_zero() {
+            return fail("write_timeout, idle_timeout and keepalive must not be zero");
         }
         Ok(())
     }
@@ -186,12 +251,15 @@ struct PeerTable {
     peers: RwLock<BTreeMap<NodeId, Arc<Peer>>>,
     settings: Arc<DialSettings>,
     queue_capacity: usize,
+    queue_bytes: usize,
     linger: Duration,
     /// The transport's; cancelling it stops every peer task.
     cancel: CancellationToken,
     runtime: tokio::runtime::Handle,
     /// Every peer task, lingering ones included. Dropping the set aborts them.
     tasks: Mutex<JoinSet<()>>,
+    /// Set when a task of the transport fails (see [`Transport::failure`]).
+    failure: Arc<watch::Sender<Option<String>>>,
 }
 
 impl PeerTable {
@@ -208,24 +276,47 @@ impl PeerTable {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts sending to `id` at `addr`: a fresh queue and a dialing task.
+    /// Whether `id` is a peer this node sends to (a member, or a node being caught up).
+    pub(crate) fn is_member(&self, id: NodeId) -> bool {
+        self.read()
+            .get(&id)
+            .is_some_and(|p| !p.retire.is_cancelled())
+    }
+
+    /// Starts sending to `id` at `addr`: fresh queues and a dialing task per lane.
     fn spawn_peer(self: &Arc<Self>, id: NodeId, addr: String) -> Arc<Peer> {
+        let queue = || PeerQueue::new(self.queue_capacity, self.queue_bytes);
         let peer = Arc::new(Peer {
             id,
             addr,
-            queue: PeerQueue::new(self.queue_capacity),
+            queues: [queue(), queue()],
+            bulk_sent: std::sync::atomic::AtomicU64::new(0),
             counters: PeerCounters::default(),
             retire: CancellationToken::new(),
         });
+        for lane in [Lane::Control, Lane::Bulk] {
+            self.spawn_lane(&peer, lane);
+        }
+        peer
+    }
+
+    fn spawn_lane(self: &Arc<Self>, peer: &Arc<Peer>, lane: Lane) {
+        let id = peer.id;
         let (task_peer, settings, cancel, linger) = (
-            peer.clone(),
+            Arc::clone(peer),
             self.settings.clone(),
             self.cancel.clone(),
             self.linger,
         );
+        let failure = self.failure.clone();
         // Weak: the table holds the tasks, so a strong reference here would be a cycle.
         let table = Arc::downgrade(self);
-        let span = tracing::info_span!("raftnet_outbound", node = self.node_id.0, peer = id.0);
+        let span = tracing::info_span!(
+            "raftnet_outbound",
+            node = self.node_id.0,
+            peer = id.0,
+            ?lane
+        );
         self.tasks().spawn_on(
             async move {
                 // Cancellation interrupts the task at whatever it awaits (dial, handshake,
@@ -245,13 +336,13 @@ impl PeerTable {
                         }
                         tracing::debug!(peer = id.0, "peer removed; its task ends");
                     }
-                    _ = outbound::run(&task_peer, &settings) => {}
+                    // `run` only returns by panicking (it redials forever).
+                    _ = supervised("peer task", outbound::run(&task_peer, lane, &settings), &failure) => {}
                 }
             }
             .instrument(span),
             &self.runtime,
         );
-        peer
     }
 
     /// Makes `wanted` the set of peers (see [`TransportSender::set_peers`]).
@@ -326,11 +417,15 @@ impl TransportSender {
             );
             return;
         };
-        if peer.queue.push(msg) {
-            bump(&peer.counters.dropped);
+        let dropped = peer.push(msg);
+        if dropped > 0 {
+            peer.counters
+                .dropped
+                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
             tracing::trace!(
                 peer = peer.id.0,
-                "peer queue full; dropped the oldest message"
+                dropped,
+                "peer queue full; dropped the oldest messages"
             );
         }
     }
@@ -368,6 +463,36 @@ pub struct Transport {
     cancel: CancellationToken,
     /// The accept loop. Dropping a `JoinSet` aborts its tasks.
     tasks: JoinSet<()>,
+    failure: Arc<watch::Sender<Option<String>>>,
+}
+
+/// Runs `task`; a panic is logged and published as the transport's failure.
+async fn supervised(
+    what: &'static str,
+    task: impl std::future::Future<Output = ()>,
+    failure: &watch::Sender<Option<String>>,
+) {
+    use futures_util::FutureExt;
+    if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+        let text = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        report(failure, what, format!("panicked: {text}"));
+    }
+}
+
+/// Publishes the first failure of the transport.
+fn report(failure: &watch::Sender<Option<String>>, what: &str, reason: String) {
+    tracing::error!("transport {what} failed: {reason}");
+    failure.send_if_modified(|current| {
+        let first = current.is_none();
+        if first {
+            *current = Some(format!("{what} failed: {reason}"));
+        }
+        first
+    });
 }
 
 impl Transport {
@@ -387,21 +512,7 @@ impl Transport {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
-        let ctx = Arc::new(inbound::InboundCtx {
-            node_id: config.node_id,
-            cluster_id: config.cluster_id,
-            max_frame_bytes: config.max_frame_bytes,
-            handshake_timeout: config.handshake_timeout,
-            max_inbound_connections: config.max_inbound_connections,
-            inbound: inbound_tx,
-            counters: counters.clone(),
-        });
-        let span = tracing::info_span!("raftnet_accept", node = config.node_id.0, %local_addr);
-        tasks.spawn_on(
-            inbound::accept_loop(listener, ctx, cancel.clone()).instrument(span),
-            &runtime,
-        );
-
+        let failure = Arc::new(watch::channel(None).0);
         let settings = Arc::new(DialSettings {
             node_id: config.node_id,
             cluster_id: config.cluster_id,
@@ -409,17 +520,51 @@ impl Transport {
             handshake_timeout: config.handshake_timeout,
             backoff_initial: config.reconnect_backoff_initial,
             backoff_max: config.reconnect_backoff_max,
+            write_timeout: config.write_timeout,
+            keepalive: config.keepalive,
         });
         let table = Arc::new(PeerTable {
             node_id: config.node_id,
             peers: RwLock::new(BTreeMap::new()),
             settings,
             queue_capacity: config.peer_queue_capacity,
+            queue_bytes: config.peer_queue_bytes,
             linger: config.peer_linger,
             cancel: cancel.clone(),
-            runtime,
+            runtime: runtime.clone(),
             tasks: Mutex::new(JoinSet::new()),
+            failure: failure.clone(),
         });
+        let ctx = Arc::new(inbound::InboundCtx {
+            node_id: config.node_id,
+            cluster_id: config.cluster_id,
+            max_frame_bytes: config.max_frame_bytes,
+            handshake_timeout: config.handshake_timeout,
+            idle_timeout: config.idle_timeout,
+            keepalive: config.keepalive,
+            limits: Arc::new(inbound::Slots::new(
+                config.max_handshakes,
+                config.max_inbound_connections,
+                config.max_connections_per_source,
+            )),
+            members: Arc::downgrade(&table),
+            order: Mutex::default(),
+            inbound: inbound_tx,
+            counters: counters.clone(),
+        });
+        let span = tracing::info_span!("raftnet_accept", node = config.node_id.0, %local_addr);
+        let (accept_cancel, accept_failure) = (cancel.clone(), failure.clone());
+        tasks.spawn_on(
+            async move {
+                let accept = inbound::accept_loop(listener, ctx, accept_cancel.clone());
+                supervised("accept loop", accept, &accept_failure).await;
+                if !accept_cancel.is_cancelled() {
+                    report(&accept_failure, "accept loop", "it ended".into());
+                }
+            }
+            .instrument(span),
+            &runtime,
+        );
         let sender = TransportSender {
             node_id: config.node_id,
             table,
@@ -439,6 +584,7 @@ impl Transport {
             counters,
             cancel,
             tasks,
+            failure,
         };
         Ok((transport, inbound_rx))
     }
@@ -473,6 +619,12 @@ impl Transport {
         self.sender.peers()
     }
 
+    /// Becomes `Some(reason)` when a task of the transport failed (its accept loop, or a peer's
+    /// sending task panicked): the node then hears or reaches nobody, and should stop.
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.failure.subscribe()
+    }
+
     /// A snapshot of the counters (`peers`: the peers routed to now).
     pub fn stats(&self) -> TransportStats {
         let mut stats = self.counters.snapshot();
@@ -481,7 +633,12 @@ impl Transport {
             .table
             .read()
             .iter()
-            .map(|(&id, peer)| (id, peer.counters.snapshot(peer.queue.len())))
+            .map(|(&id, peer)| {
+                (
+                    id,
+                    peer.counters.snapshot(peer.queued(), peer.queued_bytes()),
+                )
+            })
             .collect();
         stats
     }

@@ -68,7 +68,7 @@ impl Load {
                 // A forwarded command whose answer was lost waits for ever: bound it.
                 let outcome = tokio::time::timeout(Duration::from_secs(2), write)
                     .await
-                    .unwrap_or(Err(ClientError::OutcomeUnknown));
+                    .unwrap_or_else(|_| Err(ClientError::OutcomeUnknown("timed out".into())));
                 match outcome {
                     Ok(_) => {
                         outcomes.acked.push(command);

@@ -369,7 +369,7 @@ async fn message_not_matching_handshake_is_dropped() {
     );
     let mut raw = raw_peer(a1, 2).await;
     for m in [msg(3, 1, 1), msg(2, 3, 2), msg(2, 1, 3)] {
-        raw.feed(wire::encode(&m).unwrap()).await.unwrap();
+        raw.feed(wire::encode_frame(0, &m).unwrap()).await.unwrap();
     }
     SinkExt::<bytes::Bytes>::flush(&mut raw).await.unwrap();
     // Same connection, so in order: the good third message arriving first proves the first two
@@ -642,4 +642,106 @@ async fn peers_are_added_moved_and_removed_at_run_time() {
     wait_until("only node 2 left the table", || t1.peers().is_empty()).await;
     bounded("shutdown", t1.shutdown()).await;
     bounded("shutdown", t2b.shutdown()).await;
+}
+
+/// Idle strangers of the right cluster cannot keep a member out: they get few slots (per
+/// source and in all), those slots time out when idle, and members are always admitted.
+#[tokio::test]
+async fn idle_strangers_cannot_take_a_members_slot() {
+    init_tracing();
+    let l1 = bind().await;
+    let a1 = l1.local_addr().unwrap();
+    let l2 = bind().await;
+    let a2 = l2.local_addr().unwrap();
+    let mut c1 = config(1, &[(2, a2)]);
+    c1.max_inbound_connections = 4;
+    c1.max_connections_per_source = 3;
+    c1.idle_timeout = Duration::from_millis(500);
+    let (t1, mut rx1) = start(c1, l1);
+    // Twenty strangers from this address complete the hello and go quiet.
+    let mut welcomed = Vec::new();
+    for id in 100..120 {
+        let mut framed = raw_connect(a1).await;
+        if raw_hello(&mut framed, &Hello::new(CLUSTER, NodeId(id))).await == HelloReply::Welcome {
+            welcomed.push(framed);
+        }
+    }
+    assert_eq!(welcomed.len(), 3, "at most three strangers from one source");
+    // The member still gets through (both lanes), over every stranger.
+    let (t2, _rx2) = start(config(2, &[(1, a1)]), l2);
+    still_serves(&t2, &mut rx1, 1, 1).await;
+    // Idle connections are closed.
+    let mut idle = welcomed.pop().expect("a stranger").into_inner();
+    expect_closed(&mut idle).await;
+    bounded("shutdown", t1.shutdown()).await;
+    bounded("shutdown", t2.shutdown()).await;
+}
+
+/// A peer that takes the connection but stops reading (a SIGSTOPped process): the write times
+/// out and the connection is replaced, instead of the lane hanging for ever.
+#[tokio::test]
+async fn a_peer_that_stops_reading_gets_a_new_connection() {
+    init_tracing();
+    let l1 = bind().await;
+    let silent = bind().await;
+    let a2 = silent.local_addr().unwrap();
+    let mut c1 = config(1, &[(2, a2)]);
+    c1.write_timeout = Duration::from_millis(300);
+    let (t1, _rx1) = start(c1, l1);
+    // The silent peer welcomes every dialer, then never reads again; it counts bulk dials.
+    let (dials_tx, mut dials) = tokio::sync::mpsc::unbounded_channel();
+    let acceptor = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((stream, _)) = silent.accept().await else {
+                return;
+            };
+            let mut framed = Framed::new(stream, wire::codec(64 * 1024));
+            let Some(Ok(hello)) = framed.next().await else {
+                continue;
+            };
+            let Ok((_, lane)) = wire::check_hello(&hello, CLUSTER, NodeId(2)) else {
+                continue;
+            };
+            let welcome = wire::encode(&HelloReply::Welcome).unwrap();
+            let _ = framed.send(welcome).await;
+            let _ = dials_tx.send(lane);
+            held.push(framed);
+        }
+    });
+    let big = |term: u64| Message {
+        from: NodeId(1),
+        to: NodeId(2),
+        term: Term(term),
+        body: MessageBody::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries: vec![Entry {
+                term: Term(term),
+                index: LogIndex(1),
+                payload: EntryPayload::Command(vec![0; 1 << 20]),
+            }],
+            leader_commit: LogIndex(0),
+            read_round: 0,
+            transfer: 0,
+            repair_epoch: 0,
+        },
+    };
+    bounded("a second bulk connection", async {
+        let mut bulk_dials = 0;
+        for term in 1.. {
+            t1.send(big(term));
+            if let Ok(Some(lane)) =
+                tokio::time::timeout(Duration::from_millis(20), dials.recv()).await
+            {
+                bulk_dials += usize::from(lane == wire::Lane::Bulk);
+                if bulk_dials >= 2 {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    acceptor.abort();
+    bounded("shutdown", t1.shutdown()).await;
 }

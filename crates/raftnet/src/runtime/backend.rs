@@ -112,6 +112,29 @@ impl LogBackend {
     }
 }
 
+/// Largest batch a follower writes on the raft loop's own thread: a larger one goes to the
+/// writer thread, so that writing it does not hold up the loop (heartbeats keep being read and
+/// ticks keep coming while megabytes are synced).
+const PERSIST_HERE_MAX_BYTES: usize = 256 * 1024;
+
+/// The command bytes a batch appends.
+fn appended_bytes(batch: &PersistBatch) -> usize {
+    batch
+        .writes
+        .iter()
+        .map(|w| match w {
+            raftengine::LogWrite::Append(entries) => entries
+                .iter()
+                .map(|e| match &e.payload {
+                    raftengine::EntryPayload::Command(c) => c.len(),
+                    _ => 0,
+                })
+                .sum(),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// The last index a batch appends (0 when it appends nothing; only used for status).
 fn last_appended(batch: &PersistBatch) -> raftengine::LogIndex {
     batch
@@ -147,14 +170,15 @@ fn observe_sync(metrics: &Metrics, done: &Durable) {
 impl RunningBackend {
     /// Makes `batch` durable. With `wait_here`, a durable log writes it on this thread when its
     /// writer thread is idle and returns the completion; otherwise (and always for the other
-    /// backends) the completion arrives on the channel given to [`LogBackend::start`].
+    /// backends) the completion arrives on the channel given to [`LogBackend::start`]. A batch
+    /// the writer refuses returns its error at once.
     pub fn persist(&mut self, batch: PersistBatch, wait_here: bool) -> Option<Durable> {
         match self {
             RunningBackend::Durable {
                 committer: Some(committer),
                 metrics,
             } => {
-                let batch = if wait_here {
+                let batch = if wait_here && appended_bytes(&batch) <= PERSIST_HERE_MAX_BYTES {
                     match committer.persist_here(batch) {
                         Ok(done) => {
                             observe_sync(metrics, &done);
@@ -166,7 +190,8 @@ impl RunningBackend {
                     batch
                 };
                 if let Err(e) = committer.submit(batch) {
-                    tracing::error!("log writer refused a batch: {e}");
+                    // The writer stopped (after a storage error): the node must stop too.
+                    return Some(Err(e.into()));
                 }
             }
             RunningBackend::Durable {

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub elections_started: Counter,
     pub elections_won: Counter,
     pub fsyncs: Counter,
+    /// Ticks the raft loop gave the core.
+    pub ticks: Counter,
     /// From proposal to commit, at the node that took the command.
     pub commit_latency: Histogram,
     /// One group-commit write plus its `fdatasync`.
@@ -142,6 +144,11 @@ impl Metrics {
                 "raft_fsyncs_total",
                 "Group-commit syncs of the log.",
                 self.fsyncs.get(),
+            ),
+            (
+                "raft_ticks_total",
+                "Timer ticks given to the consensus core.",
+                self.ticks.get(),
             ),
         ];
         for (name, help, value) in counters {

@@ -1,12 +1,12 @@
-//! The sending side: one bounded queue and one dialing task per peer.
+//! The sending side: per peer and per lane, one bounded queue and one dialing task.
 
 use super::stats::{bump, PeerCounters};
-use super::wire::{self, Hello, HelloReply, HANDSHAKE_MAX_FRAME_BYTES};
+use super::wire::{self, Hello, HelloReply, Lane, HANDSHAKE_MAX_FRAME_BYTES};
 use super::ConnError;
 use futures_util::{SinkExt, StreamExt};
 use raftengine::{Message, NodeId};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -14,46 +14,74 @@ use tokio::sync::Notify;
 use tokio::time::timeout;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-/// A bounded FIFO that drops its oldest message when full.
+/// A message waiting in a queue, with its frame's ordering number and its counted size.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    order: u64,
+    message: Message,
+    bytes: usize,
+}
+
+/// The messages of a queue and the bytes they hold.
+#[derive(Debug, Default)]
+struct Items {
+    queue: VecDeque<Queued>,
+    bytes: usize,
+}
+
+/// A FIFO bounded in messages and in bytes that drops its oldest messages when full.
 ///
 /// Oldest-first because, for Raft, a message that waited longest (an old heartbeat, a vote
 /// request of a past term) is the least useful one; the newest carries the latest term and
-/// commit index. A plain `std::sync::Mutex` is enough: it is held only for a push or a swap of
-/// two buffers, never across an await, so `send` cannot block for long.
+/// commit index, and Raft resends what is lost. A message larger than the byte bound alone is
+/// still queued (alone). A plain `std::sync::Mutex` is enough: it is held only for a push or a
+/// swap of two buffers, never across an await, so `send` cannot block for long.
 #[derive(Debug)]
 pub(crate) struct PeerQueue {
-    items: Mutex<VecDeque<Message>>,
+    items: Mutex<Items>,
     capacity: usize,
-    /// Wakes the peer's task when a message arrives. `Notify` keeps one permit, so a push that
+    max_bytes: usize,
+    /// Wakes the lane's task when a message arrives. `Notify` keeps one permit, so a push that
     /// happens while the task is busy is not missed.
     notify: Notify,
 }
 
 impl PeerQueue {
-    pub fn new(capacity: usize) -> PeerQueue {
+    pub fn new(capacity: usize, max_bytes: usize) -> PeerQueue {
         PeerQueue {
-            items: Mutex::new(VecDeque::new()),
+            items: Mutex::new(Items::default()),
             capacity,
+            max_bytes,
             notify: Notify::new(),
         }
     }
 
     /// A poisoned lock only means another thread panicked while holding it; the queue itself is
-    /// still a valid `VecDeque`, so carry on rather than panic in turn.
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Message>> {
+    /// still valid, so carry on rather than panic in turn.
+    fn lock(&self) -> MutexGuard<'_, Items> {
         self.items.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `msg`; returns true if the queue was full and its oldest message was dropped.
-    pub fn push(&self, msg: Message) -> bool {
+    /// Appends `message`; returns how many of the oldest messages were dropped to make room.
+    pub fn push(&self, order: u64, message: Message) -> u64 {
+        let bytes = wire::approx_bytes(&message);
         let evicted = {
             let mut items = self.lock();
-            let evicted = if items.len() >= self.capacity {
-                items.pop_front().is_some()
-            } else {
-                false
-            };
-            items.push_back(msg);
+            let mut evicted = 0;
+            while !items.queue.is_empty()
+                && (items.queue.len() >= self.capacity || items.bytes + bytes > self.max_bytes)
+            {
+                if let Some(old) = items.queue.pop_front() {
+                    items.bytes -= old.bytes;
+                    evicted += 1;
+                }
+            }
+            items.bytes += bytes;
+            items.queue.push_back(Queued {
+                order,
+                message,
+                bytes,
+            });
             evicted
         };
         self.notify.notify_one();
@@ -61,13 +89,20 @@ impl PeerQueue {
     }
 
     /// Moves everything queued into `into` (which the caller has emptied).
-    fn take_all(&self, into: &mut VecDeque<Message>) {
+    fn take_all(&self, into: &mut VecDeque<Queued>) {
+        let mut items = self.lock();
+        items.bytes = 0;
         // Swapping keeps both allocations, so steady-state batching does not allocate.
-        std::mem::swap(&mut *self.lock(), into);
+        std::mem::swap(&mut items.queue, into);
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().queue.len()
+    }
+
+    /// The bytes queued now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 }
 
@@ -78,10 +113,35 @@ pub(crate) struct Peer {
     /// `host:port`, resolved at every dial (so a name may move, and resolving never blocks the
     /// caller of `set_peers`).
     pub addr: String,
-    pub queue: PeerQueue,
+    /// One queue per lane ([`Lane::index`]).
+    pub queues: [PeerQueue; 2],
+    /// Bulk messages queued for this peer so far: the ordering number of the last one.
+    pub bulk_sent: AtomicU64,
     pub counters: PeerCounters,
-    /// Cancelled when the peer leaves the table; its task then lingers and ends.
+    /// Cancelled when the peer leaves the table; its tasks then linger and end.
     pub retire: tokio_util::sync::CancellationToken,
+}
+
+impl Peer {
+    /// Queues `msg` on its lane; returns how many old messages were dropped for it. Called from
+    /// one sender at a time per node (the raft loop), which keeps the ordering numbers in the
+    /// order the messages were sent.
+    pub fn push(&self, msg: Message) -> u64 {
+        let lane = Lane::of(&msg);
+        let order = match lane {
+            Lane::Bulk => self.bulk_sent.fetch_add(1, Ordering::AcqRel) + 1,
+            Lane::Control => self.bulk_sent.load(Ordering::Acquire),
+        };
+        self.queues[lane.index()].push(order, msg)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queues.iter().map(PeerQueue::len).sum()
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queues.iter().map(PeerQueue::bytes).sum()
+    }
 }
 
 /// The settings a peer's task needs.
@@ -93,19 +153,22 @@ pub(crate) struct DialSettings {
     pub handshake_timeout: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Longest wait for one frame (or a flush) to be taken by the socket.
+    pub write_timeout: Duration,
+    pub keepalive: Duration,
 }
 
-/// The peer's task: dial, handshake, stream; on any failure wait with capped exponential backoff
-/// and dial again. Runs until the task is cancelled (the caller selects on the cancellation
-/// token, so every await here is a cancellation point).
-pub(crate) async fn run(peer: &Peer, settings: &DialSettings) {
+/// One lane's task: dial, handshake, stream; on any failure wait with capped exponential
+/// backoff and dial again. Runs until the task is cancelled (the caller selects on the
+/// cancellation token, so every await here is a cancellation point).
+pub(crate) async fn run(peer: &Peer, lane: Lane, settings: &DialSettings) {
     let mut backoff = settings.backoff_initial;
     let mut ever_connected = false;
     // Dial failures to a down peer repeat every backoff period: log the first of a streak at
     // info, the rest at debug, so a dead peer does not flood the log.
     let mut failures_in_a_row: u64 = 0;
     loop {
-        match connect(peer, settings).await {
+        match connect(peer, lane, settings).await {
             Ok(framed) => {
                 backoff = settings.backoff_initial;
                 failures_in_a_row = 0;
@@ -113,12 +176,18 @@ pub(crate) async fn run(peer: &Peer, settings: &DialSettings) {
                     bump(&peer.counters.reconnects);
                 }
                 ever_connected = true;
-                peer.counters.connected.store(true, Ordering::Relaxed);
-                tracing::info!(peer = peer.id.0, addr = %peer.addr, "connected to peer");
-                let result = stream(peer, settings, framed).await;
-                peer.counters.connected.store(false, Ordering::Relaxed);
+                // `connected` tells of the control lane, the one liveness depends on.
+                let control = lane == Lane::Control;
+                if control {
+                    peer.counters.connected.store(true, Ordering::Relaxed);
+                }
+                tracing::info!(peer = peer.id.0, addr = %peer.addr, ?lane, "connected to peer");
+                let result = stream(peer, lane, settings, framed).await;
+                if control {
+                    peer.counters.connected.store(false, Ordering::Relaxed);
+                }
                 if let Err(e) = result {
-                    tracing::warn!(peer = peer.id.0, error = %e, "connection to peer lost");
+                    tracing::warn!(peer = peer.id.0, ?lane, error = %e, "connection to peer lost");
                 }
             }
             Err(ConnError::Refused(reason)) => {
@@ -147,6 +216,7 @@ pub(crate) async fn run(peer: &Peer, settings: &DialSettings) {
 /// Dials the peer and performs the handshake; returns the connection ready for messages.
 async fn connect(
     peer: &Peer,
+    lane: Lane,
     settings: &DialSettings,
 ) -> Result<Framed<TcpStream, LengthDelimitedCodec>, ConnError> {
     let limit = settings.handshake_timeout;
@@ -156,8 +226,9 @@ async fn connect(
         .map_err(|_| ConnError::Timeout("connect"))??;
     // Raft messages are small and latency-sensitive, and batching is done here already.
     stream.set_nodelay(true)?;
+    set_keepalive(&stream, settings.keepalive)?;
     let mut framed = Framed::new(stream, wire::codec(HANDSHAKE_MAX_FRAME_BYTES));
-    let hello = wire::encode(&Hello::new(settings.cluster_id, settings.node_id))?;
+    let hello = wire::encode(&Hello::on(settings.cluster_id, settings.node_id, lane))?;
     let reply = timeout(limit, async {
         framed.send(hello).await?;
         match framed.next().await {
@@ -181,19 +252,33 @@ async fn connect(
     }
 }
 
+/// TCP keepalive: a peer that vanished without closing (powered off, cut off by a firewall)
+/// is noticed on an idle connection too, not only when a write times out.
+pub(crate) fn set_keepalive(stream: &TcpStream, idle: Duration) -> std::io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(idle.max(Duration::from_secs(1)) / 2);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
 /// Streams queued messages until the connection fails. Whatever was taken from the queue when a
-/// write fails is lost (not counted as sent): Raft retransmits.
+/// write fails is lost (not counted as sent): Raft retransmits. Every write and flush must
+/// complete within the write timeout: a peer that stopped reading (stopped, or cut off) gets a
+/// new connection instead of a stalled one.
 async fn stream(
     peer: &Peer,
+    lane: Lane,
     settings: &DialSettings,
     mut framed: Framed<TcpStream, LengthDelimitedCodec>,
 ) -> Result<(), ConnError> {
+    let queue = &peer.queues[lane.index()];
     let mut batch = VecDeque::new();
+    let limit = settings.write_timeout;
     loop {
-        peer.queue.take_all(&mut batch);
+        queue.take_all(&mut batch);
         if batch.is_empty() {
             tokio::select! {
-                _ = peer.queue.notify.notified() => continue,
+                _ = queue.notify.notified() => continue,
                 // The acceptor never writes after `Welcome`, so anything here means the
                 // connection ended: notice it now rather than on the next write, so that
                 // `connected` is accurate and we redial before the next message.
@@ -208,8 +293,8 @@ async fn stream(
         }
         // Feed the whole batch, then flush once: one syscall burst per wake-up, not per message.
         let mut written = 0u64;
-        for msg in batch.drain(..) {
-            let payload = match wire::encode(&msg) {
+        for queued in batch.drain(..) {
+            let payload = match wire::encode_frame(queued.order, &queued.message) {
                 Ok(payload) => payload,
                 Err(e) => {
                     // Cannot happen for `Message` (plain data), but never panic on it.
@@ -229,10 +314,57 @@ async fn stream(
                 );
                 continue;
             }
-            framed.feed(payload).await?;
+            timeout(limit, framed.feed(payload))
+                .await
+                .map_err(|_| ConnError::Timeout("write"))??;
             written += 1;
         }
-        SinkExt::<bytes::Bytes>::flush(&mut framed).await?;
+        timeout(limit, SinkExt::<bytes::Bytes>::flush(&mut framed))
+            .await
+            .map_err(|_| ConnError::Timeout("write"))??;
         peer.counters.sent.fetch_add(written, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftengine::{Entry, EntryPayload, LogIndex, MessageBody, Term};
+
+    fn append(bytes: usize) -> Message {
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::AppendEntries {
+                prev_log_index: LogIndex(0),
+                prev_log_term: Term(0),
+                entries: vec![Entry {
+                    term: Term(1),
+                    index: LogIndex(1),
+                    payload: EntryPayload::Command(vec![0; bytes]),
+                }],
+                leader_commit: LogIndex(0),
+                read_round: 0,
+                transfer: 0,
+                repair_epoch: 0,
+            },
+        }
+    }
+
+    /// A peer that is down must not make the sender hold every large message sent to it.
+    #[test]
+    fn a_queue_holds_no_more_bytes_than_its_bound() {
+        let queue = PeerQueue::new(4096, 8 << 20);
+        let mut dropped = 0;
+        for _ in 0..300 {
+            dropped += queue.push(0, append(1 << 20));
+            assert!(queue.bytes() <= 8 << 20, "{}", queue.bytes());
+        }
+        assert_eq!(queue.len() as u64 + dropped, 300);
+        assert!(queue.len() >= 7);
+        // A message over the bound on its own is still queued, alone.
+        queue.push(0, append(9 << 20));
+        assert_eq!(queue.len(), 1);
     }
 }

@@ -28,10 +28,14 @@ pub struct TransportStats {
     /// Authenticated connections closed because of a malformed frame (oversized, truncated or
     /// undecodable) or a read error.
     pub connections_failed: u64,
-    /// Connections closed at once because `max_inbound_connections` were already open.
+    /// Connections closed because a bound on connections was reached (handshakes at once,
+    /// non-members, per source address).
     pub connections_over_limit: u64,
     /// Messages given to `send` that name an unknown destination or another sender.
     pub unroutable: u64,
+    /// Heartbeats that overtook bulk frames and were delivered with an earlier previous entry
+    /// (see the transport's docs on lanes).
+    pub heartbeats_rewound: u64,
 }
 
 /// A snapshot of the counters of one peer (the outbound side: this node sending to it).
@@ -39,8 +43,10 @@ pub struct TransportStats {
 pub struct PeerStats {
     /// Whether a handshaken connection to the peer is open now.
     pub connected: bool,
-    /// Messages waiting in the peer's queue now.
+    /// Messages waiting in the peer's queues (both lanes) now.
     pub queued: usize,
+    /// The bytes they hold (payloads, roughly).
+    pub queued_bytes: usize,
     /// Messages written and flushed to the peer's socket (the peer may still lose them).
     pub sent: u64,
     /// Messages evicted from the full queue (the oldest goes, see `Transport::send`).
@@ -68,10 +74,11 @@ pub(crate) struct PeerCounters {
 }
 
 impl PeerCounters {
-    pub fn snapshot(&self, queued: usize) -> PeerStats {
+    pub fn snapshot(&self, queued: usize, queued_bytes: usize) -> PeerStats {
         PeerStats {
             connected: self.connected.load(Ordering::Relaxed),
             queued,
+            queued_bytes,
             sent: self.sent.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             oversized: self.oversized.load(Ordering::Relaxed),
@@ -93,6 +100,7 @@ pub(crate) struct Counters {
     pub connections_failed: AtomicU64,
     pub connections_over_limit: AtomicU64,
     pub unroutable: AtomicU64,
+    pub heartbeats_rewound: AtomicU64,
 }
 
 impl Counters {
@@ -108,6 +116,7 @@ impl Counters {
             connections_failed: self.connections_failed.load(Ordering::Relaxed),
             connections_over_limit: self.connections_over_limit.load(Ordering::Relaxed),
             unroutable: self.unroutable.load(Ordering::Relaxed),
+            heartbeats_rewound: self.heartbeats_rewound.load(Ordering::Relaxed),
         }
     }
 }

@@ -3,20 +3,22 @@
 //! Every frame is a 4-byte big-endian length followed by that many payload bytes
 //! (`tokio_util::codec::LengthDelimitedCodec` with its defaults). Payloads are postcard-encoded.
 //!
-//! A connection goes one way: the dialer sends, the acceptor reads.
+//! A connection goes one way: the dialer sends, the acceptor reads. Each node dials each peer
+//! twice, once per [`Lane`].
 //!
-//! 1. The dialer sends one [`Hello`] frame.
+//! 1. The dialer sends one [`Hello`] frame, naming its lane.
 //! 2. The acceptor answers one [`HelloReply`] frame: [`HelloReply::Welcome`], or
 //!    [`HelloReply::Refused`] followed by closing the connection.
-//! 3. After `Welcome`, every frame from the dialer is one postcard-encoded [`raftengine::Message`].
-//!    The acceptor never sends anything else; the dialer treats any further frame as an error.
+//! 3. After `Welcome`, every frame from the dialer is one [`Frame`]: an ordering number (see
+//!    [`Frame::order`]) and a postcard-encoded [`raftengine::Message`]. The acceptor never sends
+//!    anything else; the dialer treats any further frame as an error.
 //!
 //! Handshake frames are limited to [`HANDSHAKE_MAX_FRAME_BYTES`] so that an unauthenticated
 //! connection cannot make the acceptor reserve a large buffer; message frames are limited to the
 //! configured `max_frame_bytes`.
 
 use bytes::Bytes;
-use raftengine::NodeId;
+use raftengine::{Message, MessageBody, NodeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
@@ -25,7 +27,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 pub const MAGIC: [u8; 8] = *b"RAFTENGN";
 
 /// The protocol version spoken by this build; the acceptor requires an exact match.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The largest handshake frame (in either direction) a peer accepts.
 pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 4 * 1024;
@@ -45,18 +47,95 @@ pub struct Hello {
     /// The dialer's node id; any id but the acceptor's own (a node joining the cluster, or one
     /// the leader is catching up, is not in the acceptor's configuration yet).
     pub node_id: NodeId,
+    /// What this connection carries.
+    pub lane: Lane,
 }
 
 impl Hello {
-    /// A hello for this build's magic and protocol version.
+    /// A hello for this build's magic and protocol version, on the control lane.
     pub fn new(cluster_id: u64, node_id: NodeId) -> Hello {
+        Hello::on(cluster_id, node_id, Lane::Control)
+    }
+
+    /// A hello for a connection of `lane`.
+    pub fn on(cluster_id: u64, node_id: NodeId, lane: Lane) -> Hello {
         Hello {
             magic: MAGIC,
             protocol_version: PROTOCOL_VERSION,
             cluster_id,
             node_id,
+            lane,
         }
     }
+}
+
+/// The two connections a node keeps to each peer, so that bulk data never delays the small
+/// messages a cluster's liveness depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Lane {
+    /// Votes, pre-votes, every response, heartbeats (AppendEntries without entries),
+    /// TimeoutNow, read-index and membership requests: small and latency-sensitive.
+    Control,
+    /// AppendEntries that carry entries, snapshot chunks, forwarded commands: up to a frame.
+    Bulk,
+}
+
+impl Lane {
+    /// The lane `msg` travels on.
+    pub fn of(msg: &Message) -> Lane {
+        match &msg.body {
+            MessageBody::AppendEntries { entries, .. } if !entries.is_empty() => Lane::Bulk,
+            MessageBody::InstallSnapshot { .. } | MessageBody::Propose { .. } => Lane::Bulk,
+            _ => Lane::Control,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Lane::Control => 0,
+            Lane::Bulk => 1,
+        }
+    }
+}
+
+/// A message frame after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// On the bulk lane, the message's number among the bulk messages sent to this peer
+    /// (from 1). On the control lane, the number of the last bulk message sent to this peer
+    /// before this one (0: none): the receiver can tell that a control message overtook bulk
+    /// ones still on their way.
+    pub order: u64,
+    pub message: Message,
+}
+
+/// Encodes a message frame (see [`Frame`]).
+pub fn encode_frame(order: u64, message: &Message) -> Result<Bytes, postcard::Error> {
+    #[derive(Serialize)]
+    struct FrameRef<'a> {
+        order: u64,
+        message: &'a Message,
+    }
+    encode(&FrameRef { order, message })
+}
+
+/// Roughly the bytes a message holds in memory (its payloads plus a fixed part): what the
+/// queues count against their byte bounds.
+pub fn approx_bytes(message: &Message) -> usize {
+    const FIXED: usize = 64;
+    let payload = match &message.body {
+        MessageBody::AppendEntries { entries, .. } => entries
+            .iter()
+            .map(|e| match &e.payload {
+                raftengine::EntryPayload::Command(c) => c.len() + 32,
+                _ => 64,
+            })
+            .sum(),
+        MessageBody::InstallSnapshot { data, .. } => data.len(),
+        MessageBody::Propose { command, .. } => command.len(),
+        _ => 0,
+    };
+    FIXED + payload
 }
 
 /// The version-independent start of a [`Hello`]; decoded first so that the version check does
@@ -72,6 +151,7 @@ struct HelloHeader {
 struct HelloBody {
     cluster_id: u64,
     node_id: NodeId,
+    lane: Lane,
 }
 
 /// The acceptor's answer to a [`Hello`].
@@ -116,8 +196,12 @@ pub enum HelloError {
 }
 
 /// Decodes and checks a hello payload against this node's cluster id and node id (`own_id`).
-/// Returns the dialer's node id.
-pub fn check_hello(payload: &[u8], cluster_id: u64, own_id: NodeId) -> Result<NodeId, HelloError> {
+/// Returns the dialer's node id and the connection's lane.
+pub fn check_hello(
+    payload: &[u8],
+    cluster_id: u64,
+    own_id: NodeId,
+) -> Result<(NodeId, Lane), HelloError> {
     let (header, rest): (HelloHeader, _) =
         postcard::take_from_bytes(payload).map_err(|e| HelloError::Malformed(e.to_string()))?;
     if header.magic != MAGIC {
@@ -138,7 +222,7 @@ pub fn check_hello(payload: &[u8], cluster_id: u64, own_id: NodeId) -> Result<No
     if body.node_id == own_id {
         return Err(HelloError::SameId(body.node_id.0));
     }
-    Ok(body.node_id)
+    Ok((body.node_id, body.lane))
 }
 
 /// Why a frame payload could not be decoded.
@@ -182,7 +266,10 @@ mod tests {
     fn hello_round_trip_and_checks() {
         let payload = encode(&Hello::new(7, NodeId(2))).unwrap();
         assert_eq!(&payload[..8], b"RAFTENGN");
-        assert_eq!(check_hello(&payload, 7, NodeId(1)), Ok(NodeId(2)));
+        assert_eq!(
+            check_hello(&payload, 7, NodeId(1)),
+            Ok((NodeId(2), Lane::Control))
+        );
         assert_eq!(
             check_hello(&payload, 8, NodeId(1)),
             Err(HelloError::Cluster { theirs: 7, ours: 8 })

@@ -23,10 +23,12 @@ pub fn init_tracing() {
 /// Bound on every wait.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Remembers every command in order.
+/// Remembers every command in order. A poisoned journal fails (`ApplyError::Fatal`) on the
+/// command `poison`, as a replica whose disk fails would.
 #[derive(Default)]
 pub struct Journal {
     pub commands: Vec<Vec<u8>>,
+    pub poisoned: bool,
 }
 
 impl StateMachine for Journal {
@@ -49,6 +51,9 @@ impl StateMachine for Journal {
     fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Result<Vec<u8>, ApplyError> {
         if command == b"reject me" {
             return Err(ApplyError::Rejected("rejected on purpose".into()));
+        }
+        if self.poisoned && command == b"poison" {
+            return Err(ApplyError::Fatal("the journal's disk failed".into()));
         }
         self.commands.push(command.to_vec());
         Ok(self.commands.len().to_string().into_bytes())
@@ -98,6 +103,16 @@ pub async fn start_cluster(
     n: u64,
     every: u64,
 ) -> (Addrs, BTreeMap<u64, Node<Journal>>) {
+    let (addrs, listeners) = bind_nodes(n).await;
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        nodes.insert(id, start(id, &addrs, l, root, every).await);
+    }
+    (addrs, nodes)
+}
+
+/// Listeners for nodes `1..=n` on loopback ports.
+pub async fn bind_nodes(n: u64) -> (Addrs, BTreeMap<u64, TcpListener>) {
     let mut listeners = BTreeMap::new();
     let mut addrs = BTreeMap::new();
     for id in 1..=n {
@@ -105,11 +120,12 @@ pub async fn start_cluster(
         addrs.insert(NodeId(id), l.local_addr().expect("addr"));
         listeners.insert(id, l);
     }
-    let mut nodes = BTreeMap::new();
-    for (id, l) in listeners {
-        nodes.insert(id, start(id, &addrs, l, root, every).await);
-    }
-    (addrs, nodes)
+    (addrs, listeners)
+}
+
+/// The handles of `nodes`, by id.
+pub fn handles(nodes: &BTreeMap<u64, Node<Journal>>) -> Vec<(u64, NodeHandle<Journal>)> {
+    nodes.iter().map(|(id, n)| (*id, n.handle())).collect()
 }
 
 /// Waits until some node of `handles` leads; returns its id.
