@@ -198,6 +198,22 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
 }
 
+/// What the replay has built so far.
+struct Replay {
+    segments: Vec<Segment>,
+    map: LogMap,
+    /// The number of the last valid frame seen.
+    last_frame: Option<u64>,
+    write_offset: u64,
+}
+
+impl Replay {
+    /// The next frame goes into a new segment (the previous one counts as full).
+    fn roll_next(&mut self) {
+        self.write_offset = self.segments.last().map_or(0, |s| s.capacity);
+    }
+}
+
 pub(crate) fn recover(wal_dir: &Path, slot: &FailureSlot) -> Result<Recovered, WalError> {
     let mut report = RecoveryReport::default();
     let mut map = LogMap::default();
@@ -208,28 +224,20 @@ pub(crate) fn recover(wal_dir: &Path, slot: &FailureSlot) -> Result<Recovered, W
         cut_failed_write(wal_dir, &record, &mut names, &mut report)?;
     }
     report.segments = names.len();
-    if let Some(&(seq, first)) = names.first() {
-        if seq > 1 && first > map.state.log_start.index.0 + 1 {
-            return Err(WalError::Corrupt {
-                path: wal_dir.join(segment_name(seq, first)),
-                offset: 0,
-                reason: format!(
-                    "the segments before this one are gone but the log start ({}) does not cover them",
-                    map.state.log_start.index
-                ),
-            });
-        }
-    }
-    let mut segments: Vec<Segment> = Vec::with_capacity(names.len());
-    let mut last_frame = None;
-    let mut write_offset = 0;
+    check_start_covers(wal_dir, &names, &map)?;
+    let mut replay = Replay {
+        segments: Vec::with_capacity(names.len()),
+        map,
+        last_frame: None,
+        write_offset: 0,
+    };
     for (position, &(seq, first)) in names.iter().enumerate() {
         let is_last = position + 1 == names.len();
         let segment = match Segment::open(wal_dir, seq, first)? {
             Ok(segment) => segment,
             Err(bad) if is_last => {
                 discard_damaged_last(bad, &mut report)?;
-                write_offset = segments.last().map_or(0, |s| s.capacity);
+                replay.roll_next();
                 break;
             }
             Err(bad) => {
@@ -240,51 +248,77 @@ pub(crate) fn recover(wal_dir: &Path, slot: &FailureSlot) -> Result<Recovered, W
                 })
             }
         };
-        let data = segment.read_all()?;
-        report.bytes_scanned += data.len() as u64;
-        let len = data.len() as u64;
-        if len > segment.capacity {
-            return Err(WalError::Corrupt {
-                path: segment.path.clone(),
-                offset: segment.capacity,
-                reason: format!("{len} bytes, longer than the capacity its header records"),
-            });
-        }
-        if len < segment.capacity {
-            note_short_segment(&segment, len, is_last, &mut report);
-        }
-        let scan = scan_segment(&data, &segment, &mut map, is_last, last_frame, &mut report)?;
-        last_frame = scan.last_frame.or(last_frame);
-        let mut segment = segment;
-        segment.has_frames = scan.last_frame.is_some();
-        if !segment.has_frames && !is_last {
-            return Err(WalError::Corrupt {
-                path: segment.path,
-                offset: SEGMENT_HEADER_BYTES as u64,
-                reason: "a segment before the last one holds no frame".into(),
-            });
-        }
-        if is_last {
-            write_offset = finish_last(&segment, &data, scan, &mut report)?;
-            if !segment.has_frames {
-                write_offset = segments.last().map_or(0, |s| s.capacity);
-                continue;
-            }
-        }
-        segments.push(segment);
+        replay_segment(segment, is_last, &mut replay, &mut report)?;
     }
-    report.last_index = map.state.last_index;
+    let last_index = replay.map.state.last_index;
+    report.last_index = last_index;
     if let Some(loss) = &mut report.lost_synced_data {
-        loss.last_index = map.state.last_index;
+        loss.last_index = last_index;
     }
     log_report(&report);
     Ok(Recovered {
-        segments,
-        map,
-        write_offset,
-        next_frame: last_frame.map_or(1, |n| n + 1),
+        segments: replay.segments,
+        map: replay.map,
+        write_offset: replay.write_offset,
+        next_frame: replay.last_frame.map_or(1, |n| n + 1),
         report,
     })
+}
+
+/// Segments deleted after a purge must be covered by the log start in `START`.
+fn check_start_covers(wal_dir: &Path, names: &[(u64, u64)], map: &LogMap) -> Result<(), WalError> {
+    let start = map.state.log_start.index;
+    match names.first() {
+        Some(&(seq, first)) if seq > 1 && first > start.0 + 1 => Err(WalError::Corrupt {
+            path: wal_dir.join(segment_name(seq, first)),
+            offset: 0,
+            reason: format!(
+                "the segments before this one are gone but the log start ({start}) does not \
+                 cover them"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Checks and replays one segment whose header is good.
+fn replay_segment(
+    mut segment: Segment,
+    is_last: bool,
+    replay: &mut Replay,
+    report: &mut RecoveryReport,
+) -> Result<(), WalError> {
+    let data = segment.read_all()?;
+    report.bytes_scanned += data.len() as u64;
+    let len = data.len() as u64;
+    if len > segment.capacity {
+        return Err(WalError::Corrupt {
+            path: segment.path,
+            offset: segment.capacity,
+            reason: format!("{len} bytes, longer than the capacity its header records"),
+        });
+    }
+    if len < segment.capacity {
+        note_short_segment(&segment, len, is_last, report);
+    }
+    let scan = scan_segment(&data, &segment, replay, is_last, report)?;
+    segment.has_frames = scan.last_frame.is_some();
+    if !segment.has_frames && !is_last {
+        return Err(WalError::Corrupt {
+            path: segment.path,
+            offset: SEGMENT_HEADER_BYTES as u64,
+            reason: "a segment before the last one holds no frame".into(),
+        });
+    }
+    if is_last {
+        replay.write_offset = finish_last(&segment, &data, scan, report)?;
+        if !segment.has_frames {
+            replay.roll_next();
+            return Ok(());
+        }
+    }
+    replay.segments.push(segment);
+    Ok(())
 }
 
 /// The segment files of `wal_dir` in `seq` order; a missing `seq` in the middle is corruption
@@ -538,42 +572,117 @@ struct SegmentScan {
     cut: Option<Cut>,
 }
 
-/// Replays one segment into `map`, checking each frame at its position and its number.
+/// Replays one segment into the map, then judges what follows its last valid frame: zeros (the
+/// end), a tail to cut (newest segment only), or corruption.
 fn scan_segment(
     data: &[u8],
     segment: &Segment,
-    map: &mut LogMap,
+    replay: &mut Replay,
     is_last: bool,
-    mut last_frame: Option<u64>,
     report: &mut RecoveryReport,
 ) -> Result<SegmentScan, WalError> {
+    let frames = replay_frames(data, segment, replay, report)?;
+    let end = frames.end;
+    let garbage_end = data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    if frames.stop_reason.is_none() && garbage_end <= end {
+        return Ok(SegmentScan {
+            end: end as u64,
+            last_frame: frames.last_here,
+            cut: None,
+        });
+    }
+    let path = &segment.path;
+    let reason = frames
+        .stop_reason
+        .unwrap_or_else(|| "non-zero bytes after the end of the data".into());
+    let corrupt = |reason: String| WalError::Corrupt {
+        path: path.clone(),
+        offset: end as u64,
+        reason,
+    };
+    if let Some(valid) = find_valid_frame(data, end + FRAME_ALIGN, segment) {
+        return Err(corrupt(format!(
+            "{reason}, but a frame valid at its own position follows at offset {valid}: \
+             durable data is damaged"
+        )));
+    }
+    if !is_last {
+        return Err(corrupt(format!(
+            "{reason} in a segment that was completely synced"
+        )));
+    }
+    let cause = if format::looks_torn(data, end) {
+        CutCause::TornWrite
+    } else {
+        CutCause::DamagedFrame
+    };
+    Ok(SegmentScan {
+        end: end as u64,
+        last_frame: frames.last_here,
+        cut: Some(Cut {
+            path: path.clone(),
+            offset: end as u64,
+            bytes: (garbage_end.max(end) - end) as u64,
+            cause,
+        }),
+    })
+}
+
+/// Where the valid frames of a segment end, and why.
+struct Frames {
+    /// Offset just past the last valid frame.
+    end: usize,
+    /// Why the next offset holds no valid frame (`None`: an all-zero header).
+    stop_reason: Option<String>,
+    /// The number of the segment's last valid frame.
+    last_here: Option<u64>,
+}
+
+/// Replays the valid frames of a segment, each checked at its position and by its number.
+fn replay_frames(
+    data: &[u8],
+    segment: &Segment,
+    replay: &mut Replay,
+    report: &mut RecoveryReport,
+) -> Result<Frames, WalError> {
     let path = &segment.path;
     let mut offset = SEGMENT_HEADER_BYTES;
-    let mut first_here = None;
-    let stop_reason = loop {
-        let at = segment.position(offset as u64);
-        let (body, len, number) = match format::frame_at(data, at, path)? {
-            FrameAt::Valid { body, len, number } => (body, len, number),
-            FrameAt::End => break None,
-            FrameAt::Bad { reason } => break Some(reason),
-        };
+    let mut last_here = None;
+    loop {
+        let (body, len, number) =
+            match format::frame_at(data, segment.position(offset as u64), path)? {
+                FrameAt::Valid { body, len, number } => (body, len, number),
+                FrameAt::End => {
+                    return Ok(Frames {
+                        end: offset,
+                        stop_reason: None,
+                        last_here,
+                    })
+                }
+                FrameAt::Bad { reason } => {
+                    return Ok(Frames {
+                        end: offset,
+                        stop_reason: Some(reason),
+                        last_here,
+                    })
+                }
+            };
         let corrupt = |reason: String| WalError::Corrupt {
             path: path.clone(),
             offset: offset as u64,
             reason,
         };
-        if let Some(previous) = last_frame.filter(|&p| number != p + 1) {
+        if let Some(previous) = replay.last_frame.filter(|&p| number != p + 1) {
             return Err(corrupt(format!(
                 "frame number {number} follows frame {previous}: frames are missing"
             )));
         }
         let records = format::decode_records(body, path, offset as u64)?;
-        if first_here.is_none() && !starts_with_header(&records) {
+        if last_here.is_none() && !starts_with_header(&records) {
             return Err(corrupt(
                 "the first frame of a segment does not start with the segment's state".into(),
             ));
         }
-        first_here.get_or_insert(number);
         let frame = FrameRef::Disk {
             seq: segment.seq,
             offset: offset as u64,
@@ -581,55 +690,14 @@ fn scan_segment(
             len: len as u32,
         };
         for record in &records {
-            map.apply(record, frame, true).map_err(corrupt)?;
+            replay.map.apply(record, frame, true).map_err(corrupt)?;
         }
         report.frames += 1;
         report.records += records.len() as u64;
-        last_frame = Some(number);
+        replay.last_frame = Some(number);
+        last_here = Some(number);
         offset += len;
-    };
-    let last_here = first_here.and(last_frame);
-    let garbage_end = data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-    if stop_reason.is_none() && garbage_end <= offset {
-        return Ok(SegmentScan {
-            end: offset as u64,
-            last_frame: last_here,
-            cut: None,
-        });
     }
-    let torn = format::looks_torn(data, offset);
-    let reason = stop_reason.unwrap_or_else(|| "non-zero bytes after the end of the data".into());
-    if let Some(valid) = find_valid_frame(data, offset + FRAME_ALIGN, segment) {
-        return Err(WalError::Corrupt {
-            path: path.clone(),
-            offset: offset as u64,
-            reason: format!(
-                "{reason}, but a frame valid at its own position follows at offset {valid}: \
-                 durable data is damaged"
-            ),
-        });
-    }
-    if !is_last {
-        return Err(WalError::Corrupt {
-            path: path.clone(),
-            offset: offset as u64,
-            reason: format!("{reason} in a segment that was completely synced"),
-        });
-    }
-    Ok(SegmentScan {
-        end: offset as u64,
-        last_frame: last_here,
-        cut: Some(Cut {
-            path: path.clone(),
-            offset: offset as u64,
-            bytes: (garbage_end.max(offset) - offset) as u64,
-            cause: if torn {
-                CutCause::TornWrite
-            } else {
-                CutCause::DamagedFrame
-            },
-        }),
-    })
 }
 
 /// A segment's first frame starts with the hard state and log start as of its creation.
