@@ -165,18 +165,18 @@ impl SegmentHeader {
     }
 }
 
-/// A version-1 segment starts with a checksum-valid version-1 frame.
+/// A version-1 segment starts with a version-1 frame: length, checksum, version 1, kind 1, two
+/// zero bytes. Its checksum is checked when `bytes` holds the whole frame.
 fn is_version_1(bytes: &[u8]) -> bool {
     let Some(header) = bytes.get(..V1_HEADER_BYTES) else {
         return false;
     };
     let len = le_u32(&header[0..4]) as usize;
-    header[8] == 1
-        && header[9] == KIND_RECORDS
-        && len > 0
+    let signature = header[8..12] == [1, KIND_RECORDS, 0, 0] && len > 0;
+    signature
         && bytes
             .get(8..V1_HEADER_BYTES + len)
-            .is_some_and(|covered| crc32c::crc32c(covered).to_le_bytes() == header[4..8])
+            .is_none_or(|covered| crc32c::crc32c(covered).to_le_bytes() == header[4..8])
 }
 
 fn le_u32(bytes: &[u8]) -> u32 {
@@ -543,6 +543,9 @@ mod tests {
         let crc = crc32c::crc32c(&v1[8..]);
         v1[4..8].copy_from_slice(&crc.to_le_bytes());
         v1.resize(4096, 0);
+        assert_eq!(SegmentHeader::decode(&v1), HeaderAt::Version1);
+        // A first frame longer than the bytes read: recognized by its signature.
+        v1[0..4].copy_from_slice(&5000u32.to_le_bytes());
         assert_eq!(SegmentHeader::decode(&v1), HeaderAt::Version1);
     }
 

@@ -375,8 +375,9 @@ fn cut_failed_write(
         segment::sync_dir(wal_dir)?;
     }
     let failed = names.iter().find(|(seq, _)| *seq == record.seq);
+    // No such segment: the failure came before its first segment was made.
     let path = failed.map_or_else(
-        || wal_dir.join(segment_name(record.seq, 0)),
+        || wal_dir.to_path_buf(),
         |&(seq, first)| wal_dir.join(segment_name(seq, first)),
     );
     if failed.is_some() {
