@@ -8,6 +8,9 @@ use raftwal::{CutCause, GroupCommit, SnapshotStore, Wal, WalErrorKind, WalOption
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod common;
+use common::{entries, reporting, Completions};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -85,18 +88,6 @@ fn faults(root: &Path, rules: Option<&str>) {
 /// The faults the shim injected (one line each), so a test knows its fault really happened.
 fn injected(root: &Path) -> String {
     fs::read_to_string(root.join("faults.log")).unwrap_or_default()
-}
-
-fn entries(from: u64, to: u64) -> LogWrite {
-    LogWrite::Append(
-        (from..=to)
-            .map(|i| Entry {
-                term: Term(1),
-                index: LogIndex(i),
-                payload: EntryPayload::Command(format!("value {i}").into_bytes()),
-            })
-            .collect(),
-    )
 }
 
 fn options(dir: &Path) -> WalOptions {
@@ -263,18 +254,20 @@ fn next<T>(completions: &mpsc::Receiver<T>) -> T {
         .expect("a completion within 30 s")
 }
 
+/// A group commit on the log in `dir` that has made entry 1 durable.
+fn started(dir: &Path) -> (GroupCommit, Completions) {
+    let (committer, completions) = reporting(Wal::open(options(dir)).expect("open"));
+    committer.submit(batch(1, 1, 1)).expect("submit");
+    next(&completions).expect("durable");
+    (committer, completions)
+}
+
 #[test]
 #[ignore = "run by a_failed_fsync_on_the_writer_thread_is_recorded_there"]
 fn child_fsync_fails_on_the_writer_thread() {
     let root = child_root();
     let dir = root.join("data");
-    let wal = Wal::open(options(&dir)).expect("open");
-    let (done, completions) = mpsc::channel();
-    let committer = GroupCommit::spawn(wal, move |result| {
-        let _ = done.send(result);
-    });
-    committer.submit(batch(1, 1, 1)).expect("submit");
-    next(&completions).expect("durable");
+    let (committer, completions) = started(&dir);
     faults(
         &root,
         Some(&format!("fail fsync EIO under {}/wal", dir.display())),
@@ -308,13 +301,7 @@ fn a_failed_write_on_the_callers_thread_needs_no_manual_step_once_the_disk_is_ba
 fn child_write_fails_here() {
     let root = child_root();
     let dir = root.join("data");
-    let wal = Wal::open(options(&dir)).expect("open");
-    let (done, completions) = mpsc::channel();
-    let committer = GroupCommit::spawn(wal, move |result| {
-        let _ = done.send(result);
-    });
-    committer.submit(batch(1, 1, 1)).expect("submit");
-    next(&completions).expect("durable");
+    let (committer, _completions) = started(&dir);
     let errno = std::env::var("RAFTWAL_TEST_ERRNO").expect("an errno");
     faults(
         &root,
@@ -454,10 +441,7 @@ fn a_real_full_disk_needs_no_manual_step_once_space_is_freed() {
             payload: EntryPayload::Command(vec![i as u8; 8 << 10]),
         }])
     };
-    let (done, completions) = mpsc::channel();
-    let committer = GroupCommit::spawn(Wal::open(options()).expect("open"), move |r| {
-        let _ = done.send(r);
-    });
+    let (committer, completions) = reporting(Wal::open(options()).expect("open"));
     let mut durable = 0;
     let error = loop {
         let seq = durable + 1;

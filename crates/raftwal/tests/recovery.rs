@@ -12,17 +12,8 @@ use std::fs;
 use std::path::Path;
 use std::sync::mpsc;
 
-fn entries(from: u64, to: u64) -> LogWrite {
-    LogWrite::Append(
-        (from..=to)
-            .map(|i| Entry {
-                term: Term(1),
-                index: LogIndex(i),
-                payload: EntryPayload::Command(format!("value {i}").into_bytes()),
-            })
-            .collect(),
-    )
-}
+mod common;
+use common::{entries, reporting};
 
 fn open(dir: &Path) -> Result<Wal, WalError> {
     Wal::open(WalOptions::new(dir).segment_bytes(4096))
@@ -269,15 +260,6 @@ fn snapshots_are_atomic_checked_and_pruned() {
         Err(WalError::Corrupt { path, .. }) => assert_eq!(path, latest.path),
         other => panic!("expected Corrupt, got {other:?}"),
     }
-}
-
-/// A group commit whose completions arrive on the returned channel.
-fn reporting(wal: Wal) -> (GroupCommit, mpsc::Receiver<Result<Durable, StorageError>>) {
-    let (done, completions) = mpsc::channel();
-    let committer = GroupCommit::spawn(wal, move |result| {
-        let _ = done.send(result);
-    });
-    (committer, completions)
 }
 
 #[test]
