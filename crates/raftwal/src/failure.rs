@@ -40,7 +40,7 @@ const MAX_REASON_BYTES: usize = SECTOR_BYTES - FIXED_BYTES;
 
 /// A write or sync that failed: everything from `offset` of segment `seq` on is not trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailureRecord {
+pub(crate) struct FailureRecord {
     pub seq: u64,
     pub offset: u64,
     pub durable_index: u64,
@@ -106,7 +106,7 @@ impl FailureRecord {
 
 /// The open `FAILURE` file.
 #[derive(Debug)]
-pub struct FailureSlot {
+pub(crate) struct FailureSlot {
     path: PathBuf,
     file: File,
 }

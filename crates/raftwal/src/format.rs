@@ -72,7 +72,7 @@ const V1_HEADER_BYTES: usize = 12;
 /// One change to the log, as stored. Entry payloads borrow from the frame being read so a scan
 /// does not copy command bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Record<'a> {
+pub(crate) enum Record<'a> {
     Entry {
         index: u64,
         term: u64,
@@ -93,13 +93,13 @@ pub enum Record<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Payload<'a> {
+pub(crate) enum Payload<'a> {
     TermStart,
     Command(#[serde(borrow, with = "serde_bytes")] &'a [u8]),
     Membership(raftengine::Membership),
 }
 
-pub fn encode_record(record: &Record<'_>, body: &mut Vec<u8>) {
+pub(crate) fn encode_record(record: &Record<'_>, body: &mut Vec<u8>) {
     // postcard::to_extend into a Vec cannot fail: the serializer has no size limit and every
     // record type is plain data.
     let taken = std::mem::take(body);
@@ -107,13 +107,13 @@ pub fn encode_record(record: &Record<'_>, body: &mut Vec<u8>) {
 }
 
 /// Total bytes a frame with a body of `body_len` bytes takes on disk.
-pub fn frame_len(body_len: usize) -> usize {
+pub(crate) fn frame_len(body_len: usize) -> usize {
     (FRAME_HEADER_BYTES + body_len).next_multiple_of(FRAME_ALIGN)
 }
 
 /// What a segment's header records about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SegmentHeader {
+pub(crate) struct SegmentHeader {
     /// The file's size when it was made (a shorter file lost its end).
     pub capacity: u64,
     pub salt: u64,
@@ -121,7 +121,7 @@ pub struct SegmentHeader {
 
 /// What the first bytes of a segment file hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderAt {
+pub(crate) enum HeaderAt {
     Valid(SegmentHeader),
     /// Fewer bytes than a header: the file was cut short.
     Short,
@@ -191,7 +191,7 @@ fn le_u64(bytes: &[u8]) -> u64 {
 
 /// What a frame's checksum binds it to: its segment (sequence number and salt) and its offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
+pub(crate) struct Position {
     pub salt: u64,
     pub seq: u64,
     pub offset: u64,
@@ -210,7 +210,7 @@ impl Position {
 /// Records waiting for the next sync, encoded behind room for the frame header, so the frame is
 /// written straight from this buffer without copying the body again.
 #[derive(Debug)]
-pub struct FrameBuffer {
+pub(crate) struct FrameBuffer {
     buf: Vec<u8>,
 }
 
@@ -283,7 +283,7 @@ impl FrameBuffer {
 
 /// What lies at an offset of a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrameAt<'a> {
+pub(crate) enum FrameAt<'a> {
     /// A complete frame with a good checksum for this position: its body, its length on disk
     /// and its number.
     Valid {
@@ -300,7 +300,7 @@ pub enum FrameAt<'a> {
 
 /// Reads the frame at `position` in `data` (a segment's bytes from offset 0). Errors only for
 /// a frame valid here but of a format this build cannot read.
-pub fn frame_at<'a>(
+pub(crate) fn frame_at<'a>(
     data: &'a [u8],
     position: Position,
     path: &Path,
@@ -310,7 +310,7 @@ pub fn frame_at<'a>(
 }
 
 /// Reads the frame in `frame` (the bytes read from the file at `position`).
-pub fn frame_alone<'a>(
+pub(crate) fn frame_alone<'a>(
     frame: &'a [u8],
     position: Position,
     path: &Path,
@@ -385,7 +385,7 @@ fn frame_in<'a>(
 /// damaged to say where the frame ends. A frame that fails its checksum with every sector
 /// written was damaged after the write, and may have been synced. (etcd's `isTornEntry` makes
 /// the same test.) A frame whose body holds a sector's worth of zeros counts as torn.
-pub fn looks_torn(data: &[u8], offset: usize) -> bool {
+pub(crate) fn looks_torn(data: &[u8], offset: usize) -> bool {
     let Some(header) = data.get(offset..offset + FRAME_HEADER_BYTES) else {
         return true;
     };
@@ -408,7 +408,7 @@ pub fn looks_torn(data: &[u8], offset: usize) -> bool {
 
 /// The records of a checksum-valid frame body, in order. A body that does not decode was
 /// written by a buggy or foreign writer: corruption, located at the frame.
-pub fn decode_records<'a>(
+pub(crate) fn decode_records<'a>(
     mut body: &'a [u8],
     path: &Path,
     frame_offset: u64,
