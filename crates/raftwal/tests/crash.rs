@@ -3,9 +3,13 @@
 //! files of step `i - 1` plus some damaged version of step `i`'s frame. For every step, every
 //! byte offset of that frame is tried both as a cut (only a prefix reached the disk) and as a
 //! corrupted byte (garbage in the unsynced tail): recovery must give back exactly the state that
-//! was durable before the step, never an error and never a damaged entry. Then every byte of the
-//! durable data is corrupted in turn: recovery must refuse with the file and offset, except in
-//! the last frame, which is indistinguishable from a torn write and may only be cut.
+//! was durable before the step, never an error and never a damaged entry; a cut at a sector
+//! boundary (what a disk can leave) must count as an ordinary crash, not as lost synced data. (A
+//! new segment's header was synced before the segment got its name, so a crash never damages
+//! it.) Then every byte of the durable data is corrupted in turn: recovery must refuse with the
+//! file and offset, except in the last frame, which may only be cut, and is reported. Last, a
+//! frame that loses any one of its pages while the others reach the disk is a torn tail, even
+//! when its value embeds copies of a valid frame.
 
 use raftengine::{
     Entry, EntryPayload, HardState, LogIndex, LogStorage, LogWrite, MemoryStorage, NodeId,
