@@ -636,14 +636,27 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File, WalError> {
         .write(true)
         .open(&path)
         .map_err(WalError::io(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(WalError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(fs::TryLockError::Error(e)) => Err(WalError::io(&path)(e)),
+    // The lock belongs to the open file description, which a child forked by this process
+    // shares until it execs (std opens files close-on-exec): a log dropped and opened again
+    // while another thread starts a process can find its own lock held for that moment.
+    for attempt in 1..=LOCK_ATTEMPTS {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if attempt < LOCK_ATTEMPTS => {
+                std::thread::sleep(LOCK_RETRY_PAUSE);
+            }
+            Err(fs::TryLockError::WouldBlock) => break,
+            Err(fs::TryLockError::Error(e)) => return Err(WalError::io(&path)(e)),
+        }
     }
+    Err(WalError::Locked {
+        dir: dir.to_path_buf(),
+    })
 }
+
+/// How often, and how far apart, taking the directory's lock is tried (about 200 ms in all).
+const LOCK_ATTEMPTS: u32 = 20;
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 const START_FILE: &str = "START";
 
