@@ -4,7 +4,7 @@
 //! ([`GroupCommit::persist_here`]): that saves two thread wake-ups per write, which on a small
 //! virtual machine cost more than the write itself.
 
-use crate::error::WalError;
+use crate::error::{WalError, WalErrorKind};
 use crate::wal::Wal;
 use raftengine::{LogIndex, PersistBatch, StorageError};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -85,7 +85,10 @@ impl Shared {
 
 impl GroupCommit {
     /// Starts the writer. `on_durable` runs on the writer thread after each sync; after an error
-    /// it is called once with the error and the writer stops (the log is failed).
+    /// it is called once with the error and the writer stops (the log is failed). A failed write
+    /// or sync is recorded by the thread it failed on ([`Wal::sync`]) before the error is
+    /// reported, so the next open cuts its frame; the error is a [`StorageError::Io`], which
+    /// needs no operator (see [`crate::error`]).
     pub fn spawn(
         wal: Wal,
         on_durable: impl FnMut(Result<Durable, StorageError>) + Send + 'static,
@@ -156,18 +159,38 @@ impl GroupCommit {
     }
 
     /// Marks the log broken (after the queued batches are written), so it refuses to load until
-    /// an operator clears it.
+    /// an operator clears it; see [`Wal::mark_broken`] (not after the log's own I/O failure).
+    /// If the writer has stopped (after a storage error), the marker is written here, on the
+    /// calling thread.
     pub fn mark_broken(&self, reason: &str) -> Result<(), WalError> {
-        self.send(WriterRequest::MarkBroken(reason.to_string()))
+        match self.send(WriterRequest::MarkBroken(reason.to_string())) {
+            Ok(()) => Ok(()),
+            Err(_) => match self.shared.log().wal.as_mut() {
+                Some(wal) => wal.mark_broken(reason),
+                None => Err(self.writer_stopped()),
+            },
+        }
     }
 
     fn send(&self, request: WriterRequest) -> Result<(), WalError> {
-        let tx = self.requests.as_ref().ok_or_else(writer_stopped)?;
+        let tx = self
+            .requests
+            .as_ref()
+            .ok_or_else(|| self.writer_stopped())?;
         self.shared.queued.fetch_add(1, Ordering::AcqRel);
         tx.send(request).map_err(|_| {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-            writer_stopped()
+            self.writer_stopped()
         })
+    }
+
+    /// Why the writer stopped: the log's failure, with its kind, if it failed.
+    fn writer_stopped(&self) -> WalError {
+        let log = self.shared.log();
+        match log.wal.as_ref().map(Wal::failure) {
+            Some(Err(failure)) => failure,
+            _ => stopped("the log writer has stopped"),
+        }
     }
 
     /// Writes and syncs what is queued, stops the writer and returns the log.
@@ -176,20 +199,25 @@ impl GroupCommit {
         let writer = self
             .writer
             .take()
-            .ok_or_else(|| WalError::Failed("the log writer never started".into()))?;
+            .ok_or_else(|| stopped("the log writer never started"))?;
         writer
             .join()
-            .map_err(|_| WalError::Failed("the log writer panicked".into()))?;
+            .map_err(|_| stopped("the log writer panicked"))?;
         self.shared
             .log()
             .wal
             .take()
-            .ok_or_else(|| WalError::Failed("the log was already taken".into()))
+            .ok_or_else(|| stopped("the log was already taken"))
     }
 }
 
-fn writer_stopped() -> WalError {
-    WalError::Failed("the log writer has stopped".into())
+/// The writer is gone for a reason other than a failure of the log: like a crash, which the
+/// next open recovers from (so an I/O kind, needing no operator).
+fn stopped(reason: &str) -> WalError {
+    WalError::Failed {
+        kind: WalErrorKind::Io,
+        reason: reason.into(),
+    }
 }
 
 impl Drop for GroupCommit {

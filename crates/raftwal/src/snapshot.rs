@@ -7,7 +7,7 @@
 //! length, the membership (postcard), data.
 
 use crate::error::WalError;
-use crate::segment::{sync_dir, write_atomically};
+use crate::segment::{create_dir_durably, sync_dir, write_atomically};
 use raftengine::{LogId, LogIndex, Membership, Term};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,12 +34,17 @@ pub struct SnapshotStore {
 }
 
 impl SnapshotStore {
-    /// Opens `dir` (creating it) and removes temporary files a crash left behind.
+    /// Opens `dir` (creating it, and syncing its parent) and removes temporary files a crash
+    /// left behind.
     pub fn open(dir: impl Into<PathBuf>) -> Result<SnapshotStore, WalError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(WalError::io(&dir))?;
-        for (path, _) in list(&dir, ".tmp")? {
-            fs::remove_file(&path).map_err(WalError::io(&path))?;
+        create_dir_durably(&dir)?;
+        let temporary = list(&dir, ".tmp")?;
+        for (path, _) in &temporary {
+            fs::remove_file(path).map_err(WalError::io(path))?;
+        }
+        if !temporary.is_empty() {
+            sync_dir(&dir)?;
         }
         Ok(SnapshotStore { dir })
     }

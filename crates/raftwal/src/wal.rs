@@ -3,18 +3,27 @@
 //! Writes are encoded into a pending buffer; [`Wal::sync`] writes the buffer as one frame with one
 //! positioned write and makes it durable with one `fdatasync`. So however many writes a driver
 //! groups between two syncs, they cost one sync (group commit), and at most one frame (the last)
-//! is ever unsynced. Recovery relies on that: a bad frame followed by a valid one is corruption of
-//! durable data; a bad frame with nothing valid after it is the torn tail of a crash.
+//! is ever unsynced. Recovery relies on that (see [`crate::recovery`]): a bad frame followed by a
+//! frame valid at its own position is corruption of durable data; a bad frame with nothing valid
+//! after it is the torn tail of a crash. A sync group too large for one frame is written as
+//! several frames, each synced before the next is written, so that still holds.
+//!
+//! A write or sync that fails is recorded on the failing thread (see [`crate::failure`]) and the
+//! log takes no more writes; the next open cuts the failed frame and carries on.
 
-use crate::error::WalError;
-use crate::format::{self, FrameAt, FrameBuffer, Payload, Record, FRAME_ALIGN};
-use crate::segment::{self, parse_segment_name, segment_name, Allocation, Preallocator, Segment};
+use crate::broken;
+use crate::error::{WalError, WalErrorKind};
+use crate::failure::{FailureRecord, FailureSlot};
+use crate::format::{
+    self, FrameAt, FrameBuffer, Payload, Record, FRAME_ALIGN, SEGMENT_HEADER_BYTES,
+};
+use crate::log_map::{FrameRef, LogMap, LogState};
+use crate::recovery::{self, RecoveryReport};
+use crate::segment::{self, segment_name, Allocation, Preallocator, Segment};
 use raftengine::{
-    Entry, EntryPayload, HardState, LogId, LogIndex, LogStorage, LogWrite, NodeId, StorageError,
+    Entry, EntryPayload, HardState, LogId, LogIndex, LogStorage, LogWrite, StorageError,
     StoredState, Term,
 };
-use std::collections::BTreeMap;
-use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -52,188 +61,6 @@ impl WalOptions {
     }
 }
 
-/// What [`Wal::open`] found and did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    pub segments: usize,
-    pub frames: u64,
-    pub records: u64,
-    /// Bytes of segment files read and checked.
-    pub bytes_scanned: u64,
-    /// The unsynced tail a crash left half-written, which recovery cut (zeroed).
-    pub torn_tail: Option<TornTail>,
-    /// A last segment that never got a complete frame (a crash right after it was created).
-    pub discarded_segment: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TornTail {
-    pub path: PathBuf,
-    pub offset: u64,
-    pub bytes: u64,
-}
-
-impl fmt::Display for RecoveryReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} segments, {} frames, {} records, {} bytes scanned",
-            self.segments, self.frames, self.records, self.bytes_scanned
-        )?;
-        if let Some(t) = &self.torn_tail {
-            write!(
-                f,
-                "; cut a torn tail of {} bytes at {}:{}",
-                t.bytes,
-                t.path.display(),
-                t.offset
-            )?;
-        }
-        if let Some(p) = &self.discarded_segment {
-            write!(f, "; discarded the empty segment {}", p.display())?;
-        }
-        Ok(())
-    }
-}
-
-/// Where the latest version of a run of entries is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FrameRef {
-    /// In the pending buffer, not yet written.
-    Pending,
-    Disk {
-        seq: u64,
-        offset: u64,
-        len: u32,
-    },
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct LogState {
-    hard_state: HardState,
-    log_start: LogId,
-    last_index: LogIndex,
-    commit: LogIndex,
-    repair_epoch: u64,
-    repairing: bool,
-}
-
-/// The in-memory map of the log: its state and, for every run of consecutive entries written in
-/// one frame, that frame. One key per run, not per entry, keeps memory small for big logs.
-#[derive(Debug, Default)]
-struct LogMap {
-    state: LogState,
-    /// First index of a run -> the frame holding it. A run ends where the next one starts.
-    runs: BTreeMap<u64, FrameRef>,
-    /// The frame of the run holding the last entry (saves a map search per appended entry).
-    tail_frame: Option<FrameRef>,
-}
-
-impl LogMap {
-    /// Applies one record; `Err` when it does not fit the log. Returns a run key it created.
-    ///
-    /// When `replaying`, the log start may already be ahead of the records (it comes from the
-    /// `START` file written before old segments were deleted), so records about entries at or
-    /// below it are history that no longer matters: appends there are skipped and a truncation
-    /// there empties the log down to the start. The end state is the same as replaying from the
-    /// very first segment.
-    fn apply(
-        &mut self,
-        record: &Record<'_>,
-        frame: FrameRef,
-        replaying: bool,
-    ) -> Result<Option<u64>, String> {
-        let state = &mut self.state;
-        match *record {
-            Record::Entry { index, .. } => {
-                if replaying && index <= state.log_start.index.0 {
-                    return Ok(None);
-                }
-                if index != state.last_index.0 + 1 {
-                    return Err(format!(
-                        "entry {index} does not follow the last index {}",
-                        state.last_index
-                    ));
-                }
-                state.last_index = LogIndex(index);
-                let continues_run =
-                    index > state.log_start.index.0 + 1 && self.tail_frame == Some(frame);
-                self.tail_frame = Some(frame);
-                if continues_run {
-                    return Ok(None);
-                }
-                self.runs.insert(index, frame);
-                Ok(Some(index))
-            }
-            Record::HardState { term, voted_for } => {
-                state.hard_state = HardState {
-                    term: Term(term),
-                    voted_for: voted_for.map(NodeId),
-                };
-                Ok(None)
-            }
-            Record::Commit { index } => {
-                state.commit = state.commit.max(LogIndex(index));
-                Ok(None)
-            }
-            Record::Repair { epoch, repairing } => {
-                state.repair_epoch = epoch;
-                state.repairing = repairing;
-                Ok(None)
-            }
-            Record::TruncateFrom { index } => {
-                if replaying && index <= state.log_start.index.0 {
-                    self.runs.clear();
-                    self.tail_frame = None;
-                    state.last_index = state.log_start.index;
-                    return Ok(None);
-                }
-                if index <= state.log_start.index.0 {
-                    return Err(format!(
-                        "truncation from {index} reaches into the purged prefix (through {})",
-                        state.log_start.index
-                    ));
-                }
-                if index <= state.last_index.0 {
-                    self.runs.split_off(&index);
-                    state.last_index = LogIndex(index - 1);
-                    self.tail_frame = self.runs.last_key_value().map(|(_, f)| *f);
-                }
-                Ok(None)
-            }
-            Record::Purge { through, term } => {
-                if through <= state.log_start.index.0 {
-                    return Ok(None);
-                }
-                state.log_start = LogId {
-                    index: LogIndex(through),
-                    term: Term(term),
-                };
-                if through >= state.last_index.0 {
-                    self.runs.clear();
-                    self.tail_frame = None;
-                    state.last_index = LogIndex(through);
-                    return Ok(None);
-                }
-                let keep_from = through + 1;
-                let holder = self
-                    .runs
-                    .range(..=keep_from)
-                    .next_back()
-                    .map(|(k, f)| (*k, *f));
-                self.runs = self.runs.split_off(&keep_from);
-                match holder {
-                    Some((key, frame)) if key < keep_from => {
-                        self.runs.insert(keep_from, frame);
-                        Ok(Some(keep_from))
-                    }
-                    _ => Ok(None),
-                }
-            }
-        }
-    }
-}
-
 /// A durable, segmented log in one data directory. See the module docs for the write path.
 #[derive(Debug)]
 pub struct Wal {
@@ -247,6 +74,8 @@ pub struct Wal {
     write_offset: u64,
     /// Frames written to the last segment since it was opened here.
     segment_frames: u64,
+    /// The number the next frame gets.
+    next_frame: u64,
     map: LogMap,
     /// The state as of the last frame written (what a new segment's header records).
     flushed: LogState,
@@ -254,20 +83,44 @@ pub struct Wal {
     pending: FrameBuffer,
     /// Run keys that point at the pending buffer.
     pending_keys: Vec<u64>,
+    /// A pending body never grows past this: more is written as several frames, each synced.
+    /// [`FRAME_BODY_LIMIT`] except in tests.
+    frame_body_limit: usize,
     preallocator: Preallocator,
+    failure_slot: FailureSlot,
     broken: Option<String>,
-    failed: Option<String>,
+    failed: Option<Failure>,
     recovery: RecoveryReport,
 }
 
+/// The first failure of a write or sync, after which the log takes no more writes.
+#[derive(Debug, Clone)]
+struct Failure {
+    kind: WalErrorKind,
+    reason: String,
+}
+
+/// Where a frame was being written when its write or sync failed.
+#[derive(Debug, Clone, Copy)]
+struct FrameAttempt {
+    seq: u64,
+    offset: u64,
+    len: usize,
+}
+
 const LOCK_FILE: &str = "LOCK";
-const BROKEN_FILE: &str = "BROKEN";
 const WAL_DIR: &str = "wal";
+/// Room kept in every frame body for the records a new segment's first frame starts with (the
+/// hard state, the log start, the commit index and the repair state: at most 68 bytes encoded).
+const SEGMENT_STATE_BYTES: usize = 96;
+/// The largest pending body: the first frame of a segment adds the segment's state to it.
+pub(crate) const FRAME_BODY_LIMIT: usize = format::MAX_FRAME_BODY_BYTES - SEGMENT_STATE_BYTES;
 
 impl Wal {
-    /// Opens (or creates) the log in `options.dir`, recovering it: every frame is checked, a torn
-    /// tail left by a crash is cut and reported, and corruption of durable data is an error
-    /// naming the file and offset.
+    /// Opens (or creates) the log in `options.dir`, recovering it (see [`crate::recovery`]):
+    /// every frame is checked, the frame of a write or sync that failed earlier and a torn tail
+    /// left by a crash are cut, everything cut is reported (and logged), and corruption of
+    /// durable data is an error naming the file and offset.
     pub fn open(options: WalOptions) -> Result<Wal, WalError> {
         if options.segment_bytes < 4096 || !options.segment_bytes.is_multiple_of(FRAME_ALIGN as u64)
         {
@@ -278,99 +131,39 @@ impl Wal {
         }
         let dir = options.dir;
         let wal_dir = dir.join(WAL_DIR);
-        fs::create_dir_all(&wal_dir).map_err(WalError::io(&wal_dir))?;
+        segment::create_dir_durably(&wal_dir)?;
         let lock = lock_dir(&dir)?;
-        let broken_path = dir.join(BROKEN_FILE);
-        let broken = match fs::read_to_string(&broken_path) {
-            Ok(reason) => Some(reason),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(WalError::io(&broken_path)(e)),
-        };
-        let preallocator = Preallocator::new(&wal_dir, options.segment_bytes)?;
-        let mut wal = Wal {
+        let broken = broken::read(&dir)?;
+        let failure_slot = FailureSlot::open(&dir)?;
+        let mut preallocator = Preallocator::new(&wal_dir, options.segment_bytes)?;
+        let recovered = recovery::recover(&wal_dir, &failure_slot)?;
+        if recovered.report.failed_write.is_some() {
+            // The cut is durable: the failure is dealt with.
+            failure_slot.clear()?;
+        }
+        if !recovered.segments.is_empty() {
+            preallocator.prepare(Allocation::Zeros);
+        }
+        Ok(Wal {
             dir,
-            segments: list_segments(&wal_dir)?,
             wal_dir,
             segment_bytes: options.segment_bytes,
             _lock: lock,
-            write_offset: 0,
+            segments: recovered.segments,
+            write_offset: recovered.write_offset,
             segment_frames: 0,
-            map: LogMap::default(),
-            flushed: LogState::default(),
+            next_frame: recovered.next_frame,
+            flushed: recovered.map.state,
+            map: recovered.map,
             pending: FrameBuffer::default(),
             pending_keys: Vec::new(),
+            frame_body_limit: FRAME_BODY_LIMIT,
             preallocator,
+            failure_slot,
             broken,
             failed: None,
-            recovery: RecoveryReport::default(),
-        };
-        wal.recover()?;
-        Ok(wal)
-    }
-
-    fn recover(&mut self) -> Result<(), WalError> {
-        let count = self.segments.len();
-        let mut report = RecoveryReport {
-            segments: count,
-            ..RecoveryReport::default()
-        };
-        self.map.state.log_start = read_start(&self.wal_dir)?;
-        self.map.state.last_index = self.map.state.log_start.index;
-        if let Some(oldest) = self.segments.first() {
-            if oldest.seq > 1 && oldest.first_index > self.map.state.log_start.index.0 + 1 {
-                return Err(WalError::Corrupt {
-                    path: oldest.path.clone(),
-                    offset: 0,
-                    reason: format!(
-                        "the segments before this one are gone but the log start ({}) does not cover them",
-                        self.map.state.log_start.index
-                    ),
-                });
-            }
-        }
-        let mut end_of_last = 0u64;
-        for position in 0..count {
-            let is_last = position + 1 == count;
-            let segment = &self.segments[position];
-            let data = segment.read_all()?;
-            report.bytes_scanned += data.len() as u64;
-            let scan = scan_segment(&data, segment, &mut self.map, is_last, &mut report)?;
-            self.segments[position].has_frames = scan.has_frames;
-            if !scan.has_frames && !is_last {
-                return Err(WalError::Corrupt {
-                    path: self.segments[position].path.clone(),
-                    offset: 0,
-                    reason: "a segment before the last one holds no frame".into(),
-                });
-            }
-            if is_last {
-                end_of_last = scan.end;
-                if let Some(tail) = scan.torn {
-                    let segment = &self.segments[position];
-                    segment.write_at(tail.offset, &vec![0; tail.bytes as usize])?;
-                    segment.sync_data()?;
-                    report.torn_tail = Some(tail);
-                }
-            }
-        }
-        if let Some(last) = self.segments.last() {
-            if !last.has_frames {
-                // Created by a roll whose first frame never became durable: nothing in it counts.
-                let last = self.segments.pop().expect("checked non-empty above");
-                fs::remove_file(&last.path).map_err(WalError::io(&last.path))?;
-                segment::sync_dir(&self.wal_dir)?;
-                report.discarded_segment = Some(last.path);
-                report.torn_tail = None;
-                end_of_last = self.segments.last().map_or(0, |s| s.capacity);
-            }
-        }
-        self.write_offset = end_of_last;
-        self.flushed = self.map.state;
-        self.recovery = report;
-        if !self.segments.is_empty() {
-            self.preallocator.prepare(Allocation::Zeros);
-        }
-        Ok(())
+            recovery: recovered.report,
+        })
     }
 
     pub fn recovery_report(&self) -> &RecoveryReport {
@@ -404,14 +197,25 @@ impl Wal {
         self.segments.iter().map(|s| s.path.clone()).collect()
     }
 
+    /// `Err` with the first failure of a write or sync, after which the log takes no writes.
+    pub fn failure(&self) -> Result<(), WalError> {
+        self.check_failed()
+    }
+
     fn check_failed(&self) -> Result<(), WalError> {
         match &self.failed {
-            Some(reason) => Err(WalError::Failed(reason.clone())),
+            Some(failure) => Err(WalError::Failed {
+                kind: failure.kind,
+                reason: failure.reason.clone(),
+            }),
             None => Ok(()),
         }
     }
 
-    /// Applies one write to the map and encodes it into the pending buffer.
+    /// Applies one write to the map and encodes it into the pending buffer. A write that would
+    /// make the pending frame larger than a frame may be first syncs what is pending, as a frame
+    /// of its own (so a huge sync group becomes several syncs, never a frame whose length
+    /// overflows its header).
     pub fn write(&mut self, write: &LogWrite) -> Result<(), WalError> {
         self.check_failed()?;
         match write {
@@ -447,38 +251,124 @@ impl Wal {
     }
 
     fn stage(&mut self, record: &Record<'_>) -> Result<(), WalError> {
-        let created = self
-            .map
-            .apply(record, FrameRef::Pending, false)
-            .map_err(WalError::Refused)?;
-        if let Some(key) = created {
-            if self.map.runs.get(&key) == Some(&FrameRef::Pending) {
+        let before = self.pending.body_len();
+        self.pending.push(record);
+        let record_bytes = self.pending.body_len() - before;
+        if self.pending.body_len() > self.frame_body_limit {
+            if before == 0 {
+                self.pending.clear();
+                return Err(WalError::Refused(format!(
+                    "a record of {record_bytes} bytes is larger than a frame may be ({} bytes)",
+                    self.frame_body_limit
+                )));
+            }
+            let encoded = self.pending.split_off_body(before);
+            self.sync_pending()?;
+            self.pending.extend_body(&encoded);
+        }
+        match self.map.apply(record, FrameRef::Pending, false) {
+            Ok(Some(key)) if self.map.runs.get(&key) == Some(&FrameRef::Pending) => {
                 self.pending_keys.push(key);
             }
+            Ok(_) => {}
+            Err(reason) => {
+                self.pending
+                    .truncate_body(self.pending.body_len() - record_bytes);
+                return Err(WalError::Refused(reason));
+            }
         }
-        self.pending.push(record);
         Ok(())
     }
 
     /// Writes everything pending as one frame and makes it durable with one `fdatasync`. After a
-    /// failure the log refuses further writes (see [`WalError::Failed`]).
+    /// failure the log refuses further writes (see [`WalError::Failed`]); if the frame may have
+    /// reached the file, the failure is recorded first, on this thread, so that the next open
+    /// cuts the frame instead of trusting bytes that may exist only in the page cache.
     pub fn sync(&mut self) -> Result<(), WalError> {
         self.check_failed()?;
         if self.pending.is_empty() {
             return Ok(());
         }
-        let result = self.flush_pending();
+        self.sync_pending()
+    }
+
+    fn sync_pending(&mut self) -> Result<(), WalError> {
+        let mut attempt = None;
+        let result = self.flush_pending(&mut attempt);
         if let Err(e) = &result {
-            self.failed = Some(e.to_string());
+            let reason = match attempt {
+                Some(attempt) => self.record_failure(attempt, e),
+                None => e.to_string(),
+            };
+            self.failed = Some(Failure {
+                kind: e.kind(),
+                reason,
+            });
         }
         result
     }
 
-    fn flush_pending(&mut self) -> Result<(), WalError> {
+    /// Records a failed write or sync durably (see [`crate::failure`]) and zeroes the frame's
+    /// bytes in the page cache, so that a restart before the machine's does not read them back
+    /// even if the record could not be written. Returns the reason to fail later calls with.
+    fn record_failure(&mut self, attempt: FrameAttempt, error: &WalError) -> String {
+        let record = FailureRecord {
+            seq: attempt.seq,
+            offset: attempt.offset,
+            durable_index: self.flushed.last_index.0,
+            unsynced_index: self.map.state.last_index.0,
+            reason: error.to_string(),
+        };
+        let recorded = self.failure_slot.record(&record);
+        if let Some(segment) = self.segment(attempt.seq).filter(|_| attempt.len > 0) {
+            let _ = segment.write_at(attempt.offset, &vec![0; attempt.len]);
+        }
+        let slot = self.failure_slot.path().display();
+        let segment = self
+            .segment(attempt.seq)
+            .map_or_else(|| self.wal_dir.clone(), |s| s.path.clone());
+        match recorded {
+            Ok(()) => {
+                tracing::error!(
+                    path = %segment.display(),
+                    offset = attempt.offset,
+                    durable_index = record.durable_index,
+                    "log write or sync failed: {error}; recorded in {slot}, the next open cuts \
+                     this frame"
+                );
+                format!(
+                    "{error} (recorded in {slot}: the next open cuts the log at {}:{})",
+                    segment.display(),
+                    attempt.offset
+                )
+            }
+            Err(e) => {
+                tracing::error!(
+                    path = %segment.display(),
+                    offset = attempt.offset,
+                    "log write or sync failed: {error}; recording it in {slot} failed too: {e}"
+                );
+                format!(
+                    "{error} (recording the failure in {slot} failed too: {e}; the frame was \
+                     zeroed in the page cache only)"
+                )
+            }
+        }
+    }
+
+    /// Writes the pending frame and syncs it. `attempt` says where the frame goes while it may
+    /// be on file unsynced (`None` before and once it is durable).
+    fn flush_pending(&mut self, attempt: &mut Option<FrameAttempt>) -> Result<(), WalError> {
         let fits = self
             .segments
             .last()
             .is_some_and(|s| self.write_offset + self.pending.frame_len() as u64 <= s.capacity);
+        // If a roll fails, nothing was written, but a segment may have been made for it.
+        *attempt = Some(FrameAttempt {
+            seq: self.segments.last().map_or(0, |s| s.seq),
+            offset: self.write_offset,
+            len: 0,
+        });
         let mut rolled = None;
         if !fits {
             // A new segment starts with the state so far, so it can be read without the older
@@ -507,38 +397,39 @@ impl Wal {
             self.roll(first.frame_len() as u64)?;
             rolled = Some(first);
         }
-        let frame = match &mut rolled {
-            Some(first) => first.seal(),
-            None => self.pending.seal(),
-        };
+        // roll() pushed a segment if there was none.
         let segment = self.segments.last().expect("a segment exists after a roll");
+        let position = segment.position(self.write_offset);
+        let number = self.next_frame;
+        let frame = match &mut rolled {
+            Some(first) => first.seal(position, number),
+            None => self.pending.seal(position, number),
+        };
+        *attempt = Some(FrameAttempt {
+            seq: segment.seq,
+            offset: self.write_offset,
+            len: frame.len(),
+        });
         segment.write_at(self.write_offset, frame)?;
         segment.sync_data()?;
+        *attempt = None;
         let written = FrameRef::Disk {
             seq: segment.seq,
             offset: self.write_offset,
+            // At most MAX_FRAME_BODY_BYTES + header (FrameBuffer::seal checks): fits a u32.
             len: frame.len() as u32,
         };
         self.write_offset += frame.len() as u64;
         self.segment_frames += 1;
-        for key in self.pending_keys.drain(..) {
-            if let Some(frame_ref) = self.map.runs.get_mut(&key) {
-                if *frame_ref == FrameRef::Pending {
-                    *frame_ref = written;
-                }
-            }
-        }
-        self.map.tail_frame =
-            self.map
-                .tail_frame
-                .map(|f| if f == FrameRef::Pending { written } else { f });
+        self.next_frame += 1;
+        self.map.written(self.pending_keys.drain(..), written);
         self.pending.clear();
         self.flushed = self.map.state;
         self.delete_purged_segments()
     }
 
     /// Opens the next segment: the preallocated spare, or for an oversized frame a file of its
-    /// own size.
+    /// own size (made under a temporary name, then renamed, like the spare).
     fn roll(&mut self, frame_bytes: u64) -> Result<(), WalError> {
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let first = self.flushed.last_index.0 + 1;
@@ -546,17 +437,24 @@ impl Wal {
         // The next spare is allocated for syncs like the ones that filled this segment.
         let frames = self.segment_frames.max(1);
         let next = Allocation::for_average_frame(self.write_offset / frames);
-        if frame_bytes > self.segment_bytes {
-            segment::create_segment_file(&path, frame_bytes, Allocation::Zeros)?;
+        let needed = SEGMENT_HEADER_BYTES as u64 + frame_bytes;
+        if needed > self.segment_bytes {
+            let temp = self.wal_dir.join(segment::LARGE_NAME);
+            segment::create_segment_file(&temp, needed, Allocation::Zeros)?;
+            fs::rename(&temp, &path).map_err(WalError::io(&path))?;
             segment::sync_dir(&self.wal_dir)?;
         } else {
             self.preallocator.install(&path, next)?;
         }
         self.segment_frames = 0;
-        let mut segment = Segment::open(&self.wal_dir, seq, first)?;
+        let mut segment =
+            Segment::open(&self.wal_dir, seq, first)?.map_err(|bad| WalError::Failed {
+                kind: WalErrorKind::Io,
+                reason: format!("a segment just made reads back damaged: {}", bad.reason),
+            })?;
         segment.has_frames = true;
         self.segments.push(segment);
-        self.write_offset = 0;
+        self.write_offset = SEGMENT_HEADER_BYTES as u64;
         Ok(())
     }
 
@@ -635,7 +533,9 @@ impl Wal {
                 FrameRef::Disk { seq, offset, len } => {
                     let segment = self.segment(seq).ok_or_else(|| self.lost(index))?;
                     let data = segment.read_at(offset, len as usize)?;
-                    let FrameAt::Valid { body, .. } = format::frame_at(&data, 0, &segment.path)?
+                    let at = segment.position(offset);
+                    let FrameAt::Valid { body, .. } =
+                        format::frame_alone(&data, at, &segment.path)?
                     else {
                         return Err(WalError::Corrupt {
                             path: segment.path.clone(),
@@ -669,25 +569,27 @@ impl Wal {
         }
     }
 
+    /// Records that the node stopped on a fatal error, so that the log refuses to load until an
+    /// operator clears the marker (`raftwal clear-broken --data-dir DIR`). Not after the log's
+    /// own I/O failure: that was recorded where it happened, the next open recovers from it by
+    /// itself, and a node stopped by a full disk must come back without a manual step; the
+    /// request is then logged and ignored.
     pub fn mark_broken(&mut self, reason: &str) -> Result<(), WalError> {
-        segment::write_atomically(
-            &self.dir.join(BROKEN_FILE),
-            &self.dir.join("BROKEN.tmp"),
-            &[reason.as_bytes()],
-        )?;
+        if let Some(failure) = self.failed.as_ref().filter(|f| f.kind == WalErrorKind::Io) {
+            tracing::warn!(
+                "not marking the log broken ({reason}): it stopped on an I/O failure ({}), which \
+                 the next open recovers from without an operator",
+                failure.reason
+            );
+            return Ok(());
+        }
+        broken::mark(&self.dir, reason)?;
         self.broken = Some(reason.to_string());
         Ok(())
     }
 
     pub fn clear_broken(&mut self) -> Result<(), WalError> {
-        let path = self.dir.join(BROKEN_FILE);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(WalError::io(&path)(e))
-            }
-            _ => {}
-        }
-        segment::sync_dir(&self.dir)?;
+        broken::remove(&self.dir)?;
         self.broken = None;
         Ok(())
     }
@@ -695,7 +597,10 @@ impl Wal {
     /// Everything the core needs to restart; refuses while the log is marked broken.
     pub fn load_state(&self) -> Result<StoredState, WalError> {
         if let Some(reason) = &self.broken {
-            return Err(WalError::Broken(reason.clone()));
+            return Err(WalError::Broken {
+                marker: broken::marker_path(&self.dir),
+                reason: reason.clone(),
+            });
         }
         let state = &self.map.state;
         Ok(StoredState {
@@ -704,9 +609,20 @@ impl Wal {
             entries: self.read_entries(state.log_start.index.next(), state.last_index)?,
             commit: state.commit,
             repair_epoch: state.repair_epoch,
-            data_loss: state.repairing.then(|| raftengine::DataLoss {
-                reason: "a repair after lost data was under way when the node stopped".into(),
-            }),
+            data_loss: self.data_loss(),
+        })
+    }
+
+    /// Evidence that data this log had made durable is gone: what recovery found at this open
+    /// (see [`RecoveryReport::lost_synced_data`]), or a repair the node had not finished.
+    fn data_loss(&self) -> Option<raftengine::DataLoss> {
+        if let Some(loss) = &self.recovery.lost_synced_data {
+            return Some(raftengine::DataLoss {
+                reason: loss.to_string(),
+            });
+        }
+        self.map.state.repairing.then(|| raftengine::DataLoss {
+            reason: "a repair after lost data was under way when the node stopped".into(),
         })
     }
 }
@@ -740,7 +656,9 @@ impl LogStorage for Wal {
     }
 }
 
-fn lock_dir(dir: &Path) -> Result<File, WalError> {
+/// Takes the data directory's lock: no two processes open one directory. (The directory is not
+/// synced after making the file: a crash that loses it loses nothing, the next open makes it.)
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, WalError> {
     let path = dir.join(LOCK_FILE);
     let file = File::options()
         .create(true)
@@ -748,148 +666,33 @@ fn lock_dir(dir: &Path) -> Result<File, WalError> {
         .write(true)
         .open(&path)
         .map_err(WalError::io(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(WalError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(fs::TryLockError::Error(e)) => Err(WalError::io(&path)(e)),
-    }
-}
-
-/// The segment files of `wal_dir` in `seq` order; a missing `seq` in the middle is corruption
-/// (a deleted file would silently lose entries).
-fn list_segments(wal_dir: &Path) -> Result<Vec<Segment>, WalError> {
-    let mut found = Vec::new();
-    for item in fs::read_dir(wal_dir).map_err(WalError::io(wal_dir))? {
-        let item = item.map_err(WalError::io(wal_dir))?;
-        if let Some(name) = item.file_name().to_str().and_then(parse_segment_name) {
-            found.push(name);
-        }
-    }
-    found.sort_unstable();
-    let mut segments = Vec::with_capacity(found.len());
-    for (i, &(seq, first)) in found.iter().enumerate() {
-        if i > 0 && seq != found[i - 1].0 + 1 {
-            return Err(WalError::Corrupt {
-                path: wal_dir.join(segment_name(found[i - 1].0 + 1, 0)),
-                offset: 0,
-                reason: format!(
-                    "segment {} is missing between {} and {}",
-                    found[i - 1].0 + 1,
-                    segment_name(found[i - 1].0, found[i - 1].1),
-                    segment_name(seq, first)
-                ),
-            });
-        }
-        segments.push(Segment::open(wal_dir, seq, first)?);
-    }
-    Ok(segments)
-}
-
-struct SegmentScan {
-    /// Offset just past the last valid frame.
-    end: u64,
-    has_frames: bool,
-    torn: Option<TornTail>,
-}
-
-/// Replays one segment into `map`. Handles the end of the written data: zeros are the normal
-/// end; anything else is a torn tail (last segment, nothing valid after it) or corruption.
-fn scan_segment(
-    data: &[u8],
-    segment: &Segment,
-    map: &mut LogMap,
-    is_last: bool,
-    report: &mut RecoveryReport,
-) -> Result<SegmentScan, WalError> {
-    let path = &segment.path;
-    let mut offset = 0usize;
-    let mut has_frames = false;
-    let stop_reason = loop {
-        match format::frame_at(data, offset, path)? {
-            FrameAt::Valid { body, len } => {
-                let records = format::decode_records(body, path, offset as u64)?;
-                if !has_frames && !starts_with_header(&records) {
-                    return Err(WalError::Corrupt {
-                        path: path.clone(),
-                        offset: offset as u64,
-                        reason:
-                            "the first frame of a segment does not start with the segment header"
-                                .into(),
-                    });
-                }
-                has_frames = true;
-                let frame = FrameRef::Disk {
-                    seq: segment.seq,
-                    offset: offset as u64,
-                    len: len as u32,
-                };
-                for record in &records {
-                    map.apply(record, frame, true)
-                        .map_err(|reason| WalError::Corrupt {
-                            path: path.clone(),
-                            offset: offset as u64,
-                            reason,
-                        })?;
-                }
-                report.frames += 1;
-                report.records += records.len() as u64;
-                offset += len;
+    // The lock belongs to the open file description, which a child forked by this process
+    // shares until it execs (std opens files close-on-exec): a log dropped and opened again
+    // while another thread starts a process can find its own lock held for that moment.
+    for attempt in 1..=LOCK_ATTEMPTS {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if attempt < LOCK_ATTEMPTS => {
+                std::thread::sleep(LOCK_RETRY_PAUSE);
             }
-            FrameAt::End => break None,
-            FrameAt::Bad { reason } => break Some(reason),
+            Err(fs::TryLockError::WouldBlock) => break,
+            Err(fs::TryLockError::Error(e)) => return Err(WalError::io(&path)(e)),
         }
-    };
-    let garbage_end = data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-    if stop_reason.is_none() && garbage_end <= offset {
-        return Ok(SegmentScan {
-            end: offset as u64,
-            has_frames,
-            torn: None,
-        });
     }
-    let reason = stop_reason.unwrap_or_else(|| "non-zero bytes after the end of the data".into());
-    if let Some(valid) = find_valid_frame(data, offset + FRAME_ALIGN, path) {
-        return Err(WalError::Corrupt {
-            path: path.clone(),
-            offset: offset as u64,
-            reason: format!(
-                "{reason}, but a valid frame follows at offset {valid}: durable data is damaged"
-            ),
-        });
-    }
-    if !is_last {
-        return Err(WalError::Corrupt {
-            path: path.clone(),
-            offset: offset as u64,
-            reason: format!("{reason} in a segment that was completely synced"),
-        });
-    }
-    Ok(SegmentScan {
-        end: offset as u64,
-        has_frames,
-        torn: Some(TornTail {
-            path: path.clone(),
-            offset: offset as u64,
-            bytes: (garbage_end - offset) as u64,
-        }),
+    Err(WalError::Locked {
+        dir: dir.to_path_buf(),
     })
 }
 
-/// A segment's first frame starts with the hard state and log start as of its creation.
-fn starts_with_header(records: &[Record<'_>]) -> bool {
-    matches!(
-        records,
-        [Record::HardState { .. }, Record::Purge { .. }, ..]
-    )
-}
+/// How often, and how far apart, taking the directory's lock is tried (about 200 ms in all).
+const LOCK_ATTEMPTS: u32 = 20;
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 const START_FILE: &str = "START";
 
 /// The log start recorded before old segments were deleted (16 bytes: index, term, then a
 /// CRC-32C of both); zero when no segment was ever deleted.
-fn read_start(wal_dir: &Path) -> Result<LogId, WalError> {
+pub(crate) fn read_start(wal_dir: &Path) -> Result<LogId, WalError> {
     let path = wal_dir.join(START_FILE);
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
@@ -933,13 +736,93 @@ fn write_start(wal_dir: &Path, start: LogId) -> Result<(), WalError> {
     )
 }
 
-fn find_valid_frame(data: &[u8], from: usize, path: &Path) -> Option<usize> {
-    (from.next_multiple_of(FRAME_ALIGN)..data.len())
-        .step_by(FRAME_ALIGN)
-        .find(|&at| {
-            !matches!(
-                format::frame_at(data, at, path),
-                Ok(FrameAt::End) | Ok(FrameAt::Bad { .. })
-            )
-        })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(from: u64, to: u64, bytes: usize) -> LogWrite {
+        LogWrite::Append(
+            (from..=to)
+                .map(|i| Entry {
+                    term: Term(1),
+                    index: LogIndex(i),
+                    payload: EntryPayload::Command(vec![(i % 200) as u8 + 1; bytes]),
+                })
+                .collect(),
+        )
+    }
+
+    /// The frames of a segment: (offset, body length), read from their headers.
+    fn frame_bodies(segment: &Path) -> Vec<(u64, usize)> {
+        let bytes = fs::read(segment).expect("read segment");
+        let mut frames = Vec::new();
+        let mut at = SEGMENT_HEADER_BYTES;
+        while bytes[at..at + 4] != [0; 4] {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+            frames.push((at as u64, len));
+            at += format::frame_len(len);
+        }
+        frames
+    }
+
+    /// The u32 length of a frame cannot hold a sync group above 4 GiB: with the limit lowered,
+    /// a group larger than a frame becomes several frames, each synced in turn, and recovery
+    /// reads them back. (Before the split, the group was one frame whose length, stored as
+    /// `body_len as u32`, wrapped.)
+    #[test]
+    fn a_sync_group_larger_than_a_frame_is_written_as_several_synced_frames() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let options = WalOptions::new(root.path()).segment_bytes(1 << 20);
+        let mut wal = Wal::open(options.clone()).expect("open");
+        wal.frame_body_limit = 1000;
+        wal.write(&entries(1, 30, 100)).expect("write");
+        let pending: Vec<u64> = wal
+            .read_entries(LogIndex(1), LogIndex(30))
+            .expect("read across written and pending frames")
+            .iter()
+            .map(|e| e.index.0)
+            .collect();
+        assert_eq!(pending, (1..=30).collect::<Vec<_>>());
+        wal.sync().expect("sync");
+        let segment = wal.segment_paths().pop().expect("a segment");
+        let frames = frame_bodies(&segment);
+        assert!(frames.len() >= 3, "{frames:?}");
+        for &(_, len) in &frames {
+            assert!(len <= 1000 + SEGMENT_STATE_BYTES, "{frames:?}");
+        }
+        // One record larger than a frame may be is refused, and the log goes on.
+        let err = wal.write(&entries(31, 31, 2000)).expect_err("too large");
+        assert!(matches!(err, WalError::Refused(_)), "{err}");
+        wal.write(&entries(31, 32, 10)).expect("write");
+        wal.sync().expect("sync");
+        let expected = wal.load_state().expect("load");
+        drop(wal);
+        let wal = Wal::open(options).expect("reopen");
+        assert_eq!(wal.recovery_report().frames, frames.len() as u64 + 1);
+        assert_eq!(wal.load_state().expect("load"), expected);
+        assert_eq!(expected.entries.len(), 32);
+    }
+
+    #[test]
+    fn the_frame_limit_leaves_room_for_a_segments_first_records() {
+        let mut first = FrameBuffer::default();
+        first.push(&Record::HardState {
+            term: u64::MAX,
+            voted_for: Some(u64::MAX),
+        });
+        first.push(&Record::Purge {
+            through: u64::MAX,
+            term: u64::MAX,
+        });
+        first.push(&Record::Commit { index: u64::MAX });
+        first.push(&Record::Repair {
+            epoch: u64::MAX,
+            repairing: true,
+        });
+        assert!(
+            first.body_len() <= SEGMENT_STATE_BYTES,
+            "{}",
+            first.body_len()
+        );
+    }
 }

@@ -4,22 +4,16 @@ use raftengine::{
     Entry, EntryPayload, LogId, LogIndex, LogStorage, LogWrite, Membership, NodeId, PersistBatch,
     StorageError, Term,
 };
-use raftwal::{Durable, GroupCommit, SnapshotStore, Wal, WalError, WalOptions};
+use raftwal::{
+    Cut, CutCause, Durable, GroupCommit, LossReason, SnapshotStore, SyncedDataLoss, Wal, WalError,
+    WalErrorKind, WalOptions,
+};
 use std::fs;
 use std::path::Path;
 use std::sync::mpsc;
 
-fn entries(from: u64, to: u64) -> LogWrite {
-    LogWrite::Append(
-        (from..=to)
-            .map(|i| Entry {
-                term: Term(1),
-                index: LogIndex(i),
-                payload: EntryPayload::Command(format!("value {i}").into_bytes()),
-            })
-            .collect(),
-    )
-}
+mod common;
+use common::{entries, reporting};
 
 fn open(dir: &Path) -> Result<Wal, WalError> {
     Wal::open(WalOptions::new(dir).segment_bytes(4096))
@@ -40,26 +34,37 @@ fn a_torn_tail_is_cut_and_reported() {
     let wal = filled(root.path(), 3);
     let segment = wal.segment_paths().pop().expect("a segment");
     drop(wal);
+    // A crash wrote the first sector of a 2,000-byte frame and none of the others.
     let mut bytes = fs::read(&segment).expect("read");
     let end = bytes.iter().rposition(|&b| b != 0).expect("data") + 1;
     let offset = end.next_multiple_of(8);
-    bytes[offset..offset + 5].copy_from_slice(&[0x17, 0, 0, 0, 0xEE]);
+    let sector_end = (offset / 512 + 1) * 512;
+    bytes[offset..sector_end].fill(0xEE);
+    bytes[offset..offset + 4].copy_from_slice(&2000u32.to_le_bytes());
     fs::write(&segment, &bytes).expect("write");
+    let torn_bytes = (sector_end - offset) as u64;
 
     let wal = open(root.path()).expect("a torn tail is not an error");
-    let torn = wal.recovery_report().torn_tail.clone().expect("reported");
+    let report = wal.recovery_report().clone();
     assert_eq!(
-        (torn.path, torn.offset, torn.bytes),
-        (segment, offset as u64, 5)
+        report.cuts,
+        vec![Cut {
+            path: segment,
+            offset: offset as u64,
+            bytes: torn_bytes,
+            cause: CutCause::TornWrite
+        }]
     );
-    assert_eq!(wal.last_index(), LogIndex(30));
-    assert!(wal
-        .recovery_report()
-        .to_string()
-        .contains("cut a torn tail of 5 bytes"));
+    assert_eq!(report.lost_synced_data, None, "an ordinary crash");
+    assert_eq!(
+        (wal.last_index(), report.last_index),
+        (LogIndex(30), LogIndex(30))
+    );
+    let text = report.to_string();
+    assert!(text.contains(&format!("cut {torn_bytes} bytes")), "{text}");
     drop(wal);
     let wal = open(root.path()).expect("reopen");
-    assert_eq!(wal.recovery_report().torn_tail, None, "the tail was zeroed");
+    assert_eq!(wal.recovery_report().cuts, vec![], "the tail was zeroed");
 }
 
 #[test]
@@ -85,6 +90,25 @@ fn a_missing_middle_segment_is_corruption() {
     assert!(err.to_string().contains("is missing"), "{err}");
 }
 
+/// The seq in a segment file's name and the salt in its header: what its frames are bound to.
+fn binding(segment: &Path, bytes: &[u8]) -> (u64, u64) {
+    let name = segment.file_name().and_then(|n| n.to_str()).expect("name");
+    let seq = u64::from_str_radix(&name[..16], 16).expect("seq");
+    let salt = u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes"));
+    (seq, salt)
+}
+
+/// The checksum a frame at `offset` of that segment must carry over `covered`.
+fn frame_crc(segment: &Path, bytes: &[u8], offset: u64, covered: &[u8]) -> u32 {
+    let (seq, salt) = binding(segment, bytes);
+    let mut bound = salt.to_le_bytes().to_vec();
+    bound.extend_from_slice(&seq.to_le_bytes());
+    bound.extend_from_slice(&offset.to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&bound), covered)
+}
+
+const FIRST_FRAME: usize = 64;
+
 #[test]
 fn a_frame_of_a_newer_format_is_refused_with_its_version() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -92,10 +116,11 @@ fn a_frame_of_a_newer_format_is_refused_with_its_version() {
     let segment = wal.segment_paths().pop().expect("a segment");
     drop(wal);
     let mut bytes = fs::read(&segment).expect("read");
-    bytes[8] = 2;
-    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
-    let crc = crc32c::crc32c(&bytes[8..12 + len]);
-    bytes[4..8].copy_from_slice(&crc.to_le_bytes());
+    let at = FIRST_FRAME;
+    bytes[at + 8] = 3;
+    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let crc = frame_crc(&segment, &bytes, at as u64, &bytes[at + 8..at + 24 + len]);
+    bytes[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
     fs::write(&segment, &bytes).expect("write");
     match open(root.path()) {
         Err(WalError::UnsupportedVersion {
@@ -104,10 +129,40 @@ fn a_frame_of_a_newer_format_is_refused_with_its_version() {
             found,
             supported,
         }) => {
-            assert_eq!((path, offset, found, supported), (segment, 0, 2, 1));
+            assert_eq!((path, offset, found, supported), (segment, 64, 3, 2));
         }
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
+}
+
+#[test]
+fn a_log_of_format_version_1_is_refused_with_its_version() {
+    let root = tempfile::tempdir().expect("temp dir");
+    fs::create_dir_all(root.path().join("wal")).expect("mkdir");
+    // A version-1 segment: frames from offset 0 (len, CRC-32C of the rest, version 1, kind 1).
+    let body = b"\x01\x00\x00";
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(&[1, 1, 0, 0]);
+    frame.extend_from_slice(body);
+    let crc = crc32c::crc32c(&frame[8..]);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    frame.resize(4096, 0);
+    let segment = root
+        .path()
+        .join("wal/0000000000000001-0000000000000001.wal");
+    fs::write(&segment, &frame).expect("write");
+    let err = open(root.path()).expect_err("version 1 is not read");
+    match &err {
+        WalError::UnsupportedVersion {
+            path,
+            found,
+            supported,
+            ..
+        } => assert_eq!((path, *found, *supported), (&segment, 1, 2)),
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+    assert!(err.to_string().contains("format version 1"), "{err}");
 }
 
 #[test]
@@ -207,15 +262,6 @@ fn snapshots_are_atomic_checked_and_pruned() {
     }
 }
 
-/// A group commit whose completions arrive on the returned channel.
-fn reporting(wal: Wal) -> (GroupCommit, mpsc::Receiver<Result<Durable, StorageError>>) {
-    let (done, completions) = mpsc::channel();
-    let committer = GroupCommit::spawn(wal, move |result| {
-        let _ = done.send(result);
-    });
-    (committer, completions)
-}
-
 #[test]
 fn group_commit_reports_every_batch_durable_in_order() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -276,7 +322,7 @@ fn group_commit_reports_a_refused_write_and_stops() {
             writes: vec![entries(1, 1)],
         })
         .expect_err("the writer stopped");
-    assert!(matches!(err, WalError::Failed(_)), "{err}");
+    assert!(matches!(err, WalError::Failed { .. }), "{err}");
 }
 
 fn batch(seq: u64) -> PersistBatch {
@@ -366,4 +412,277 @@ fn after_a_storage_failure_nothing_is_written_on_the_callers_thread() {
     committer
         .persist_here(batch(1))
         .expect_err("the failed log takes no more writes");
+}
+
+/// `(offset, length on disk)` of every frame in a segment's bytes, read from the headers.
+fn frames_in(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut frames = Vec::new();
+    let mut at = FIRST_FRAME;
+    while at + 24 <= bytes.len() && bytes[at..at + 24].iter().any(|&b| b != 0) {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let on_disk = (24 + len).next_multiple_of(8);
+        frames.push((at, on_disk));
+        at += on_disk;
+    }
+    frames
+}
+
+#[test]
+fn a_damaged_complete_last_frame_is_cut_and_reported_as_lost_synced_data() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = filled(root.path(), 3);
+    let segment = wal.segment_paths().pop().expect("a segment");
+    drop(wal);
+    let mut bytes = fs::read(&segment).expect("read");
+    let &(last, len) = frames_in(&bytes).last().expect("frames");
+    // Every sector of the frame was written (a crash would leave one as zeros): damage after.
+    bytes[last + len / 2] ^= 0x10;
+    fs::write(&segment, &bytes).expect("write");
+
+    let wal = open(root.path()).expect("the last frame is cut, not refused");
+    let report = wal.recovery_report().clone();
+    assert_eq!(wal.last_index(), LogIndex(20));
+    assert_eq!(
+        report
+            .cuts
+            .iter()
+            .map(|c| (c.offset, c.cause))
+            .collect::<Vec<_>>(),
+        vec![(last as u64, CutCause::DamagedFrame)]
+    );
+    assert_eq!(
+        report.lost_synced_data,
+        Some(SyncedDataLoss {
+            path: segment,
+            offset: last as u64,
+            reason: LossReason::DamagedLastFrame,
+            last_index: LogIndex(20),
+        })
+    );
+    assert!(
+        report.to_string().contains("SYNCED DATA MAY BE LOST"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_newest_segment_cut_short_is_reported_as_lost_synced_data() {
+    for (cut_to, survives) in [(Some(2), 20), (None, 30)] {
+        let root = tempfile::tempdir().expect("temp dir");
+        let wal = filled(root.path(), 3);
+        let segment = wal.segment_paths().pop().expect("a segment");
+        drop(wal);
+        let bytes = fs::read(&segment).expect("read");
+        let frames = frames_in(&bytes);
+        // Into the last frame, or past every frame (in the zeros: still evidence, since nothing
+        // a crash does makes a segment shorter).
+        let len = match cut_to {
+            Some(frame) => frames[frame].0 + 10,
+            None => frames[2].0 + frames[2].1 + 100,
+        };
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .and_then(|f| f.set_len(len as u64))
+            .expect("truncate");
+
+        let wal = open(root.path()).expect("cut, not refused");
+        let report = wal.recovery_report().clone();
+        assert_eq!(wal.last_index(), LogIndex(survives));
+        assert_eq!(
+            report.lost_synced_data,
+            Some(SyncedDataLoss {
+                path: segment.clone(),
+                offset: len as u64,
+                reason: LossReason::Truncated {
+                    len: len as u64,
+                    capacity: 4096
+                },
+                last_index: LogIndex(survives),
+            })
+        );
+        assert_eq!(
+            fs::metadata(&segment).expect("stat").len(),
+            4096,
+            "size restored"
+        );
+        drop(wal);
+        let wal = open(root.path()).expect("reopen");
+        assert_eq!(
+            wal.recovery_report().lost_synced_data,
+            None,
+            "reported once"
+        );
+        assert_eq!(wal.last_index(), LogIndex(survives));
+    }
+}
+
+#[test]
+fn a_newest_segment_without_its_header_is_deleted_and_reported() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = filled(root.path(), 80);
+    let segments = wal.segment_paths();
+    let newest = segments.last().expect("segments").clone();
+    drop(wal);
+    let before = open_read_only_last_index(root.path(), segments.len() - 1);
+    fs::write(&newest, b"").expect("truncate to nothing");
+    let wal = open(root.path()).expect("cut, not refused");
+    let report = wal.recovery_report().clone();
+    assert_eq!(
+        report.lost_synced_data.map(|l| l.reason),
+        Some(LossReason::DamagedSegmentHeader { len: 0 })
+    );
+    assert_eq!(wal.last_index(), before);
+    assert!(!newest.exists(), "deleted");
+}
+
+/// The last index of a copy of the log in `root` holding only its first `segments` segments.
+fn open_read_only_last_index(root: &Path, segments: usize) -> LogIndex {
+    let copy = tempfile::tempdir().expect("temp dir");
+    fs::create_dir_all(copy.path().join("wal")).expect("mkdir");
+    let mut names: Vec<_> = fs::read_dir(root.join("wal"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".wal"))
+        .collect();
+    names.sort();
+    for name in names.iter().take(segments) {
+        fs::copy(
+            root.join("wal").join(name),
+            copy.path().join("wal").join(name),
+        )
+        .expect("copy");
+    }
+    open(copy.path()).expect("open the copy").last_index()
+}
+
+#[test]
+fn frames_missing_between_segments_are_corruption() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut wal = open(root.path()).expect("open");
+    let big = |i: u64, bytes: usize| {
+        LogWrite::Append(vec![Entry {
+            term: Term(1),
+            index: LogIndex(i),
+            payload: EntryPayload::Command(vec![7; bytes]),
+        }])
+    };
+    for i in 1..=3 {
+        wal.write(&big(i, 1000)).expect("write");
+        wal.sync().expect("sync");
+    }
+    // A frame of nothing but a hard state ends the first segment; the next entry rolls.
+    wal.write(&LogWrite::HardState(raftengine::HardState {
+        term: Term(2),
+        voted_for: Some(NodeId(1)),
+    }))
+    .expect("write");
+    wal.sync().expect("sync");
+    wal.write(&big(4, 2000)).expect("write");
+    wal.sync().expect("sync");
+    let segments = wal.segment_paths();
+    assert_eq!(segments.len(), 2);
+    drop(wal);
+    // The hard-state frame goes missing: the second segment repeats the state, so without frame
+    // numbers nothing would show that a synced frame is gone.
+    let mut bytes = fs::read(&segments[0]).expect("read");
+    let &(last, len) = frames_in(&bytes).last().expect("frames");
+    bytes[last..last + len].fill(0);
+    fs::write(&segments[0], &bytes).expect("write");
+    match open(root.path()) {
+        Err(WalError::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, segments[1]);
+            assert!(reason.contains("frames are missing"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_damaged_segment_header_with_frames_after_it_is_corruption() {
+    for newest in [false, true] {
+        let root = tempfile::tempdir().expect("temp dir");
+        let wal = filled(root.path(), 80);
+        let segments = wal.segment_paths();
+        drop(wal);
+        let target = if newest {
+            segments[segments.len() - 1].clone()
+        } else {
+            segments[1].clone()
+        };
+        let mut bytes = fs::read(&target).expect("read");
+        bytes[30] ^= 1;
+        fs::write(&target, &bytes).expect("write");
+        match open(root.path()) {
+            Err(WalError::Corrupt {
+                path,
+                offset,
+                reason,
+            }) => {
+                assert_eq!((path, offset), (target, 0));
+                assert!(reason.contains("segment header checksum"), "{reason}");
+            }
+            other => panic!("newest {newest}: expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_fatal_error_after_the_writer_stopped_still_marks_the_log_broken() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = open(root.path()).expect("open");
+    let (committer, completions) = reporting(wal);
+    // A gap: the log refuses it (a bug, not an I/O failure) and the writer stops.
+    committer.submit(batch(5)).expect("submit");
+    assert!(completions.recv().expect("completion").is_err());
+    committer
+        .mark_broken("state machine failed at index 4: boom")
+        .expect("marked on the caller's thread");
+    drop(committer);
+    let wal = open(root.path()).expect("open");
+    let err = wal.load_state().expect_err("marked broken");
+    let marker = root.path().join("BROKEN");
+    match &err {
+        WalError::Broken { marker: m, reason } => {
+            assert_eq!(
+                (m, reason.as_str()),
+                (&marker, "state machine failed at index 4: boom")
+            );
+        }
+        other => panic!("expected Broken, got {other:?}"),
+    }
+    let command = format!("raftwal clear-broken --data-dir {}", root.path().display());
+    assert!(err.to_string().contains(&command), "{err}");
+    let storage: StorageError = err.into();
+    assert!(storage.to_string().contains(&command), "{storage}");
+    assert!(matches!(storage, StorageError::Broken(_)));
+    drop(wal);
+    let reason = raftwal::clear_broken(root.path()).expect("clear");
+    assert_eq!(
+        reason.as_deref(),
+        Some("state machine failed at index 4: boom")
+    );
+    open(root.path())
+        .expect("open")
+        .load_state()
+        .expect("loads again");
+}
+
+#[test]
+fn error_kinds_say_what_happened() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = open(root.path()).expect("open");
+    assert_eq!(
+        open(root.path()).expect_err("locked").kind(),
+        WalErrorKind::Locked
+    );
+    let mut wal = wal;
+    let refused = wal.write(&entries(3, 3)).expect_err("a gap");
+    assert_eq!(refused.kind(), WalErrorKind::Refused);
+    let io = WalError::Io {
+        path: root.path().into(),
+        source: std::io::Error::from_raw_os_error(28),
+    };
+    assert_eq!(io.kind(), WalErrorKind::Io);
+    assert!(matches!(StorageError::from(io), StorageError::Io(m) if m.contains("No space")));
 }

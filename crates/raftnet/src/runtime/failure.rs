@@ -32,11 +32,13 @@ impl Failure {
         }
     }
 
-    /// Whether a restart must wait for an operator: only when replicas may have diverged. An
-    /// environmental failure (a full disk, a task that died) leaves the durable state as good as
-    /// a crash would, and a restart once the cause is fixed is safe.
+    /// Whether a restart must wait for an operator: only when replicas may have diverged (a
+    /// state machine that failed in a way others may not). An environmental failure (a full
+    /// disk, a failed sync, a task that died) leaves the durable state as good as a crash would:
+    /// the log recorded where its failed write lies and cuts it at the next open, so a restart
+    /// once the cause is fixed is safe and needs no manual step.
     pub fn marks_log_broken(&self) -> bool {
-        matches!(self, Failure::StateMachine { .. } | Failure::LogStorage(_))
+        matches!(self, Failure::StateMachine { .. })
     }
 }
 
@@ -118,6 +120,14 @@ mod tests {
     fn log_storage_failures_say_so() {
         let failure = Failure::LogStorage("fdatasync: EIO".into());
         assert_eq!(failure.to_string(), "log storage failed: fdatasync: EIO");
+        assert!(
+            !failure.marks_log_broken(),
+            "the log cuts its failed write itself at the next open"
+        );
+        let failure = Failure::StateMachine {
+            index: raftengine::LogIndex(3),
+            reason: "EIO under the store".into(),
+        };
         assert!(failure.marks_log_broken());
         let failure = Failure::task("snapshot save", "ENOSPC");
         assert_eq!(failure.to_string(), "snapshot save failed: ENOSPC");

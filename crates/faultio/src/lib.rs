@@ -1,0 +1,6 @@
+#![doc = include_str!("../README.md")]
+
+pub mod control;
+
+#[cfg(not(test))]
+mod shim;
