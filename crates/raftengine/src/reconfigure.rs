@@ -442,12 +442,13 @@ impl RaftNode {
         {
             self.removed = true;
             self.out.events.push(Event::RemovedFromCluster);
-            // No leader will send it anything more: what its clients wait for never comes.
+            // No leader will send it entries any more: the commands and reads its clients wait
+            // for never come. (A forwarded membership change is still answered by the leader,
+            // or expires: it is often the very change that removed this node.)
             self.fail_forwarded_reads();
             self.fail_reads_awaiting_commit();
             self.fail_forwarded_proposals();
             self.fail_forwarded_placed_through(crate::message::MAX_INDEX);
-            self.fail_forwarded_changes();
         }
         #[cfg(feature = "mutations")]
         let rejoins = !self.mutated(crate::config::Mutation::RemovedForever);

@@ -389,7 +389,16 @@ where
             || stored.hard_state.term.0 > 0
             || !stored.entries.is_empty()
             || stored.log_start.index.0 > 0;
-        let plan = bootstrap::reconcile(&config, &config.data_dir, has_state)?;
+        // The voters of the configuration the log (or, before it, the snapshot) holds.
+        let logged = stored.entries.iter().rev().find_map(|e| match &e.payload {
+            raftengine::EntryPayload::Membership(m) => Some(m),
+            _ => None,
+        });
+        let current = logged
+            .or(restored.as_ref().map(|s| &s.membership))
+            .filter(|m| !m.voters.is_empty())
+            .map(|m| m.all_voters().into_iter().map(|v| v.0).collect());
+        let plan = bootstrap::reconcile(&config, &config.data_dir, has_state, current)?;
         let mut transport_config =
             TransportConfig::new(config.id, config.cluster_id, plan.peers.clone());
         transport_config.max_frame_bytes = limits.max_frame_bytes;

@@ -14,9 +14,11 @@
 //!
 //! Later starts take the membership from the record (and from the log and snapshots, which the
 //! core reads once they hold a configuration). A missing peer list is fine: the saved one is
-//! used. Flags that contradict the record (another cluster id, another voter set, `join` for a
-//! node that started the cluster or the reverse, another node id) are refused with a
-//! [`BootstrapError`]. A directory that holds Raft state but no record is refused too.
+//! used. A peer list naming the voters of the configuration in the log (the cluster as it is
+//! after membership changes) is fine too. Flags that contradict both (another cluster id,
+//! another voter set, `join` for a node that started the cluster or the reverse, another node
+//! id) are refused with a [`BootstrapError`]. A directory that holds Raft state but no record
+//! is refused too.
 
 use super::NodeConfig;
 use raftengine::NodeId;
@@ -107,14 +109,17 @@ impl StartPlan {
 
 /// Reads the record of `dir`, checks `config` against it (or writes it on a first start) and
 /// returns the plan to start with. `has_state`: the directory holds a log or a snapshot.
+///
+/// `current`: the voters of the configuration the stored log or snapshot holds, if any.
 pub(crate) fn reconcile(
     config: &NodeConfig,
     dir: &Path,
     has_state: bool,
+    current: Option<BTreeSet<u64>>,
 ) -> Result<StartPlan, BootstrapError> {
     let path = dir.join(RECORD_FILE);
     let saved = read(&path)?;
-    let (plan, record) = decide(config, saved.clone(), has_state, dir)?;
+    let (plan, record) = decide(config, saved.clone(), has_state, current, dir)?;
     if saved.as_ref() != Some(&record) {
         write_atomically(dir, &path, &record)?;
         tracing::info!(path = %path.display(), ?record, "cluster record saved");
@@ -127,6 +132,7 @@ fn decide(
     config: &NodeConfig,
     saved: Option<ClusterRecord>,
     has_state: bool,
+    current: Option<BTreeSet<u64>>,
     dir: &Path,
 ) -> Result<(StartPlan, ClusterRecord), BootstrapError> {
     let Some(saved) = saved else {
@@ -161,6 +167,11 @@ fn decide(
                 return Ok((plan, saved));
             }
             let given: Vec<u64> = config.initial_voters().iter().map(|v| v.0).collect();
+            if current.is_some_and(|now| now.into_iter().collect::<Vec<_>>() == given) {
+                // The cluster as it is now, after membership changes: the log's configuration
+                // rules, the record stays as the first start made it.
+                return Ok((StartPlan::from_config(config), saved));
+            }
             if given != voters.iter().copied().collect::<Vec<_>>() {
                 return Err(BootstrapError::Voters {
                     saved: voters.iter().copied().collect(),
@@ -299,13 +310,13 @@ mod tests {
         config: &NodeConfig,
         saved: &ClusterRecord,
     ) -> Result<(StartPlan, ClusterRecord), BootstrapError> {
-        decide(config, Some(saved.clone()), true, Path::new("dir"))
+        decide(config, Some(saved.clone()), true, None, Path::new("dir"))
     }
 
     #[test]
     fn a_restart_without_peers_takes_the_saved_voters() {
         let first = config(1, &[2, 3], false);
-        let (plan, record) = decide(&first, None, false, Path::new("dir")).expect("first");
+        let (plan, record) = decide(&first, None, false, None, Path::new("dir")).expect("first");
         assert_eq!(plan.voters, vec![NodeId(1), NodeId(2), NodeId(3)]);
         let (plan, kept) = decide_on(&config(1, &[], false), &record).expect("restart");
         assert_eq!(plan.voters, vec![NodeId(1), NodeId(2), NodeId(3)]);
@@ -316,9 +327,39 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_with_the_voters_of_the_logs_configuration_is_taken() {
+        let (_, record) = decide(
+            &config(1, &[2, 3], false),
+            None,
+            false,
+            None,
+            Path::new("dir"),
+        )
+        .expect("first");
+        // Node 4 was added and node 3 removed since: the operator's list names 1, 2 and 4.
+        let now = config(1, &[2, 4], false);
+        let current = Some([1, 2, 4].into_iter().collect());
+        let (plan, kept) =
+            decide(&now, Some(record.clone()), true, current, Path::new("dir")).expect("taken");
+        assert_eq!(plan.peers, now.peers);
+        assert_eq!(kept, record, "the record keeps the first start");
+        let stale = Some([1, 2, 3, 5].into_iter().collect());
+        assert!(matches!(
+            decide(&now, Some(record), true, stale, Path::new("dir")),
+            Err(BootstrapError::Voters { .. })
+        ));
+    }
+
+    #[test]
     fn contradicting_flags_are_refused() {
-        let (_, record) =
-            decide(&config(1, &[2, 3], false), None, false, Path::new("dir")).expect("first");
+        let (_, record) = decide(
+            &config(1, &[2, 3], false),
+            None,
+            false,
+            None,
+            Path::new("dir"),
+        )
+        .expect("first");
         let refused = |config: NodeConfig| decide_on(&config, &record).expect_err("refused");
         assert!(matches!(
             refused(config(1, &[2], false)),
@@ -338,14 +379,14 @@ mod tests {
             refused(config(2, &[1, 3], false)),
             BootstrapError::NodeId { saved: 1, given: 2 }
         ));
-        let lost = decide(&config(1, &[], false), None, true, Path::new("dir"));
+        let lost = decide(&config(1, &[], false), None, true, None, Path::new("dir"));
         assert!(matches!(lost, Err(BootstrapError::StateWithoutRecord(_))));
     }
 
     #[test]
     fn a_joined_node_stays_joined() {
         let (plan, record) =
-            decide(&config(4, &[1], true), None, false, Path::new("dir")).expect("join");
+            decide(&config(4, &[1], true), None, false, None, Path::new("dir")).expect("join");
         assert!(plan.voters.is_empty());
         let (plan, _) = decide_on(&config(4, &[], false), &record).expect("no flags");
         assert!(plan.voters.is_empty());
@@ -360,12 +401,12 @@ mod tests {
     fn the_record_round_trips_through_its_file() {
         let dir = tempfile::tempdir().expect("dir");
         let config = config(1, &[2], false);
-        reconcile(&config, dir.path(), false).expect("first start");
+        reconcile(&config, dir.path(), false, None).expect("first start");
         let saved = read(&dir.path().join(RECORD_FILE)).expect("read");
         assert_eq!(saved, Some(record_of(&config)));
         fs::write(dir.path().join(RECORD_FILE), "{ not json").expect("write");
         assert!(matches!(
-            reconcile(&config, dir.path(), true),
+            reconcile(&config, dir.path(), true, None),
             Err(BootstrapError::Corrupt { .. })
         ));
     }
