@@ -142,6 +142,10 @@ pub struct NodeStatus {
     pub membership_committed: bool,
     /// A committed configuration left this node out: it no longer takes part.
     pub removed: bool,
+    /// The node's storage lost data it had made durable (see `raftwal`'s recovery report): it
+    /// neither votes nor counts towards a majority until a leader has repaired its log
+    /// ([`RaftNode::is_repairing`]).
+    pub repairing: bool,
     /// Why the node stopped on its own (a task failed, the log or the state machine failed);
     /// it then no longer votes, acknowledges or applies.
     pub stopped: Option<String>,
@@ -167,8 +171,26 @@ impl NodeStatus {
             membership_committed: *raft.committed_membership() == status.membership,
             membership: status.membership,
             removed: raft.is_removed(),
+            repairing: raft.is_repairing(),
             stopped: None,
         }
+    }
+}
+
+/// A repair of lost data starts or ends: an operator wants to know both (the node does not vote
+/// meanwhile, so a cluster that has lost another node cannot elect a leader).
+fn log_repair(event: &Event) {
+    match event {
+        Event::RepairStarted { reason } => tracing::warn!(
+            reason,
+            "repairing lost data: this node neither votes nor counts towards a majority until a \
+             leader has caught it up"
+        ),
+        Event::RepairFinished { caught_up_to } => tracing::info!(
+            caught_up_to = caught_up_to.0,
+            "repair finished: this node votes and counts towards a majority again"
+        ),
+        _ => {}
     }
 }
 
@@ -907,6 +929,7 @@ impl RaftLoop {
     fn count_events(&self, events: &[Event]) {
         for event in events {
             tracing::debug!(?event, "core event");
+            log_repair(event);
             if let Event::ElectionWon { .. } = event {
                 self.metrics.elections_won.inc();
             }
@@ -985,6 +1008,7 @@ impl RaftLoop {
                 || current.progress != status.progress
                 || current.membership_committed != status.membership_committed
                 || current.removed != status.removed
+                || current.repairing != status.repairing
                 || current.membership != status.membership;
             if changed {
                 *current = status;
