@@ -25,6 +25,8 @@ pub mod bootstrap;
 mod config;
 mod failure;
 mod metrics;
+#[cfg(feature = "mutations")]
+mod mutation;
 
 pub use admin::AdminError;
 pub use backend::{InProcessNetwork, LogBackend, Network};
@@ -33,6 +35,8 @@ pub use config::{
     Limits, NodeConfig, NodeConfigError, ENTRY_OVERHEAD_BYTES, MESSAGE_ENVELOPE_BYTES,
 };
 pub use metrics::{Histogram, Metrics};
+#[cfg(feature = "mutations")]
+pub use mutation::RuntimeMutation;
 
 use crate::transport::{Transport, TransportConfig, TransportStats};
 use admin::{ChangeReply, PeerBook, PendingAdmin, TransferReply};

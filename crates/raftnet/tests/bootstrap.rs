@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::scenarios::{restart_without_peers_keeps_the_saved_voters, untuned};
 use common::{
     bind_nodes, handles, leader_among, node_config, read_all, start_cluster, write, Addrs, Journal,
 };
@@ -11,7 +12,6 @@ use raftengine::NodeId;
 use raftnet::runtime::{BootstrapError, Node, NodeConfig, NodeError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Node `id`'s configuration with the given peers (empty: none given).
@@ -33,46 +33,13 @@ fn voters(ids: &[u64]) -> BTreeSet<NodeId> {
     ids.iter().map(|id| NodeId(*id)).collect()
 }
 
+/// The scenario lives in `common::scenarios`, where `tests/mutations.rs` also runs it with the
+/// record's defect put back (`RuntimeMutation::BootstrapRecordNotSaved`) and sees it fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_without_peers_uses_the_saved_voters() {
     let root = tempfile::tempdir().expect("temp dir");
-    let (addrs, nodes) = start_cluster(root.path(), 3, 0).await;
-    let all = handles(&nodes);
-    leader_among(&all).await;
-    write(&all[0].1, b"first").await.expect("write");
-    for (_, node) in nodes {
-        node.shutdown().await;
-    }
-
-    // Node 1 alone, without its peer list: it knows its cluster has three voters, so it
-    // cannot win an election or commit on its own.
-    let one = restart(config_with_peers(1, &[], &addrs, root.path()), &addrs)
-        .await
-        .expect("restart without peers");
-    let h1 = one.handle();
-    assert_eq!(h1.status().membership.voters, voters(&[1, 2, 3]));
-    let alone = tokio::time::timeout(Duration::from_secs(1), write(&h1, b"alone")).await;
-    assert!(!matches!(alone, Ok(Ok(_))), "committed alone: {alone:?}");
-    assert_ne!(h1.status().role, "leader");
-
-    // The others come back (one with its flags, one without): one cluster again.
-    let two = restart(config_with_peers(2, &[1, 3], &addrs, root.path()), &addrs)
-        .await
-        .expect("restart with the same flags");
-    let three = restart(config_with_peers(3, &[], &addrs, root.path()), &addrs)
-        .await
-        .expect("restart without peers");
-    let all = vec![(1, h1.clone()), (2, two.handle()), (3, three.handle())];
-    leader_among(&all).await;
-    write(&h1, b"second").await.expect("write");
-    for (_, h) in &all {
-        let applied = read_all(h).await;
-        assert_eq!(applied.first(), Some(&b"first".to_vec()));
-        assert_eq!(applied.last(), Some(&b"second".to_vec()));
-    }
-    for node in [one, two, three] {
-        node.shutdown().await;
-    }
+    let outcome = restart_without_peers_keeps_the_saved_voters(root.path(), untuned).await;
+    assert_eq!(outcome, Ok(()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::scenarios::{removed_node_added_back_serves_clients, untuned};
 use common::{
     init_tracing, leader_among, node_config, read_all, start_cluster, wait_status, Addrs, Journal,
     WAIT,
@@ -311,6 +312,17 @@ async fn a_removed_follower_learns_it_and_the_rest_go_on() {
 
     let outcomes = load.finish().await;
     check_every_member_and_shut_down(nodes, &outcomes).await;
+}
+
+/// Removed, then added back: the node serves its clients again without a restart. The scenario
+/// is in `common::scenarios`; `tests/mutations.rs` runs it with `Mutation::RemovedForever` (the
+/// core kept the node removed, so the runtime kept refusing its clients) and sees it fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_added_back_serves_its_clients_again() {
+    init_tracing();
+    let root = tempfile::tempdir().expect("temp dir");
+    let outcome = removed_node_added_back_serves_clients(root.path(), untuned).await;
+    assert_eq!(outcome, Ok(()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,6 +117,10 @@ pub(crate) fn reconcile(
     has_state: bool,
     current: Option<BTreeSet<u64>>,
 ) -> Result<StartPlan, BootstrapError> {
+    #[cfg(feature = "mutations")]
+    if config.mutation == Some(super::RuntimeMutation::BootstrapRecordNotSaved) {
+        return Ok(StartPlan::from_config(config));
+    }
     let path = dir.join(RECORD_FILE);
     let saved = read(&path)?;
     let (plan, record) = decide(config, saved.clone(), has_state, current, dir)?;

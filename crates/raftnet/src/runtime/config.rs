@@ -48,6 +48,9 @@ pub struct NodeConfig {
     /// by `raft.max_bytes_per_message` and lets one larger entry travel alone, so every
     /// AppendEntries fits a frame.
     pub max_command_bytes: Option<usize>,
+    /// A known runtime defect to put back (test builds with the `mutations` feature only).
+    #[cfg(feature = "mutations")]
+    pub mutation: Option<super::RuntimeMutation>,
 }
 
 /// At most what a message adds around the entries it carries, encoded: sender, recipient,
@@ -85,6 +88,8 @@ impl NodeConfig {
             segment_bytes: WalOptions::default().segment_bytes,
             max_frame_bytes: TransportConfig::DEFAULT_MAX_FRAME_BYTES,
             max_command_bytes: None,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
     }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod scenarios;
+
 use raftengine::{ApplyError, LogIndex, NodeId, StateMachine};
 use raftnet::runtime::{ClientError, Node, NodeConfig, NodeHandle, NodeStatus};
 use std::collections::BTreeMap;
