@@ -740,6 +740,10 @@ impl RaftLoop {
                         self.on_snapshot_taken(taken.index, taken.data, taken.reply);
                     }
                     apply::ApplyReport::Installed(index) => {
+                        tracing::info!(
+                            index = index.0,
+                            "the leader's snapshot is installed and saved; the log behind it may go"
+                        );
                         if let Err(e) = self.raft.snapshot_installed(index) {
                             tracing::error!("the core refused a snapshot installation: {e}");
                         }
@@ -914,6 +918,13 @@ impl RaftLoop {
         committed: Vec<raftengine::CommittedEntry>,
         install: Option<raftengine::Snapshot>,
     ) {
+        if let Some(snapshot) = &install {
+            tracing::info!(
+                index = snapshot.last_included.index.0,
+                term = snapshot.last_included.term.0,
+                "installing the leader's snapshot"
+            );
+        }
         let now = Instant::now();
         let mut entries = Vec::with_capacity(committed.len());
         for committed in committed {

@@ -7,9 +7,11 @@ use common::{
     bind_nodes, handles, leader_among, node_config, read_all, start_cluster, wait_status, write,
     Journal,
 };
+use raftengine::NodeId;
 use raftnet::runtime::{ClientError, Node};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio::net::TcpListener;
 
 /// Replaces a node's snapshot directory by a file: every snapshot save then fails, as on a
 /// full or failing disk (root ignores permissions, so `chmod` would not do).
@@ -143,6 +145,107 @@ async fn a_leader_whose_state_machine_fails_answers_unknown_not_failed() {
     write(&rest[0].1, b"after").await.expect("write after");
     let applied = read_all(&rest[0].1).await;
     assert!(applied.contains(&b"poison".to_vec()), "{applied:?}");
+    for (_, node) in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A follower whose disk refuses the leader's snapshot while it installs it stops loudly, and
+/// restarts once the disk is fixed: the install's order (save and sync the snapshot, then purge
+/// the log, then acknowledge) means a failed save leaves the log whole. (When the log was purged
+/// before the snapshot was saved, the restart found a log that starts after a purged prefix
+/// with no snapshot covering it, and refused to start.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_cannot_save_the_leaders_snapshot_stops_and_restarts_once_fixed() {
+    common::init_tracing();
+    let root = tempfile::tempdir().expect("temp dir");
+    // Snapshots every 20 entries, with no log kept behind them.
+    let (addrs, mut nodes) = start_cluster(root.path(), 3, 20).await;
+    let all = handles(&nodes);
+    let leader = leader_among(&all).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let command = format!("a{i}").into_bytes();
+        write(&all[i % 3].1, &command).await.expect("write");
+        acked.push(command);
+    }
+    nodes.remove(&follower).expect("node").shutdown().await;
+    // The others go on and compact far beyond the follower's log.
+    let leader_handle = nodes[&leader].handle();
+    for i in 0..100 {
+        let command = format!("b{i}").into_bytes();
+        write(&leader_handle, &command).await.expect("write");
+        acked.push(command);
+    }
+    let covered = leader_handle.trigger_snapshot().await.expect("snapshot");
+    assert!(covered.0 > 100, "{covered:?}");
+    // The others stop too, so that nothing reaches the follower before its disk fails.
+    for (_, node) in std::mem::take(&mut nodes) {
+        node.shutdown().await;
+    }
+
+    // The follower keeps the default snapshot policy now: the only snapshot it could save is the
+    // leader's. Its directory is set aside (it holds the snapshot its log was compacted behind)
+    // and a file put in its place.
+    let restart = |id: u64, every: u64| {
+        let addrs = addrs.clone();
+        let root = root.path().to_path_buf();
+        async move {
+            let listener = TcpListener::bind(addrs[&NodeId(id)]).await.expect("rebind");
+            Node::start(
+                node_config(id, &addrs, &root, every),
+                listener,
+                Journal::default(),
+            )
+            .await
+            .expect("the node restarts")
+        }
+    };
+    let broken = restart(follower, 0).await;
+    let snapshots = root.path().join(format!("node-{follower}/snapshots"));
+    let aside = snapshots.with_extension("aside");
+    std::fs::rename(&snapshots, &aside).expect("set the directory aside");
+    std::fs::write(&snapshots, b"not a directory").expect("a file in its place");
+    for id in (1..=3).filter(|id| *id != follower) {
+        nodes.insert(id, restart(id, 20).await);
+    }
+    let status = wait_status("the follower to stop", &broken.handle(), |s| {
+        s.stopped.is_some()
+    })
+    .await;
+    let reason = status.stopped.expect("a reason");
+    assert!(
+        reason.starts_with("snapshot install failed: could not save the leader's snapshot"),
+        "{reason}"
+    );
+    broken.shutdown().await;
+
+    // Fixed: the follower restarts from what its disk holds and catches up.
+    std::fs::remove_file(&snapshots).expect("remove the file");
+    std::fs::rename(&aside, &snapshots).expect("the directory back");
+    nodes.insert(follower, restart(follower, 0).await);
+    let all = handles(&nodes);
+    let leader = leader_among(&all).await;
+    write(&all[0].1, b"after").await.expect("write");
+    acked.push(b"after".to_vec());
+    let commit = nodes[&leader].handle().status().commit_index;
+    wait_status(
+        "the follower to catch up",
+        &nodes[&follower].handle(),
+        |s| s.applied_index >= commit,
+    )
+    .await;
+    for (id, handle) in &all {
+        let applied = read_all(handle).await;
+        for command in &acked {
+            assert!(
+                applied.contains(command),
+                "node {id} lost {}",
+                String::from_utf8_lossy(command)
+            );
+        }
+    }
     for (_, node) in nodes {
         node.shutdown().await;
     }
