@@ -14,6 +14,7 @@
 //! join = false                      # true: a node added to a running cluster
 //! threads = 1                       # runtime threads (default 1: see ServerConfig::threads)
 //! max_command_bytes = 1048576       # largest encoded write (default: just under the 64 MiB frame)
+//! segment_bytes = 67108864          # size of each preallocated log segment file (default 64 MiB)
 //!
 //! [[nodes]]
 //! id = 1
@@ -56,6 +57,8 @@ const MAX_TICK_MS: u64 = 1_000;
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
 pub const DEFAULT_THREADS: usize = 1;
 const MAX_THREADS: usize = 1024;
+/// Smallest log segment file accepted (the log's own lower bound).
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
 
 /// One member as written in the file or on the command line (addresses not yet resolved).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +140,9 @@ pub struct RawConfig {
     /// Largest encoded write command (key, value and a few bytes); larger SETs are refused
     /// with `-ERR value too large`. Default: derived from the transport's frame limit.
     pub max_command_bytes: Option<usize>,
+    /// Size of each preallocated log segment file; a multiple of 8, at least 4096. Default: the
+    /// log's (64 MiB). Smaller segments suit small disks (and tests that fill one).
+    pub segment_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSpec>,
 }
@@ -178,6 +184,7 @@ impl RawConfig {
             join: over.join.or(self.join),
             threads: over.threads.or(self.threads),
             max_command_bytes: over.max_command_bytes.or(self.max_command_bytes),
+            segment_bytes: over.segment_bytes.or(self.segment_bytes),
             nodes: if over.nodes.is_empty() {
                 self.nodes
             } else {
@@ -253,6 +260,11 @@ impl RawConfig {
         if threads == 0 || threads > MAX_THREADS {
             return Err(ConfigError::BadThreads(threads));
         }
+        if let Some(bytes) = self.segment_bytes {
+            if bytes < MIN_SEGMENT_BYTES || !bytes.is_multiple_of(8) {
+                return Err(ConfigError::BadSegmentBytes(bytes));
+            }
+        }
         let admin = match self.admin.as_deref().map(str::trim) {
             None | Some("") | Some("off") => None,
             Some(text) => {
@@ -299,6 +311,7 @@ impl RawConfig {
             join,
             threads,
             max_command_bytes: self.max_command_bytes,
+            segment_bytes: self.segment_bytes,
         })
     }
 }
@@ -367,6 +380,8 @@ pub struct ServerConfig {
     /// Largest encoded write command; `None`: the runtime's default (see
     /// `raftnet::runtime::NodeConfig::max_command_bytes`).
     pub max_command_bytes: Option<usize>,
+    /// Size of each preallocated log segment file; `None`: the log's default (64 MiB).
+    pub segment_bytes: Option<u64>,
 }
 
 impl ServerConfig {
@@ -394,6 +409,7 @@ impl ServerConfig {
             join: false,
             threads: DEFAULT_THREADS,
             max_command_bytes: None,
+            segment_bytes: None,
         }
     }
 
@@ -429,6 +445,9 @@ impl ServerConfig {
         config.raft.election_timeout_min_ticks = self.election_ticks.0;
         config.raft.election_timeout_max_ticks = self.election_ticks.1;
         config.max_command_bytes = self.max_command_bytes;
+        if let Some(bytes) = self.segment_bytes {
+            config.segment_bytes = bytes;
+        }
         config
     }
 }
@@ -473,6 +492,8 @@ pub enum ConfigError {
     BadThreads(usize),
     #[error("snapshot_entries must be at least 1")]
     ZeroSnapshotEntries,
+    #[error("segment_bytes must be a multiple of 8 and at least {MIN_SEGMENT_BYTES}, not {0}")]
+    BadSegmentBytes(u64),
 }
 
 /// `raftkv serve`'s flags. Each overrides the same setting of the config file.
@@ -525,6 +546,10 @@ pub struct ServeArgs {
     /// large [default: just under the transport's 64 MiB frame limit].
     #[arg(long, value_name = "BYTES")]
     pub max_command_bytes: Option<usize>,
+    /// Size of each preallocated log segment file in bytes (a multiple of 8, at least 4096)
+    /// [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub segment_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -543,6 +568,7 @@ impl ServeArgs {
             join: self.join.then_some(true),
             threads: self.threads,
             max_command_bytes: self.max_command_bytes,
+            segment_bytes: self.segment_bytes,
             nodes: self.nodes.clone(),
         }
     }
@@ -650,6 +676,19 @@ mod tests {
             ..base()
         };
         assert_eq!(zero.validate(), Err(ConfigError::ZeroSnapshotEntries));
+        for bytes in [0, 4095, 4100] {
+            let bad = RawConfig {
+                segment_bytes: Some(bytes),
+                ..base()
+            };
+            assert_eq!(bad.validate(), Err(ConfigError::BadSegmentBytes(bytes)));
+        }
+        let small = RawConfig {
+            segment_bytes: Some(1 << 20),
+            ..base()
+        };
+        let config = small.validate().expect("valid");
+        assert_eq!(config.node_config().segment_bytes, 1 << 20);
     }
 
     #[test]
