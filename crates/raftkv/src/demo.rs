@@ -277,6 +277,20 @@ impl LocalCluster {
         self.nodes[index].child.is_some()
     }
 
+    /// The exit status of node `index` if it has exited on its own (a node that stops on a
+    /// fatal error exits with status 3); it then counts as not running. `None` while it runs,
+    /// or if it was not running.
+    pub fn exited(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        let status = self.nodes[index]
+            .child
+            .as_mut()?
+            .try_wait()
+            .ok()
+            .flatten()?;
+        self.nodes[index].child = None;
+        Some(status)
+    }
+
     /// Keeps the directory when the cluster is dropped; returns its path.
     pub fn keep(&mut self) -> PathBuf {
         if let Some(temp) = self.temp.take() {

@@ -6,41 +6,15 @@
 //!
 //! Every wait is bounded and polls; nothing sleeps for correctness.
 
-use bytes::Bytes;
+#[path = "server/processes.rs"]
+mod processes;
+
+use processes::{check_acked_on, info, start_cluster, writes_go_on, Writer, BIN, WAIT};
 use raftkv::admin_client::{self, AdminClientError, ClusterRequest, ClusterView, SnapshotView};
 use raftkv::client::{Client, ClientConfig};
-use raftkv::demo::{LocalCluster, LocalClusterOptions};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use raftkv::demo::LocalCluster;
 use std::time::Duration;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-
-const BIN: &str = env!("CARGO_BIN_EXE_raftkv");
-/// Bound on every wait.
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn start_cluster(extra_args: &[&str]) -> LocalCluster {
-    // Ports are picked free, then bound by the child processes: a test running beside this one
-    // may take one in between. That is the environment, not the code under test: try again on
-    // fresh ports (and say why).
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let started = LocalCluster::start(LocalClusterOptions {
-            server_bin: Some(PathBuf::from(BIN)),
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-            ..LocalClusterOptions::default()
-        })
-        .await;
-        match started {
-            Ok(cluster) => return cluster,
-            Err(e) if attempt < 3 => eprintln!("cluster start attempt {attempt} failed: {e}"),
-            Err(e) => panic!("cluster starts: {e}"),
-        }
-    }
-}
 
 /// Runs `raftkv cluster ARGS --admin ADMINS`; returns stdout, failing the test on a non-zero exit.
 async fn cluster_cli(args: &[&str], admins: &[String]) -> String {
@@ -91,107 +65,6 @@ fn admins(cluster: &LocalCluster, indexes: &[usize]) -> Vec<String> {
         .iter()
         .map(|&i| cluster.nodes()[i].admin_addr.to_string())
         .collect()
-}
-
-/// What a writer saw.
-#[derive(Debug, Default)]
-struct Outcomes {
-    acked: Vec<(Bytes, Bytes)>,
-    uncertain: usize,
-}
-
-/// A writer setting fresh keys `k0`, `k1`, ... through a client that fails over between nodes.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<Outcomes>,
-}
-
-impl Writer {
-    fn start(cluster: &LocalCluster) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let config = ClientConfig {
-            request_timeout: Duration::from_secs(2),
-            deadline: Duration::from_secs(5),
-            ..ClientConfig::default()
-        };
-        let mut client = Client::new(cluster.client_addrs(), config).expect("client");
-        let task = tokio::spawn(async move {
-            let mut outcomes = Outcomes::default();
-            let mut n = 0u64;
-            while !flag.load(Ordering::Relaxed) {
-                let (key, value) = (Bytes::from(format!("k{n}")), Bytes::from(format!("v{n}")));
-                n += 1;
-                match client.set(&key, &value).await {
-                    Ok(()) => outcomes.acked.push((key, value)),
-                    // Each key is written once, so a write of unknown outcome only means the key
-                    // may be missing.
-                    Err(_) => {
-                        outcomes.uncertain += 1;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-            outcomes
-        });
-        Writer { stop, task }
-    }
-
-    async fn finish(self) -> Outcomes {
-        self.stop.store(true, Ordering::Relaxed);
-        let outcomes = tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the writer stops in time")
-            .expect("the writer does not panic");
-        assert!(outcomes.acked.len() > 20, "writes went on: {outcomes:?}");
-        outcomes
-    }
-}
-
-/// Waits until node `index` has applied `more` entries beyond what it had (the writer's writes).
-async fn writes_go_on(cluster: &LocalCluster, index: usize, more: u64) {
-    let from = info(cluster, index).await.applied_index;
-    let deadline = Instant::now() + WAIT;
-    while info(cluster, index).await.applied_index < from + more {
-        assert!(
-            Instant::now() < deadline,
-            "no writes applied at index {index}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn info(cluster: &LocalCluster, index: usize) -> raftkv::client::NodeInfo {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match cluster.info(index).await {
-            Ok(info) => return info,
-            Err(error) => assert!(Instant::now() < deadline, "INFO of node {index}: {error}"),
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// Every acknowledged write is on node `index` (linearizable GETs served by that node).
-async fn check_acked_on(cluster: &LocalCluster, index: usize, acked: &[(Bytes, Bytes)]) {
-    let node = &cluster.nodes()[index];
-    let config = ClientConfig {
-        deadline: Duration::from_secs(10),
-        ..ClientConfig::default()
-    };
-    let mut client = Client::new(vec![node.client_addr], config).expect("client");
-    for chunk in acked.chunks(128) {
-        let requests: Vec<[&[u8]; 2]> = chunk.iter().map(|(k, _)| [b"GET".as_slice(), k]).collect();
-        let replies = client.pipeline(&requests).await;
-        for ((key, value), reply) in chunk.iter().zip(replies) {
-            assert_eq!(
-                reply.expect("GET answered"),
-                raftkv::resp::Reply::Bulk(Some(value.clone())),
-                "node {} lost the acknowledged write of {key:?}",
-                node.id
-            );
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
