@@ -57,6 +57,11 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(cluster: &LocalCluster) -> Writer {
+        Writer::start_padded(cluster, 0)
+    }
+
+    /// A writer whose values are padded to at least `value_bytes` bytes.
+    pub fn start_padded(cluster: &LocalCluster, value_bytes: usize) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let config = ClientConfig {
@@ -69,7 +74,8 @@ impl Writer {
             let mut outcomes = Outcomes::default();
             let mut n = 0u64;
             while !flag.load(Ordering::Relaxed) {
-                let (key, value) = (Bytes::from(format!("k{n}")), Bytes::from(format!("v{n}")));
+                let key = Bytes::from(format!("k{n}"));
+                let value = Bytes::from(format!("v{n:.<value_bytes$}"));
                 n += 1;
                 match client.set(&key, &value).await {
                     Ok(()) => outcomes.acked.push((key, value)),
@@ -154,7 +160,7 @@ pub async fn status(cluster: &LocalCluster, index: usize) -> Option<serde_json::
         stream.read_to_end(&mut response).await.ok()?;
         let response = String::from_utf8(response).ok()?;
         let (head, body) = response.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200")
+        (head.split(' ').nth(1) == Some("200"))
             .then(|| serde_json::from_str(body).ok())
             .flatten()
     };
@@ -191,11 +197,29 @@ pub async fn wait_status(
 
 /// Node `index`'s log (stdout and stderr, across restarts) from byte `from` on.
 pub fn log_since(cluster: &LocalCluster, index: usize, from: usize) -> String {
-    let text = std::fs::read(&cluster.nodes()[index].log_path).unwrap_or_default();
-    String::from_utf8_lossy(text.get(from..).unwrap_or_default()).into_owned()
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(&cluster.nodes()[index].log_path) {
+        if file.seek(SeekFrom::Start(from as u64)).is_ok() {
+            let _ = file.read_to_end(&mut text);
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// The length of node `index`'s log so far (to read what a restart adds).
 pub fn log_len(cluster: &LocalCluster, index: usize) -> usize {
     std::fs::metadata(&cluster.nodes()[index].log_path).map_or(0, |m| m.len() as usize)
+}
+
+/// Polls node `index`'s log from byte `from` until it contains `needle` (false after [`WAIT`]).
+pub async fn wait_log(cluster: &LocalCluster, index: usize, from: usize, needle: &str) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if log_since(cluster, index, from).contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    false
 }
