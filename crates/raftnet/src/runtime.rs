@@ -135,6 +135,10 @@ pub struct NodeStatus {
     pub term: u64,
     pub leader: Option<u64>,
     pub last_index: u64,
+    /// The last index of the log's compacted prefix (what the latest snapshot covers, less any
+    /// tail kept behind it): the log holds the entries after it. A follower whose log ends
+    /// before it catches up from a snapshot.
+    pub log_start: u64,
     pub commit_index: u64,
     pub applied_index: u64,
     pub durable_index: u64,
@@ -164,6 +168,7 @@ impl NodeStatus {
             term: status.term.0,
             leader: status.leader.map(|l| l.0),
             last_index: status.last_index.0,
+            log_start: raft.log().start().index.0,
             commit_index: status.commit.0,
             applied_index: applied.0,
             durable_index: durable.0,
@@ -1018,6 +1023,7 @@ impl RaftLoop {
                 || current.commit_index != status.commit_index
                 || current.applied_index != status.applied_index
                 || current.last_index != status.last_index
+                || current.log_start != status.log_start
                 || current.durable_index != status.durable_index
                 || current.stopped != status.stopped
                 || current.progress != status.progress
