@@ -5,7 +5,7 @@ mod common;
 
 use common::{
     bind_nodes, handles, leader_among, node_config, read_all, start_cluster, wait_status, write,
-    Journal,
+    write_acked, Journal,
 };
 use raftengine::NodeId;
 use raftnet::runtime::{ClientError, Node};
@@ -167,16 +167,14 @@ async fn a_follower_that_cannot_save_the_leaders_snapshot_stops_and_restarts_onc
     let mut acked = Vec::new();
     for i in 0..30 {
         let command = format!("a{i}").into_bytes();
-        write(&all[i % 3].1, &command).await.expect("write");
-        acked.push(command);
+        acked.push(write_acked(&all[i % 3].1, &command).await.expect("write"));
     }
     nodes.remove(&follower).expect("node").shutdown().await;
     // The others go on and compact far beyond the follower's log.
     let leader_handle = nodes[&leader].handle();
     for i in 0..100 {
         let command = format!("b{i}").into_bytes();
-        write(&leader_handle, &command).await.expect("write");
-        acked.push(command);
+        acked.push(write_acked(&leader_handle, &command).await.expect("write"));
     }
     let covered = leader_handle.trigger_snapshot().await.expect("snapshot");
     assert!(covered.0 > 100, "{covered:?}");
@@ -227,8 +225,7 @@ async fn a_follower_that_cannot_save_the_leaders_snapshot_stops_and_restarts_onc
     nodes.insert(follower, restart(follower, 0).await);
     let all = handles(&nodes);
     let leader = leader_among(&all).await;
-    write(&all[0].1, b"after").await.expect("write");
-    acked.push(b"after".to_vec());
+    acked.push(write_acked(&all[0].1, b"after").await.expect("write"));
     let commit = nodes[&leader].handle().status().commit_index;
     wait_status(
         "the follower to catch up",

@@ -174,6 +174,29 @@ pub async fn write(handle: &NodeHandle<Journal>, command: &[u8]) -> Result<usize
     }
 }
 
+/// Writes `base` until a write is acknowledged and returns the command that was. A write whose
+/// outcome is unknown (leadership changed, as it may on a loaded machine) is followed by a
+/// fresh command (`base~1`, `base~2`, ...), so that none is applied twice; the unknown ones may
+/// or may not be applied, and a test counts only on the acknowledged ones.
+pub async fn write_acked(
+    handle: &NodeHandle<Journal>,
+    base: &[u8],
+) -> Result<Vec<u8>, ClientError> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut command = base.to_vec();
+    let mut attempt = 0;
+    loop {
+        match write(handle, &command).await {
+            Ok(_) => return Ok(command),
+            Err(ClientError::OutcomeUnknown(_)) if tokio::time::Instant::now() < deadline => {
+                attempt += 1;
+                command = [base, format!("~{attempt}").as_bytes()].concat();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Everything applied at `handle`, read linearizably.
 pub async fn read_all(handle: &NodeHandle<Journal>) -> Vec<Vec<u8>> {
     let deadline = tokio::time::Instant::now() + WAIT;
