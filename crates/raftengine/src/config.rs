@@ -136,11 +136,14 @@ pub enum Mutation {
     /// A node whose storage lost synced data votes and counts as if nothing happened
     /// (defect 15).
     IgnoreDataLoss,
+    /// A leader counts answers a follower sent before it lost data (no repair epochs): found by
+    /// the randomized runs after defect 15's fix.
+    AnswersAcrossDataLoss,
 }
 
 #[cfg(feature = "mutations")]
 impl Mutation {
-    pub const ALL: [Mutation; 15] = [
+    pub const ALL: [Mutation; 16] = [
         Mutation::CommitPreviousTerm,
         Mutation::VoteNotPersisted,
         Mutation::TwoVotesPerTerm,
@@ -156,6 +159,7 @@ impl Mutation {
         Mutation::StaleTimeoutNow,
         Mutation::UncheckedPersisted,
         Mutation::IgnoreDataLoss,
+        Mutation::AnswersAcrossDataLoss,
     ];
 
     /// The mutation named `name` (its variant name, case-insensitive, `-` and `_` ignored).
