@@ -13,8 +13,6 @@ pub(crate) struct AppendAnswer {
     pub success: bool,
     pub match_index: LogIndex,
     pub reject_hint: LogIndex,
-    /// The follower's last log index when it answered.
-    pub last_log_index: LogIndex,
     /// The `prev_log_index` of the request it answers.
     pub prev_log_index: LogIndex,
     pub repairing: bool,
