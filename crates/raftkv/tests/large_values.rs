@@ -84,5 +84,7 @@ async fn values_up_to_a_lowered_limit_replicate_and_one_byte_over_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_up_to_the_default_limit_replicate_and_one_byte_over_is_refused() {
-    sets_up_to_the_limit(None, &[100_000, 500_000]).await;
+    // The review saw every value from 24 MiB up to the old 64 MiB limit fail; the limit is just
+    // under a 64 MiB frame now.
+    sets_up_to_the_limit(None, &[100_000, 500_000, 24 << 20]).await;
 }
