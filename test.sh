@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo test --workspace --locked
+# Values up to the default 64 MiB command limit, in a release build as users run it.
+cargo test --release --locked -q -p raftkv --test large_values
 cargo run --locked -q -p raftsim -- check
 cargo test --release --locked -q -p raftsim --features mutations --test mutations
 cargo run --release --locked -q -p raftsim -- fuzz --seeds 300 --quiet
