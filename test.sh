@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo test --workspace --locked
+# Values up to the default 64 MiB command limit, in a release build as users run it.
+cargo test --release --locked -q -p raftkv --test large_values
 cargo run --locked -q -p raftsim -- check
 cargo test --release --locked -q -p raftsim --features mutations --test mutations
 cargo test --locked -q -p raftnet --features mutations --test mutations

@@ -62,12 +62,35 @@ pub struct Config {
     /// for followers; 0 turns retention off (the log is purged up to each snapshot).
     pub log_retention_bytes: u64,
     /// Opt-in lease reads (thesis §6.4.1): a leader that a majority acknowledged less than
-    /// `lease_ticks` ago serves reads without a confirmation round. Safe only if no node's clock
-    /// runs faster than the others' by more than the gap between `lease_ticks` and the minimum
-    /// election timeout; needs `check_quorum`.
+    /// `lease_ticks` ago serves reads without a confirmation round. Needs `check_quorum`.
+    ///
+    /// **What the lease assumes.** A follower that answered the leader's heartbeat refuses
+    /// votes for the minimum election timeout after it (leader stickiness), counted on its own
+    /// clock; the lease is counted on the leader's clock from when that heartbeat was *sent*.
+    /// So the lease is safe as long as:
+    /// - no node's clock runs faster than the leader's by more than
+    ///   `election_timeout_min_ticks / lease_ticks` (15 / 12 = 1.25 with the defaults): the
+    ///   one assumption about time, shown at its boundary by the scenario
+    ///   `reads/lease_beyond_clock_drift_bound`;
+    /// - a node that restarts refuses votes for the minimum election timeout from its restart
+    ///   (it may have answered a heartbeat just before it stopped): the core does so
+    ///   (`reads/lease_holds_across_a_follower_restart`), so a restart is covered as long as
+    ///   the time from the crash to the restart is not negative, i.e. the clock does not run
+    ///   backwards across it;
+    /// - no election skips stickiness: a leadership transfer's campaign does, so once the
+    ///   leader has sent `TimeoutNow` it serves reads with a confirmation round instead, and
+    ///   after an aborted transfer only a round started later renews the lease
+    ///   (`reads/lease_read_refused_once_transfer_starts`,
+    ///   `transfer/late_timeout_now_ignored_after_abort`);
+    /// - a node's term and vote survive its crashes (its log may not; see
+    ///   `StoredState::data_loss`).
+    ///
+    /// Where clocks may drift further (virtual machines paused and resumed, clocks stepped),
+    /// leave this off: reads then confirm leadership with a round (ReadIndex), which assumes
+    /// nothing about time.
     pub lease_reads: bool,
     /// Lease length in ticks, counted from when the confirmed heartbeat was *sent*; must be
-    /// below the minimum election timeout.
+    /// below the minimum election timeout (see `lease_reads` for what it assumes).
     pub lease_ticks: u64,
     /// A known protocol bug to switch on (test builds with the `mutations` feature only).
     #[cfg(feature = "mutations")]
@@ -113,11 +136,14 @@ pub enum Mutation {
     /// A node whose storage lost synced data votes and counts as if nothing happened
     /// (defect 15).
     IgnoreDataLoss,
+    /// A leader counts answers a follower sent before it lost data (no repair epochs): found by
+    /// the randomized runs after defect 15's fix.
+    AnswersAcrossDataLoss,
 }
 
 #[cfg(feature = "mutations")]
 impl Mutation {
-    pub const ALL: [Mutation; 15] = [
+    pub const ALL: [Mutation; 16] = [
         Mutation::CommitPreviousTerm,
         Mutation::VoteNotPersisted,
         Mutation::TwoVotesPerTerm,
@@ -133,6 +159,7 @@ impl Mutation {
         Mutation::StaleTimeoutNow,
         Mutation::UncheckedPersisted,
         Mutation::IgnoreDataLoss,
+        Mutation::AnswersAcrossDataLoss,
     ];
 
     /// The mutation named `name` (its variant name, case-insensitive, `-` and `_` ignored).

@@ -77,17 +77,16 @@ impl RaftNode {
                 success,
                 match_index,
                 reject_hint,
-                last_log_index,
                 prev_log_index,
                 read_round,
                 repairing,
                 repair_epoch,
+                ..
             } => {
                 let answer = crate::replication::AppendAnswer {
                     success,
                     match_index,
                     reject_hint,
-                    last_log_index,
                     prev_log_index,
                     repairing,
                     repair_epoch,

@@ -57,6 +57,12 @@ impl RaftNode {
         leader_commit: LogIndex,
         epoch_known: u64,
     ) {
+        #[cfg(feature = "mutations")]
+        let epoch_known = if self.mutated(crate::config::Mutation::AnswersAcrossDataLoss) {
+            self.repair_epoch
+        } else {
+            epoch_known
+        };
         if !self.repairing || leader_commit > matched || epoch_known != self.repair_epoch {
             return;
         }

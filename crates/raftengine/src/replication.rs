@@ -13,8 +13,6 @@ pub(crate) struct AppendAnswer {
     pub success: bool,
     pub match_index: LogIndex,
     pub reject_hint: LogIndex,
-    /// The follower's last log index when it answered.
-    pub last_log_index: LogIndex,
     /// The `prev_log_index` of the request it answers.
     pub prev_log_index: LogIndex,
     pub repairing: bool,
@@ -188,14 +186,30 @@ impl RaftNode {
             return;
         };
         progress.recently_active = true;
+        #[cfg(feature = "mutations")]
+        let answer = if self.config.mutation == Some(crate::config::Mutation::AnswersAcrossDataLoss)
+        {
+            AppendAnswer {
+                repair_epoch: progress.repair_epoch,
+                ..answer
+            }
+        } else {
+            answer
+        };
         if answer.repair_epoch < progress.repair_epoch {
             // Sent before the follower lost data: what it acknowledged may be gone.
             return;
         }
         if answer.repair_epoch > progress.repair_epoch {
-            // The follower lost data since: it holds no more than its log now.
+            // The follower lost data since: nothing it acknowledged before counts. It holds
+            // durably what this answer acknowledges (an answer that promises entries leaves
+            // only once they are durable), and nothing more is known.
             progress.repair_epoch = answer.repair_epoch;
-            progress.match_index = progress.match_index.min(answer.last_log_index);
+            progress.match_index = if answer.success {
+                progress.match_index.min(answer.match_index)
+            } else {
+                LogIndex(0)
+            };
         }
         progress.repairing = answer.repairing;
         if matches!(progress.state, ProgressState::Snapshot { .. }) {

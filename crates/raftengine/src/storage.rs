@@ -154,6 +154,11 @@ impl MemoryStorage {
         self.commit
     }
 
+    /// A repair after lost data is under way, as last written ([`LogWrite::Repair`]).
+    pub fn repairing(&self) -> bool {
+        self.repairing || self.lost.is_some()
+    }
+
     pub fn last_index(&self) -> LogIndex {
         self.log_start.index.plus(self.entries.len() as u64)
     }

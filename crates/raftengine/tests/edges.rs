@@ -75,7 +75,12 @@ fn settle(node: &mut RaftNode) -> Output {
 
 /// Node 1 elected leader of term 1 by node 2's vote; its term-start entry is index 1.
 fn leader() -> RaftNode {
-    let mut n = RaftNode::new(config(1)).expect("valid config");
+    leader_with(config(1))
+}
+
+/// The same, with node 1's configuration `c`.
+fn leader_with(c: Config) -> RaftNode {
+    let mut n = RaftNode::new(c).expect("valid config");
     n.campaign(false);
     settle(&mut n);
     n.step(msg(N2, N1, 1, MessageBody::VoteResponse { granted: true }))
@@ -390,12 +395,7 @@ fn a_late_rejection_of_an_old_request_does_not_lower_the_match_index() {
 fn a_command_over_the_limit_is_refused_before_anything_is_appended() {
     let mut c = config(1);
     c.max_command_bytes = 100;
-    let mut n = RaftNode::new(c).expect("valid config");
-    n.campaign(false);
-    settle(&mut n);
-    n.step(msg(N2, N1, 1, MessageBody::VoteResponse { granted: true }))
-        .expect("accepted");
-    settle(&mut n);
+    let mut n = leader_with(c);
     let last = n.log().last_index();
     n.propose(RequestId(1), vec![0; 100]);
     n.propose(RequestId(2), vec![0; 101]);
@@ -417,12 +417,7 @@ fn a_command_over_the_limit_is_refused_before_anything_is_appended() {
 fn append_batches_stop_at_the_byte_limit_but_always_carry_one_entry() {
     let mut c = config(1);
     c.max_bytes_per_message = 1000;
-    let mut n = RaftNode::new(c).expect("valid config");
-    n.campaign(false);
-    settle(&mut n);
-    n.step(msg(N2, N1, 1, MessageBody::VoteResponse { granted: true }))
-        .expect("accepted");
-    settle(&mut n);
+    let mut n = leader_with(c);
     n.step(ack(N2, 1, 0, true)).expect("accepted");
     settle(&mut n);
     for (i, size) in [400, 400, 400, 5000, 10].into_iter().enumerate() {

@@ -49,6 +49,14 @@ enum Command {
     /// Change a running cluster through a node's admin port: show, add-learner, add, remove,
     /// transfer-leader, snapshot.
     Cluster(raftkv::cluster_cli::ClusterArgs),
+    /// Remove the BROKEN marker a fatal error left in a stopped node's data directory (after
+    /// checking the data), so the node may start again. The same as `raftwal clear-broken`.
+    /// I/O failures (a full disk, a failed sync) leave no marker: the log recovers by itself.
+    ClearBroken {
+        /// The node's data directory (the one holding wal/ and BROKEN).
+        #[arg(long, value_name = "DIR")]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 /// Exit code for an unusable configuration (the same as clap's for bad flags).
@@ -75,6 +83,20 @@ fn main() -> ExitCode {
             raftkv::cli_client::run_cli(raftkv::cli_client::ClientCommand::Del(args))
         }
         Command::Cluster(args) => raftkv::cluster_cli::run_cli(args),
+        Command::ClearBroken { data_dir } => clear_broken(&data_dir),
+    }
+}
+
+fn clear_broken(data_dir: &std::path::Path) -> ExitCode {
+    match raftwal::clear_broken_report(data_dir) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("raftkv clear-broken: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

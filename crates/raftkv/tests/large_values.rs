@@ -82,7 +82,13 @@ async fn values_up_to_a_lowered_limit_replicate_and_one_byte_over_is_refused() {
     sets_up_to_the_limit(Some(64 * 1024), &[1, 1000, 16 * 1024, 48 * 1024]).await;
 }
 
+/// Built as users run it: a debug build copies a 64 MiB value slowly enough, on a loaded 2-core
+/// machine, to hold a node's loop past an election timeout, which is not what this tests.
+/// `./test.sh` runs it with `--release`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(debug_assertions, ignore = "run with --release (./test.sh does)")]
 async fn values_up_to_the_default_limit_replicate_and_one_byte_over_is_refused() {
-    sets_up_to_the_limit(None, &[100_000, 500_000]).await;
+    // The review saw every value from 24 MiB up to the old 64 MiB limit fail; the limit is just
+    // under a 64 MiB frame now.
+    sets_up_to_the_limit(None, &[100_000, 500_000, 24 << 20]).await;
 }

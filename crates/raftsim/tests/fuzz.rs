@@ -84,3 +84,21 @@ fn saved_regressions_pass_every_check() {
     }
     assert!(checked > 0);
 }
+
+/// Lease reads rest on bounded clock drift (`Config::lease_ticks`). In the labelled mode whose
+/// clocks drift beyond that bound, the checker finds the stale reads that follow; within the
+/// bound (every other test here), it finds none.
+#[test]
+fn beyond_the_lease_drift_bound_stale_reads_are_found() {
+    let options = FuzzOptions::new(3, 1000).with_lease_beyond_drift_bound();
+    let found = (0..100).find_map(|seed| {
+        run_seed(seed, options)
+            .violation
+            .filter(|v| v.property == "linearizability")
+            .map(|v| (seed, v))
+    });
+    assert!(
+        found.is_some(),
+        "no stale read found in 100 seeds beyond the lease's drift bound"
+    );
+}

@@ -44,6 +44,19 @@ pub fn remove(dir: &Path) -> Result<Option<String>, WalError> {
     Ok(reason)
 }
 
+/// [`clear_broken`], told as an operator's tool prints it: what was cleared (and the reason the
+/// marker gave), or that there was nothing to clear.
+pub fn clear_broken_report(dir: &Path) -> Result<String, WalError> {
+    Ok(match clear_broken(dir)? {
+        Some(reason) => format!(
+            "cleared {}/BROKEN; it said: {}",
+            dir.display(),
+            reason.trim_end()
+        ),
+        None => format!("{} has no BROKEN marker", dir.display()),
+    })
+}
+
 /// The operator's command: clears the broken marker of the data directory `dir`, which no
 /// process may have open (the directory's lock is taken), and returns the reason it held
 /// (`None`: there was no marker). Only the marker is touched; the log is not opened.

@@ -40,7 +40,7 @@ mod segment;
 mod snapshot;
 mod wal;
 
-pub use broken::clear_broken;
+pub use broken::{clear_broken, clear_broken_report};
 pub use error::{clear_broken_command, WalError, WalErrorKind};
 pub use format::{FORMAT_VERSION, MAX_FRAME_BODY_BYTES};
 pub use group_commit::{Durable, GroupCommit};

@@ -59,9 +59,12 @@ impl Invariants {
                 live.push((node, raft));
             }
         }
-        // A repaired node holds again what it lost.
-        self.lost
-            .retain(|node, _| !live.iter().any(|(n, r)| n == node && !r.is_repairing()));
+        // A repaired node holds again what it lost, once the end of its repair is durable.
+        self.lost.retain(|node, _| {
+            let repaired = live.iter().any(|(n, r)| n == node && !r.is_repairing());
+            let durably = cluster.storage(*node).is_ok_and(|s| !s.repairing());
+            !(repaired && durably)
+        });
         for &(node, raft) in &live {
             // Removed is a node left out of the configuration, never one named in it.
             if raft.is_removed() && raft.membership().contains(NodeId(node as u64)) {

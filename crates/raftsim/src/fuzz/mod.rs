@@ -458,7 +458,7 @@ enum ClockDrift {
     /// Leases are on: no clock runs faster than another by the ratio of the minimum election
     /// timeout to the lease (2 to 1 here), the bound `Config::lease_ticks` documents.
     WithinLeaseBound,
-    /// Leases are on and rates differ by up to almost 4 to 1 (expected to find stale reads).
+    /// Leases are on and rates differ by up to 15 to 1 (expected to find stale reads).
     BeyondLeaseBound,
 }
 
@@ -469,7 +469,7 @@ impl ClockDrift {
             ClockDrift::Any => (5, 15),
             // 15 / 8 < 2 = ELECTION_TICKS.0 / LEASE_TICKS.
             ClockDrift::WithinLeaseBound => (8, 15),
-            ClockDrift::BeyondLeaseBound => (4, 15),
+            ClockDrift::BeyondLeaseBound => (1, 15),
         }
     }
 }
@@ -490,6 +490,7 @@ struct Generator {
     lossy: Option<usize>,
     /// The step of the last membership change asked for.
     last_change: Option<u64>,
+    drift: ClockDrift,
 }
 
 fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
@@ -514,6 +515,7 @@ impl Generator {
             step: 0,
             lossy: None,
             last_change: None,
+            drift,
         }
     }
 
@@ -580,7 +582,12 @@ impl Generator {
                 !sim.history.is_pending(*node, *request) || step - since > CLIENT_PATIENCE
             }
         })?;
-        let node = live[below(rng, live.len() as u64) as usize];
+        let node = match self.stale_leader(&sim.cluster, live) {
+            // With leases, half the operations go to the oldest node that believes it leads:
+            // that is where a lease read would be stale.
+            Some(leader) if below(rng, 2) == 0 => leader,
+            _ => live[below(rng, live.len() as u64) as usize],
+        };
         let refused = self.clients[free]
             .as_ref()
             .filter(|(n, r, _, _)| sim.history.had_no_effect(*n, *r))
@@ -636,6 +643,9 @@ impl Generator {
         let down: Vec<usize> = (1..=nodes).filter(|n| !live.contains(n)).collect();
         let manual: Vec<usize> = (1..=nodes).filter(|&n| c.disk_is_manual(n)).collect();
         let node = 1 + below(rng, nodes as u64) as usize;
+        if self.drift != ClockDrift::Any && below(rng, 2) == 0 {
+            return self.lease_adversary(rng, c, live);
+        }
         if let Some(lossy) = self.lossy {
             let repaired = c
                 .raft(lossy)
@@ -736,6 +746,44 @@ impl Generator {
             _ if below(rng, 2) == 0 => Command::InjectExtreme(live[0]),
             _ => Command::Misuse(live[below(rng, live.len() as u64) as usize]),
         }
+    }
+
+    /// With leases: the live node that believes it leads in the oldest term.
+    fn stale_leader(&self, c: &Cluster, live: &[usize]) -> Option<usize> {
+        if self.drift == ClockDrift::Any {
+            return None;
+        }
+        live.iter()
+            .copied()
+            .filter_map(|n| c.raft(n).ok().flatten().map(|r| (n, r)))
+            .filter(|(_, r)| r.role() == raftengine::RoleKind::Leader)
+            .min_by_key(|(_, r)| r.term())
+            .map(|(n, _)| n)
+    }
+
+    /// With leases: the faults that break a lease whose drift assumption does not hold (and
+    /// must not break one whose assumption holds). Leadership goes to the slowest clock (its
+    /// lease then lasts longest), and the leader is cut off (the others elect a new one while
+    /// its lease runs).
+    fn lease_adversary(&mut self, rng: &mut ChaCha8Rng, c: &Cluster, live: &[usize]) -> Command {
+        let slowest = self.slowest_clock();
+        match self.stale_leader(c, live) {
+            Some(leader) if leader != slowest && below(rng, 3) == 0 => Command::Transfer {
+                node: leader,
+                target: slowest,
+            },
+            Some(leader) => Command::Split(vec![
+                vec![leader],
+                (1..=c.node_count()).filter(|n| *n != leader).collect(),
+            ]),
+            None => Command::Heal,
+        }
+    }
+
+    /// The node whose clock runs slowest.
+    fn slowest_clock(&self) -> usize {
+        let slowest = (0..self.clock_weights.len()).min_by_key(|&i| self.clock_weights[i]);
+        slowest.map_or(1, |i| i + 1)
     }
 
     /// A crash of one node whose disk loses synced entries too (its last few), while every other

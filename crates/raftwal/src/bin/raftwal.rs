@@ -35,17 +35,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let Command::ClearBroken { data_dir } = Args::parse().command;
-    match raftwal::clear_broken(&data_dir) {
-        Ok(Some(reason)) => {
-            println!(
-                "cleared {}/BROKEN; it said: {}",
-                data_dir.display(),
-                reason.trim_end()
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(None) => {
-            println!("{} has no BROKEN marker", data_dir.display());
+    match raftwal::clear_broken_report(&data_dir) {
+        Ok(report) => {
+            println!("{report}");
             ExitCode::SUCCESS
         }
         Err(e) => {
