@@ -148,6 +148,23 @@ pub const MAX_TERM: Term = Term(1 << 62);
 pub const MAX_INDEX: LogIndex = LogIndex(1 << 62);
 
 impl Message {
+    /// Bytes of commands and snapshot data it carries (what makes a message large), for
+    /// drivers that bound their queues in bytes.
+    pub fn payload_bytes(&self) -> usize {
+        match &self.body {
+            MessageBody::AppendEntries { entries, .. } => entries
+                .iter()
+                .map(|e| match &e.payload {
+                    crate::types::EntryPayload::Command(c) => c.len(),
+                    _ => 0,
+                })
+                .sum(),
+            MessageBody::InstallSnapshot { data, .. } => data.len(),
+            MessageBody::Propose { command, .. } => command.len(),
+            _ => 0,
+        }
+    }
+
     /// The first field whose value lies beyond [`MAX_TERM`] or [`MAX_INDEX`], if any.
     pub fn out_of_range_field(&self) -> Option<&'static str> {
         let term = |t: Term| t > MAX_TERM;

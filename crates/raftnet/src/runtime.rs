@@ -379,7 +379,7 @@ struct Parts<S> {
     backend: LogBackend,
     restart: Restart,
     network: Arc<dyn Network>,
-    inbound: mpsc::Receiver<Message>,
+    inbound: crate::inbox::Inbox,
     state_machine: S,
     failures: (FailureReporter, mpsc::UnboundedReceiver<Failure>),
 }
@@ -465,7 +465,7 @@ where
         backend: LogBackend,
         restart: Restart,
         network: Arc<dyn Network>,
-        inbound: mpsc::Receiver<Message>,
+        inbound: crate::inbox::Inbox,
         state_machine: S,
     ) -> Result<Node<S>, NodeError> {
         let limits = config.validate()?;
@@ -670,7 +670,7 @@ impl TickClock {
 /// The channels the raft loop reads.
 struct Inputs {
     requests: mpsc::UnboundedReceiver<Request>,
-    inbound: mpsc::Receiver<Message>,
+    inbound: crate::inbox::Inbox,
     durable: mpsc::UnboundedReceiver<backend::Durable>,
     taken: mpsc::UnboundedReceiver<apply::ApplyReport>,
     failures: mpsc::UnboundedReceiver<Failure>,
@@ -727,7 +727,7 @@ impl RaftLoop {
                 Some(msg) = inputs.inbound.recv() => {
                     self.on_message(msg);
                     for n in 1..MAX_INPUTS_PER_TURN {
-                        let Ok(msg) = inputs.inbound.try_recv() else { break };
+                        let Some(msg) = inputs.inbound.try_recv() else { break };
                         self.on_message(msg);
                         self.tick_between_inputs(n);
                     }

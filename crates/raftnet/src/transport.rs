@@ -15,8 +15,9 @@
 //! - A batch being written when a connection fails is lost. Every write must progress within
 //!   [`TransportConfig::write_timeout`], and TCP keepalive is on, so a peer that stopped or
 //!   vanished (a SIGSTOP, a firewall dropping packets) gets a fresh connection.
-//! - Good inbound messages go to the channel returned by [`Transport::start`] with `try_send`;
-//!   when it is full they are dropped and counted ([`TransportStats::inbound_dropped`]).
+//! - Good inbound messages go to the [`Inbox`](crate::inbox::Inbox) returned by
+//!   [`Transport::start`], bounded in messages and in payload bytes; when it is full they are
+//!   dropped and counted ([`TransportStats::inbound_dropped`]).
 //!
 //! # Two lanes per peer
 //!
@@ -87,7 +88,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -124,6 +125,9 @@ pub struct TransportConfig {
     pub max_connections_per_source: usize,
     /// Capacity of the inbound channel (default 4096).
     pub inbound_capacity: usize,
+    /// Most command and snapshot bytes the inbound channel holds (default 64 MiB; one message
+    /// always fits an empty channel).
+    pub inbound_bytes: usize,
     /// First delay before redialing a peer (default 10 ms); doubles per failure.
     pub reconnect_backoff_initial: Duration,
     /// Cap of the redial delay (default 1 s).
@@ -145,6 +149,7 @@ impl TransportConfig {
     pub const DEFAULT_PEER_QUEUE_CAPACITY: usize = 4096;
     /// Default inbound channel capacity, in messages.
     pub const DEFAULT_INBOUND_CAPACITY: usize = 4096;
+    pub const DEFAULT_INBOUND_BYTES: usize = 64 * 1024 * 1024;
 
     /// A configuration with the defaults documented on each field.
     pub fn new(
@@ -165,6 +170,7 @@ impl TransportConfig {
             max_handshakes: 64,
             max_connections_per_source: 32,
             inbound_capacity: Self::DEFAULT_INBOUND_CAPACITY,
+            inbound_bytes: Self::DEFAULT_INBOUND_BYTES,
             reconnect_backoff_initial: Duration::from_millis(10),
             reconnect_backoff_max: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(2),
@@ -502,12 +508,13 @@ impl Transport {
     pub fn start(
         config: TransportConfig,
         listener: TcpListener,
-    ) -> Result<(Transport, mpsc::Receiver<Message>), TransportError> {
+    ) -> Result<(Transport, crate::inbox::Inbox), TransportError> {
         config.validate()?;
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
         let local_addr = listener.local_addr()?;
-        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_capacity);
+        let (inbound_tx, inbound_rx) =
+            crate::inbox::inbox(config.inbound_capacity, config.inbound_bytes);
         let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();

@@ -8,7 +8,6 @@ use raftengine::{LogIndex, Message, MessageBody, NodeId, Term};
 use raftnet::runtime::{InProcessNetwork, LogBackend, Node, NodeConfig, Restart};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// More than one poll of the raft loop handles (tokio gives a task 128 channel receives per
 /// poll, and the loop takes up to 4096 messages per receive): the queue stays non-empty
@@ -19,7 +18,7 @@ const FLOOD: usize = 600_000;
 async fn ticks_are_delivered_while_messages_are_queued() {
     let config = NodeConfig::new(NodeId(1), 7, BTreeMap::new(), "unused");
     let tick = config.tick;
-    let (tx, inbound) = mpsc::channel(FLOOD);
+    let (tx, inbound) = raftnet::inbox::inbox(FLOOD, usize::MAX);
     let network = Arc::new(InProcessNetwork::default());
     let node = Node::start_with(
         config,

@@ -34,13 +34,15 @@ impl Network for TransportSender {
 /// Channels between nodes of one process (the in-process benchmark and tests).
 #[derive(Default)]
 pub struct InProcessNetwork {
-    nodes: RwLock<BTreeMap<NodeId, mpsc::Sender<Message>>>,
+    nodes: RwLock<BTreeMap<NodeId, crate::inbox::InboxSender>>,
 }
 
 impl InProcessNetwork {
-    /// Registers a node and returns its inbound channel.
-    pub fn join(&self, id: NodeId, capacity: usize) -> mpsc::Receiver<Message> {
-        let (tx, rx) = mpsc::channel(capacity);
+    /// Registers a node and returns its inbox, bounded to `capacity` messages (and to the
+    /// transport's default payload bytes).
+    pub fn join(&self, id: NodeId, capacity: usize) -> crate::inbox::Inbox {
+        let bytes = crate::transport::TransportConfig::DEFAULT_INBOUND_BYTES;
+        let (tx, rx) = crate::inbox::inbox(capacity, bytes);
         if let Ok(mut nodes) = self.nodes.write() {
             nodes.insert(id, tx);
         }

@@ -12,7 +12,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -37,7 +36,7 @@ pub(crate) struct InboundCtx {
     pub members: Weak<PeerTable>,
     /// Per sending node, what its bulk lane delivered (see [`InboundCtx::deliver`]).
     pub order: Mutex<HashMap<NodeId, LaneOrder>>,
-    pub inbound: mpsc::Sender<Message>,
+    pub inbound: crate::inbox::InboxSender,
     pub counters: Arc<Counters>,
 }
 
