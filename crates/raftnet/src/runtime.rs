@@ -55,7 +55,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -244,7 +244,13 @@ pub struct NodeHandle<S> {
     state_machine: Arc<RwLock<S>>,
     metrics: Arc<Metrics>,
     limits: Limits,
+    /// Byte budget of the writes handed over and not yet answered (see
+    /// `NodeConfig::max_pending_write_bytes`).
+    pending_writes: Arc<Semaphore>,
 }
+
+/// What a write costs the pending budget besides its command: its request and reply slots.
+const PENDING_WRITE_OVERHEAD_BYTES: usize = 64;
 
 impl<S> Clone for NodeHandle<S> {
     fn clone(&self) -> Self {
@@ -254,6 +260,7 @@ impl<S> Clone for NodeHandle<S> {
             state_machine: self.state_machine.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits,
+            pending_writes: self.pending_writes.clone(),
         }
     }
 }
@@ -272,6 +279,15 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
                 limit,
             });
         }
+        // Held until the answer: waiting here is the backpressure on a flood of writes. The
+        // budget fits a u32 (checked by `NodeConfig::validate`); a larger command takes it all.
+        let cost = (command.len() + PENDING_WRITE_OVERHEAD_BYTES)
+            .min(self.limits.max_pending_write_bytes) as u32;
+        let _pending = self
+            .pending_writes
+            .acquire_many(cost)
+            .await
+            .map_err(|_| stopped())?;
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::Write { command, reply })
@@ -561,6 +577,7 @@ where
                 state_machine,
                 metrics,
                 limits: parts.limits,
+                pending_writes: Arc::new(Semaphore::new(parts.limits.max_pending_write_bytes)),
             },
             cancel,
             raft_loop: Some(task),
@@ -1090,5 +1107,108 @@ fn refuse_queued(requests: &mut mpsc::UnboundedReceiver<Request>, reason: &str) 
                 let _ = reply.send(Err(admin_stopped()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    /// A handle whose requests land in the returned receiver instead of a raft loop.
+    fn handle_with_budget(pending: usize) -> (NodeHandle<()>, mpsc::UnboundedReceiver<Request>) {
+        let raft = RaftNode::new(raftengine::Config::new(NodeId(1), vec![NodeId(1)]))
+            .expect("a one-voter config is valid");
+        let (_, status) = watch::channel(NodeStatus::of(&raft, LogIndex(0), LogIndex(0)));
+        let (requests, received) = mpsc::unbounded_channel();
+        let limits = Limits {
+            max_frame_bytes: 1 << 20,
+            max_command_bytes: 1 << 19,
+            max_bytes_per_message: 1 << 19,
+            max_pending_write_bytes: pending,
+        };
+        let handle = NodeHandle {
+            requests,
+            status,
+            state_machine: Arc::new(RwLock::new(())),
+            metrics: Arc::new(Metrics::default()),
+            limits,
+            pending_writes: Arc::new(Semaphore::new(pending)),
+        };
+        (handle, received)
+    }
+
+    fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn answer_write(request: Option<Request>, answer: &[u8]) {
+        match request {
+            Some(Request::Write { reply, .. }) => {
+                let _ = reply.send(Ok(answer.to_vec()));
+            }
+            _ => panic!("expected a write request"),
+        }
+    }
+
+    #[test]
+    fn writes_past_the_pending_budget_wait_for_earlier_answers() {
+        let (handle, mut received) = handle_with_budget(1_000);
+        let mut first = pin!(handle.write(vec![1; 600]));
+        let mut second = pin!(handle.write(vec![2; 600]));
+        assert!(poll_once(first.as_mut()).is_pending());
+        assert!(poll_once(second.as_mut()).is_pending());
+        // Only the first fits the budget: the second is not handed over yet.
+        let first_request = received.try_recv().ok();
+        assert!(
+            received.try_recv().is_err(),
+            "second write handed over past the budget"
+        );
+
+        answer_write(first_request, b"one");
+        assert!(matches!(poll_once(first.as_mut()), Poll::Ready(Ok(v)) if v == b"one"));
+        assert!(poll_once(second.as_mut()).is_pending());
+        answer_write(received.try_recv().ok(), b"two");
+        assert!(matches!(poll_once(second.as_mut()), Poll::Ready(Ok(v)) if v == b"two"));
+    }
+
+    #[test]
+    fn a_command_larger_than_the_budget_goes_alone() {
+        let (handle, mut received) = handle_with_budget(100);
+        let mut large = pin!(handle.write(vec![7; 5_000]));
+        let mut small = pin!(handle.write(vec![8; 1]));
+        assert!(poll_once(large.as_mut()).is_pending());
+        assert!(poll_once(small.as_mut()).is_pending());
+        let large_request = received.try_recv().ok();
+        assert!(
+            received.try_recv().is_err(),
+            "a write went alongside the large one"
+        );
+        answer_write(large_request, b"large");
+        assert!(matches!(poll_once(large.as_mut()), Poll::Ready(Ok(_))));
+        assert!(poll_once(small.as_mut()).is_pending());
+        assert!(received.try_recv().is_ok(), "the small write follows");
+    }
+
+    #[test]
+    fn an_abandoned_write_returns_its_budget() {
+        let (handle, mut received) = handle_with_budget(1_000);
+        {
+            let mut abandoned = pin!(handle.write(vec![1; 900]));
+            assert!(poll_once(abandoned.as_mut()).is_pending());
+        }
+        let mut next = pin!(handle.write(vec![2; 900]));
+        assert!(poll_once(next.as_mut()).is_pending());
+        assert_eq!(
+            received.try_recv().iter().count(),
+            1,
+            "the abandoned write was sent"
+        );
+        assert!(
+            received.try_recv().is_ok(),
+            "the next write waited for a dropped one"
+        );
     }
 }

@@ -48,6 +48,11 @@ pub struct NodeConfig {
     /// by `raft.max_bytes_per_message` and lets one larger entry travel alone, so every
     /// AppendEntries fits a frame.
     pub max_command_bytes: Option<usize>,
+    /// Command bytes this node's clients may have written and not yet been answered for
+    /// (default 256 MiB). A [`NodeHandle::write`](super::NodeHandle::write) past it waits for
+    /// earlier writes to finish, so a flood of writes holds a bounded amount of memory. A
+    /// command larger than the budget still goes through, alone.
+    pub max_pending_write_bytes: usize,
     /// A known runtime defect to put back (test builds with the `mutations` feature only).
     #[cfg(feature = "mutations")]
     pub mutation: Option<super::RuntimeMutation>,
@@ -88,6 +93,7 @@ impl NodeConfig {
             segment_bytes: WalOptions::default().segment_bytes,
             max_frame_bytes: TransportConfig::DEFAULT_MAX_FRAME_BYTES,
             max_command_bytes: None,
+            max_pending_write_bytes: 256 * 1024 * 1024,
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -149,10 +155,15 @@ impl NodeConfig {
             return Err(NodeConfigError::CommandOverFrame { command, frame });
         }
         let per_message = usize::try_from(self.raft.max_bytes_per_message).unwrap_or(usize::MAX);
+        let pending = self.max_pending_write_bytes;
+        if pending == 0 || pending > u32::MAX as usize {
+            return Err(NodeConfigError::PendingWriteBudget(pending));
+        }
         Ok(Limits {
             max_frame_bytes: frame,
             max_command_bytes: command,
             max_bytes_per_message: per_message.min(room) as u64,
+            max_pending_write_bytes: pending,
         })
     }
 }
@@ -166,6 +177,8 @@ pub struct Limits {
     pub max_command_bytes: usize,
     /// Command bytes per AppendEntries: the core's setting, lowered if needed to fit a frame.
     pub max_bytes_per_message: u64,
+    /// Bytes of unanswered writes a node's clients may have outstanding together.
+    pub max_pending_write_bytes: usize,
 }
 
 /// A [`NodeConfig`] whose settings contradict each other.
@@ -187,6 +200,8 @@ pub enum NodeConfigError {
     CommandOverFrame { command: usize, frame: usize },
     #[error("snapshot chunks of {chunk} bytes do not fit a frame of {frame} bytes")]
     ChunkOverFrame { chunk: usize, frame: usize },
+    #[error("max_pending_write_bytes {0} must be between 1 and 4 GiB - 1")]
+    PendingWriteBudget(usize),
 }
 
 #[cfg(test)]
@@ -264,6 +279,21 @@ mod tests {
         assert_eq!(
             limits.max_bytes_per_message,
             ((512 << 10) - overheads) as u64
+        );
+    }
+
+    #[test]
+    fn the_pending_write_budget_must_fit_a_semaphore_count() {
+        let mut none = config();
+        none.max_pending_write_bytes = 0;
+        assert_eq!(none.validate(), Err(NodeConfigError::PendingWriteBudget(0)));
+        let mut huge = config();
+        huge.max_pending_write_bytes = u32::MAX as usize + 1;
+        assert!(huge.validate().is_err());
+        huge.max_pending_write_bytes = u32::MAX as usize;
+        assert_eq!(
+            huge.validate().expect("valid").max_pending_write_bytes,
+            u32::MAX as usize
         );
     }
 
