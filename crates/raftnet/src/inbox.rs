@@ -100,28 +100,7 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raftengine::{Entry, EntryPayload, LogIndex, MessageBody, NodeId, Term};
-
-    fn append(bytes: usize) -> Message {
-        Message {
-            from: NodeId(1),
-            to: NodeId(2),
-            term: Term(1),
-            body: MessageBody::AppendEntries {
-                prev_log_index: LogIndex(0),
-                prev_log_term: Term(0),
-                entries: vec![Entry {
-                    term: Term(1),
-                    index: LogIndex(1),
-                    payload: EntryPayload::Command(vec![0; bytes]),
-                }],
-                leader_commit: LogIndex(0),
-                read_round: 0,
-                transfer: 0,
-                repair_epoch: 0,
-            },
-        }
-    }
+    use crate::test_messages::append;
 
     #[tokio::test]
     async fn an_inbox_holds_no_more_payload_bytes_than_its_bound() {
