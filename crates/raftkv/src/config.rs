@@ -15,6 +15,9 @@
 //! threads = 1                       # runtime threads (default 1: see ServerConfig::threads)
 //! max_command_bytes = 1048576       # largest encoded write (default: just under the 64 MiB frame)
 //! segment_bytes = 67108864          # size of each preallocated log segment file (default 64 MiB)
+//! raft_listen = "0.0.0.0:7101"      # where to listen for peers (default: this node's raft address)
+//! peer_source_ip = "10.0.0.1"       # local address of connections to peers (default: any)
+//! lease_reads = false               # leaders serve reads on a lease (default off; see README)
 //!
 //! [[nodes]]
 //! id = 1
@@ -39,7 +42,7 @@ use raftengine::NodeId;
 use raftnet::runtime::NodeConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -143,6 +146,14 @@ pub struct RawConfig {
     /// Size of each preallocated log segment file; a multiple of 8, at least 4096. Default: the
     /// log's (64 MiB). Smaller segments suit small disks (and tests that fill one).
     pub segment_bytes: Option<u64>,
+    /// Where to listen for peers when it differs from the raft address the others are told
+    /// (behind a proxy or NAT). Default: this node's raft address.
+    pub raft_listen: Option<String>,
+    /// Local address of this node's connections to its peers. Default: the OS picks.
+    pub peer_source_ip: Option<IpAddr>,
+    /// Leaders serve reads on a lease instead of a confirmation round (Raft thesis §6.4.1);
+    /// correct only while clocks drift less than the lease allows. Default: off.
+    pub lease_reads: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSpec>,
 }
@@ -185,6 +196,9 @@ impl RawConfig {
             threads: over.threads.or(self.threads),
             max_command_bytes: over.max_command_bytes.or(self.max_command_bytes),
             segment_bytes: over.segment_bytes.or(self.segment_bytes),
+            raft_listen: over.raft_listen.or(self.raft_listen),
+            peer_source_ip: over.peer_source_ip.or(self.peer_source_ip),
+            lease_reads: over.lease_reads.or(self.lease_reads),
             nodes: if over.nodes.is_empty() {
                 self.nodes
             } else {
@@ -265,6 +279,10 @@ impl RawConfig {
                 return Err(ConfigError::BadSegmentBytes(bytes));
             }
         }
+        let raft_listen = match self.raft_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(resolve(text, "raft_listen")?),
+        };
         let admin = match self.admin.as_deref().map(str::trim) {
             None | Some("") | Some("off") => None,
             Some(text) => {
@@ -312,6 +330,9 @@ impl RawConfig {
             threads,
             max_command_bytes: self.max_command_bytes,
             segment_bytes: self.segment_bytes,
+            raft_listen,
+            peer_source_ip: self.peer_source_ip,
+            lease_reads: self.lease_reads.unwrap_or(false),
         })
     }
 }
@@ -382,6 +403,12 @@ pub struct ServerConfig {
     pub max_command_bytes: Option<usize>,
     /// Size of each preallocated log segment file; `None`: the log's default (64 MiB).
     pub segment_bytes: Option<u64>,
+    /// Where the raft port listens, when not at this node's raft address.
+    pub raft_listen: Option<SocketAddr>,
+    /// Local address of connections to peers; `None`: the OS picks.
+    pub peer_source_ip: Option<IpAddr>,
+    /// Leaders serve reads on a lease (the core's `Config::lease_reads`).
+    pub lease_reads: bool,
 }
 
 impl ServerConfig {
@@ -410,6 +437,9 @@ impl ServerConfig {
             threads: DEFAULT_THREADS,
             max_command_bytes: None,
             segment_bytes: None,
+            raft_listen: None,
+            peer_source_ip: None,
+            lease_reads: false,
         }
     }
 
@@ -445,6 +475,8 @@ impl ServerConfig {
         config.raft.election_timeout_min_ticks = self.election_ticks.0;
         config.raft.election_timeout_max_ticks = self.election_ticks.1;
         config.max_command_bytes = self.max_command_bytes;
+        config.peer_source_ip = self.peer_source_ip;
+        config.raft.lease_reads = self.lease_reads;
         if let Some(bytes) = self.segment_bytes {
             config.segment_bytes = bytes;
         }
@@ -550,6 +582,17 @@ pub struct ServeArgs {
     /// [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub segment_bytes: Option<u64>,
+    /// Listen for peers here instead of at this node's --node raft address (which is what the
+    /// other nodes are told), e.g. behind a proxy or NAT.
+    #[arg(long, value_name = "ADDR")]
+    pub raft_listen: Option<String>,
+    /// Local IP address of this node's connections to its peers [default: the OS picks].
+    #[arg(long, value_name = "IP")]
+    pub peer_source_ip: Option<IpAddr>,
+    /// Leaders serve reads on a lease, without a confirmation round: faster, but correct only
+    /// while no clock runs faster than the lease allows (Raft thesis §6.4.1).
+    #[arg(long)]
+    pub lease_reads: bool,
 }
 
 impl ServeArgs {
@@ -569,6 +612,9 @@ impl ServeArgs {
             threads: self.threads,
             max_command_bytes: self.max_command_bytes,
             segment_bytes: self.segment_bytes,
+            raft_listen: self.raft_listen.clone(),
+            peer_source_ip: self.peer_source_ip,
+            lease_reads: self.lease_reads.then_some(true),
             nodes: self.nodes.clone(),
         }
     }
@@ -716,6 +762,37 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.threads, 2);
         assert!(!config.node_config().raft.forward_proposals);
+    }
+
+    #[test]
+    fn listen_source_and_lease_settings_reach_the_runtime() {
+        let plain = RawConfig::from_toml(FILE).unwrap().validate().unwrap();
+        assert_eq!(plain.raft_listen, None);
+        assert!(!plain.node_config().raft.lease_reads);
+        let args = ServeArgs {
+            raft_listen: Some("127.0.0.12:7000".into()),
+            peer_source_ip: Some("127.0.0.12".parse().unwrap()),
+            lease_reads: true,
+            ..ServeArgs::default()
+        };
+        let config = RawConfig::from_toml(FILE)
+            .unwrap()
+            .merge(args.to_raw())
+            .validate()
+            .unwrap();
+        assert_eq!(config.raft_listen, Some("127.0.0.12:7000".parse().unwrap()));
+        let node = config.node_config();
+        assert_eq!(node.peer_source_ip, Some("127.0.0.12".parse().unwrap()));
+        assert!(node.raft.lease_reads);
+        node.raft.validate().unwrap();
+        let bad = RawConfig {
+            raft_listen: Some("nowhere".into()),
+            ..RawConfig::from_toml(FILE).unwrap()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::BadAddress { .. })
+        ));
     }
 
     #[test]

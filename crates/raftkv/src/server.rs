@@ -95,7 +95,7 @@ impl Listeners {
     /// Binds this node's configured raft, client and admin addresses.
     pub async fn bind(config: &ServerConfig) -> Result<Listeners, ServerError> {
         let me = config.me().ok_or(ServerError::NotAMember(config.id))?;
-        let raft = bind("raft", me.raft).await?;
+        let raft = bind("raft", config.raft_listen.unwrap_or(me.raft)).await?;
         let client = bind("client", me.client).await?;
         let admin = match config.admin {
             Some(addr) => Some(bind("admin", addr).await?),

@@ -449,6 +449,7 @@ where
         let mut transport_config =
             TransportConfig::new(config.id, config.cluster_id, plan.peers.clone());
         transport_config.max_frame_bytes = limits.max_frame_bytes;
+        transport_config.source_ip = config.peer_source_ip;
         let (transport, inbound) = Transport::start(transport_config, listener)?;
         let network: Arc<dyn Network> = Arc::new(transport.sender());
         let failures = FailureReporter::channel();

@@ -84,7 +84,7 @@ use outbound::{DialSettings, Peer, PeerQueue};
 use raftengine::{Message, NodeId};
 use stats::{bump, Counters, PeerCounters};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -140,6 +140,9 @@ pub struct TransportConfig {
     pub max_inbound_connections: usize,
     /// How long a peer dropped by [`TransportSender::set_peers`] is still sent to (default 1 s).
     pub peer_linger: Duration,
+    /// Local address outgoing connections are bound to (default: none, the OS picks). A node
+    /// with several addresses sets its own so that peers and firewalls see where it really is.
+    pub source_ip: Option<IpAddr>,
 }
 
 impl TransportConfig {
@@ -176,6 +179,7 @@ impl TransportConfig {
             handshake_timeout: Duration::from_secs(2),
             max_inbound_connections: 1024,
             peer_linger: Duration::from_secs(1),
+            source_ip: None,
         }
     }
 
@@ -529,6 +533,7 @@ impl Transport {
             backoff_max: config.reconnect_backoff_max,
             write_timeout: config.write_timeout,
             keepalive: config.keepalive,
+            source_ip: config.source_ip,
         });
         let table = Arc::new(PeerTable {
             node_id: config.node_id,

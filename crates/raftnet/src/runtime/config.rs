@@ -6,7 +6,7 @@ use crate::transport::TransportConfig;
 use raftengine::{Config, NodeId};
 use raftwal::WalOptions;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
@@ -53,6 +53,9 @@ pub struct NodeConfig {
     /// earlier writes to finish, so a flood of writes holds a bounded amount of memory. A
     /// command larger than the budget still goes through, alone.
     pub max_pending_write_bytes: usize,
+    /// Local address for connections to peers (default: none, the OS picks); see
+    /// [`TransportConfig::source_ip`].
+    pub peer_source_ip: Option<IpAddr>,
     /// A known runtime defect to put back (test builds with the `mutations` feature only).
     #[cfg(feature = "mutations")]
     pub mutation: Option<super::RuntimeMutation>,
@@ -94,6 +97,7 @@ impl NodeConfig {
             max_frame_bytes: TransportConfig::DEFAULT_MAX_FRAME_BYTES,
             max_command_bytes: None,
             max_pending_write_bytes: 256 * 1024 * 1024,
+            peer_source_ip: None,
             #[cfg(feature = "mutations")]
             mutation: None,
         }

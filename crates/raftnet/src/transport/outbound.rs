@@ -6,10 +6,11 @@ use super::ConnError;
 use futures_util::{SinkExt, StreamExt};
 use raftengine::{Message, NodeId};
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::timeout;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -156,6 +157,7 @@ pub(crate) struct DialSettings {
     /// Longest wait for one frame (or a flush) to be taken by the socket.
     pub write_timeout: Duration,
     pub keepalive: Duration,
+    pub source_ip: Option<IpAddr>,
 }
 
 /// One lane's task: dial, handshake, stream; on any failure wait with capped exponential
@@ -221,7 +223,7 @@ async fn connect(
 ) -> Result<Framed<TcpStream, LengthDelimitedCodec>, ConnError> {
     let limit = settings.handshake_timeout;
     // A connect to an unreachable host can take minutes; bound it like the handshake.
-    let stream = timeout(limit, TcpStream::connect(peer.addr.as_str()))
+    let stream = timeout(limit, dial(peer.addr.as_str(), settings.source_ip))
         .await
         .map_err(|_| ConnError::Timeout("connect"))??;
     // Raft messages are small and latency-sensitive, and batching is done here already.
@@ -250,6 +252,35 @@ async fn connect(
         }
         HelloReply::Refused { reason } => Err(ConnError::Refused(reason)),
     }
+}
+
+/// Opens a TCP connection to `addr`, from `source_ip` when one is given.
+async fn dial(addr: &str, source_ip: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source_ip) = source_ip else {
+        return TcpStream::connect(addr).await;
+    };
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await? {
+        if target.is_ipv4() != source_ip.is_ipv4() {
+            continue;
+        }
+        let socket = if source_ip.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(source_ip, 0))?;
+        match socket.connect(target).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{addr} has no address of the same family as the source address {source_ip}"),
+        )
+    }))
 }
 
 /// TCP keepalive: a peer that vanished without closing (powered off, cut off by a firewall)
@@ -345,5 +376,20 @@ mod tests {
         // A message over the bound on its own is still queued, alone.
         queue.push(0, append(9 << 20));
         assert_eq!(queue.len(), 1);
+    }
+
+    /// A node with its own address (a firewall rule or a proxy tells peers apart by it) dials
+    /// from that address.
+    #[tokio::test]
+    async fn dials_from_the_source_address_given() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let source: IpAddr = "127.0.0.2".parse().unwrap();
+        let (dialed, accepted) = tokio::join!(dial(&addr, Some(source)), listener.accept());
+        dialed.unwrap();
+        assert_eq!(accepted.unwrap().1.ip(), source);
+        let (dialed, accepted) = tokio::join!(dial(&addr, None), listener.accept());
+        dialed.unwrap();
+        assert_eq!(accepted.unwrap().1.ip().to_string(), "127.0.0.1");
     }
 }
