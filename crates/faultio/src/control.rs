@@ -67,10 +67,19 @@ impl Target {
     }
 }
 
+/// What a rule does to a matching call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Fail with this errno, doing nothing.
+    Fail(i32),
+    /// Sleep this many milliseconds, then do the call: a slow disk.
+    Delay(u32),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub ops: Ops,
-    pub errno: i32,
+    pub effect: Effect,
     pub target: Target,
 }
 
@@ -106,7 +115,12 @@ impl Control {
                 self.log = Some(absolute(path)?.to_vec());
                 Ok(())
             }
-            ["fail", ops, errno, place, path] => {
+            [verb @ ("fail" | "delay"), ops, amount, place, path] => {
+                let effect = if *verb == "fail" {
+                    Effect::Fail(parse_errno(amount)?)
+                } else {
+                    Effect::Delay(parse_millis(amount)?)
+                };
                 let path = absolute(path)?;
                 let target = match *place {
                     "under" => {
@@ -118,23 +132,23 @@ impl Control {
                 };
                 self.rules.push(Rule {
                     ops: parse_ops(ops)?,
-                    errno: parse_errno(errno)?,
+                    effect,
                     target,
                 });
                 Ok(())
             }
             _ => Err(format!(
-                "expected `fail <ops> <errno> under|at <path>` or `log <path>`, found `{line}`"
+                "expected `fail <ops> <errno> under|at <path>`, `delay <ops> <N>ms under|at <path>` or `log <path>`, found `{line}`"
             )),
         }
     }
 
-    /// The errno to fail `op` on `path` with, if a rule says so.
-    pub fn fault(&self, op: Ops, path: &[u8]) -> Option<i32> {
+    /// What the first rule naming `op` and `path` does to the call, if any rule does.
+    pub fn fault(&self, op: Ops, path: &[u8]) -> Option<Effect> {
         self.rules
             .iter()
             .find(|r| r.ops.contains(op) && r.target.matches(path))
-            .map(|r| r.errno)
+            .map(|r| r.effect)
     }
 
     /// Whether any rule names `op` (if none does, the path need not be looked up).
@@ -183,6 +197,16 @@ const ERRNOS: &[(&str, i32)] = &[
     ("EBADF", libc::EBADF),
 ];
 
+/// `250ms`: at most a minute, so a typo cannot hang a process for good.
+fn parse_millis(text: &str) -> Result<u32, String> {
+    match text.strip_suffix("ms").map(str::parse::<u32>) {
+        Some(Ok(ms)) if ms <= 60_000 => Ok(ms),
+        _ => Err(format!(
+            "expected a delay such as `50ms` (at most 60000ms), found `{text}`"
+        )),
+    }
+}
+
 fn parse_errno(text: &str) -> Result<i32, String> {
     if let Some(&(_, value)) = ERRNOS.iter().find(|(name, _)| *name == text) {
         return Ok(value);
@@ -218,22 +242,31 @@ mod tests {
         assert_eq!(control.errors, vec![]);
         assert_eq!(control.log.as_deref(), Some(&b"/tmp/faults.log"[..]));
         let wal = b"/data/n1/wal/0001.wal".as_slice();
-        assert_eq!(control.fault(Ops::FSYNC, wal), Some(libc::EIO));
-        assert_eq!(control.fault(Ops::FSYNC, b"/data/n1/wal"), Some(libc::EIO));
+        assert_eq!(
+            control.fault(Ops::FSYNC, wal),
+            Some(Effect::Fail(libc::EIO))
+        );
+        assert_eq!(
+            control.fault(Ops::FSYNC, b"/data/n1/wal"),
+            Some(Effect::Fail(libc::EIO))
+        );
         assert_eq!(
             control.fault(Ops::FSYNC, b"/data/n1/wal2"),
             None,
             "not below wal/"
         );
-        assert_eq!(control.fault(Ops::WRITE, wal), Some(libc::ENOSPC));
+        assert_eq!(
+            control.fault(Ops::WRITE, wal),
+            Some(Effect::Fail(libc::ENOSPC))
+        );
         assert_eq!(
             control.fault(Ops::FALLOCATE, b"/data/x"),
-            Some(libc::ENOSPC)
+            Some(Effect::Fail(libc::ENOSPC))
         );
         assert_eq!(control.fault(Ops::WRITE, b"/database"), None);
         assert_eq!(
             control.fault(Ops::FSYNC, b"/data/n1"),
-            Some(libc::EIO),
+            Some(Effect::Fail(libc::EIO)),
             "`at`"
         );
         assert_eq!(control.fault(Ops::FSYNC, b"/data/n1/other"), None);
@@ -251,6 +284,31 @@ mod tests {
         assert_eq!(lines, vec![1, 2, 3, 4, 5]);
         assert_eq!(control.rules.len(), 1, "the good line still counts");
         assert!(control.errors[0].1.contains("EWHAT"));
+    }
+
+    #[test]
+    fn delays_parse_and_match() {
+        let control = Control::parse(
+            "delay fsync 40ms under /data/n1\nfail fsync EIO under /data\ndelay write 5s under /x\n",
+        );
+        assert_eq!(
+            control.errors.len(),
+            1,
+            "a delay needs milliseconds: {:?}",
+            control.errors
+        );
+        assert_eq!(
+            control.fault(Ops::FSYNC, b"/data/n1/wal/1"),
+            Some(Effect::Delay(40)),
+            "the first matching rule wins"
+        );
+        assert_eq!(
+            control.fault(Ops::FSYNC, b"/data/n2"),
+            Some(Effect::Fail(libc::EIO))
+        );
+        assert!(!Control::parse("delay fsync 70000ms under /a")
+            .errors
+            .is_empty());
     }
 
     #[test]

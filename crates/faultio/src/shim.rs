@@ -5,7 +5,7 @@
 //! `write`): the parsed control file is published through an atomic pointer and never freed
 //! (one small allocation per change of the file).
 
-use crate::control::{Control, ErrnoName, Ops};
+use crate::control::{Control, Effect, ErrnoName, Ops};
 use libc::{c_int, c_void, iovec, off64_t, off_t, size_t, ssize_t};
 use std::cell::Cell;
 use std::ffi::OsString;
@@ -67,7 +67,14 @@ fn check(control: &OsString, op: Ops, fd: c_int) -> Option<c_int> {
         return None;
     }
     let target = fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
-    let errno = loaded.control.fault(op, target.as_os_str().as_bytes())?;
+    let errno = match loaded.control.fault(op, target.as_os_str().as_bytes())? {
+        Effect::Fail(errno) => errno,
+        Effect::Delay(ms) => {
+            // A slow disk: the call still happens, late. Not logged: it fails nothing.
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+            return None;
+        }
+    };
     if let Some(log) = &loaded.control.log {
         let line = format!(
             "{} {} {} {}\n",

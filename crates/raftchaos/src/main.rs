@@ -1,0 +1,202 @@
+//! `raftchaos`: raftkv under real faults. `raftchaos run` runs a seeded fault schedule against a
+//! cluster of raftkv processes and checks every client history; `raftchaos cleanup` removes
+//! whatever an interrupted run left (firewall rules, mounts, processes).
+
+use clap::{Parser, Subcommand};
+use raftchaos::cluster::Setup;
+use raftchaos::faults::{Kind, ALL_KINDS};
+use raftchaos::preflight;
+use raftchaos::run::{run, summary_text, RunConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "raftchaos",
+    about = "raftkv under partitions, pauses, kills, slow and full disks and skewed clocks, with every history checked"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one seeded fault schedule and checks the history (needs root: iptables, mounts).
+    Run(Box<RunArgs>),
+    /// Removes what an interrupted run left: our iptables chain, tmpfs mounts and nodes.
+    Cleanup,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Nodes in the cluster (3 or 5 are the usual; 1 to 9).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    nodes: u64,
+    /// Seed of the fault schedule and the workload.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds of faults (recovery and the final checks come on top).
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Fault kinds to draw from, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<Kind>,
+    /// Report directory (must be empty or absent) [default: ./raftchaos-report/seed-<seed>].
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// The raftkv executable [default: next to this one].
+    #[arg(long)]
+    raftkv: Option<PathBuf>,
+    /// The faultio shim [default: libfaultio.so next to this executable].
+    #[arg(long)]
+    faultio: Option<PathBuf>,
+    /// libfaketime (Debian package `faketime`).
+    #[arg(long, default_value = preflight::FAKETIME_LIB)]
+    faketime: PathBuf,
+    /// Clients per node.
+    #[arg(long, default_value_t = 2)]
+    clients_per_node: usize,
+    /// Operations per second per client, at most.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Register keys (SET, GET, CAS).
+    #[arg(long, default_value_t = 5)]
+    registers: usize,
+    /// Counter keys (INCR, GET).
+    #[arg(long, default_value_t = 2)]
+    counters: usize,
+    /// Shortest and longest fault, in seconds.
+    #[arg(long, default_value = "2..6")]
+    fault_secs: Range,
+    /// Shortest and longest quiet time between faults, in seconds.
+    #[arg(long, default_value = "1..3")]
+    quiet_secs: Range,
+    /// After the final heal, every node must serve a write within this many seconds.
+    #[arg(long, default_value_t = 30)]
+    recovery_bound: u64,
+    /// Run the nodes with lease reads on (expect stale reads under clock faults).
+    #[arg(long)]
+    lease_reads: bool,
+    /// Print only the summary, not the timeline.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Range(f64, f64);
+
+impl std::str::FromStr for Range {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Range, String> {
+        let bad = || format!("'{text}': expected MIN..MAX in seconds, e.g. 2..6");
+        let (min, max) = text.split_once("..").ok_or_else(bad)?;
+        let (min, max): (f64, f64) = (
+            min.trim().parse().map_err(|_| bad())?,
+            max.trim().parse().map_err(|_| bad())?,
+        );
+        if !(0.0..=3600.0).contains(&min) || max < min || max > 3600.0 {
+            return Err(bad());
+        }
+        Ok(Range(min, max))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Cleanup => {
+            let report = preflight::cleanup();
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => run_cli(*args),
+    }
+}
+
+fn run_cli(args: RunArgs) -> ExitCode {
+    let kinds = if args.faults.is_empty() {
+        ALL_KINDS.to_vec()
+    } else {
+        args.faults.clone()
+    };
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_default();
+    let setup = Setup {
+        raftkv: args.raftkv.clone().unwrap_or_else(|| here.join("raftkv")),
+        faultio: args
+            .faultio
+            .clone()
+            .unwrap_or_else(|| here.join("libfaultio.so")),
+        faketime: args.faketime.clone(),
+        lease_reads: args.lease_reads,
+    };
+    if let Err(problems) = preflight::check(&setup, kinds.contains(&Kind::Clock)) {
+        eprintln!("raftchaos cannot run here:");
+        for problem in problems {
+            eprintln!("  - {problem}");
+        }
+        return ExitCode::from(2);
+    }
+    let config = RunConfig {
+        nodes: args.nodes as usize,
+        seed: args.seed,
+        duration: Duration::from_secs(args.duration),
+        kinds,
+        report_dir: args
+            .report
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("raftchaos-report/seed-{}", args.seed))),
+        setup,
+        clients_per_node: args.clients_per_node,
+        rate: args.rate,
+        registers: args.registers.max(1),
+        counters: args.counters,
+        fault_secs: (args.fault_secs.0, args.fault_secs.1),
+        quiet_secs: (args.quiet_secs.0, args.quiet_secs.1),
+        recovery_bound: Duration::from_secs(args.recovery_bound),
+        verbose: !args.quiet,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("raftchaos: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            result = run(config) => Some(result),
+            () = preflight::interrupted() => None,
+        }
+    });
+    // Dropping the run (on an interrupt) killed the nodes and removed the chain; make sure.
+    drop(runtime);
+    match outcome {
+        None => {
+            let report = preflight::cleanup();
+            eprintln!("raftchaos: interrupted; cleaned up: {report}");
+            ExitCode::from(130)
+        }
+        Some(Err(e)) => {
+            preflight::cleanup();
+            eprintln!("raftchaos: {e}");
+            ExitCode::from(2)
+        }
+        Some(Ok(summary)) => {
+            print!("{}", summary_text(&summary));
+            if summary.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
