@@ -437,17 +437,17 @@ pub async fn heal(active: &Active, t: &mut Targets<'_>) -> Result<(), String> {
             t.cluster.set_clock(*node, None);
             t.cluster.start(*node).await.map_err(|e| e.to_string())
         }
-        Undo::AddBack(node) => add_back(t.cluster, *node).await,
+        Undo::AddBack(node) => add_back(t.cluster, *node, 20).await,
         Undo::Nothing => Ok(()),
     }
 }
 
 /// Adds `node` back as a voter if the configuration lacks it, retrying for a while (a change
 /// may be refused while another is under way or no leader is ready).
-pub async fn add_back(cluster: &Cluster, node: u64) -> Result<(), String> {
+pub async fn add_back(cluster: &Cluster, node: u64, attempts: u32) -> Result<(), String> {
     let raft = cluster.node(node).advertised_raft().to_string();
     let mut last = String::new();
-    for _ in 0..20 {
+    for _ in 0..attempts {
         let Some(leader) = cluster.leader().await else {
             last = "no leader".into();
             tokio::time::sleep(Duration::from_millis(500)).await;

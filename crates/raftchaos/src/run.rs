@@ -420,7 +420,7 @@ async fn heal_all(rig: &mut Rig, timeline: &mut Timeline) {
         }
     }
     for id in rig.cluster.ids() {
-        if let Err(e) = faults::add_back(&rig.cluster, id).await {
+        if let Err(e) = faults::add_back(&rig.cluster, id, 20).await {
             note(format!("final heal: {e}"));
         }
     }
@@ -444,6 +444,12 @@ async fn recover(rig: &mut Rig, keys: &Keys, bound: Duration, exits: &mut Exits)
     let _ = keys;
     'attempt: while Instant::now() < deadline {
         watch(rig, exits, &[], Instant::now()).await;
+        // A member whose removal or addition was cut short by a fault is added back.
+        for id in rig.cluster.ids() {
+            if faults::add_back(&rig.cluster, id, 2).await.is_err() {
+                continue 'attempt;
+            }
+        }
         let mut commit = 0;
         for node in &rig.cluster.nodes {
             let config = ClientConfig {

@@ -117,6 +117,10 @@ pub struct TransportConfig {
     pub write_timeout: Duration,
     /// Idle time before TCP keepalive probes start, on every connection (default 10 s).
     pub keepalive: Duration,
+    /// Longest time sent bytes may stay unacknowledged before the connection is dropped and
+    /// redialed (`TCP_USER_TIMEOUT`, Linux; default 5 s): bounds how long a connection that
+    /// lived through a partition stays silent after the network heals.
+    pub unacked_timeout: Duration,
     /// An accepted connection that sends no frame for this long is closed (default 60 s).
     pub idle_timeout: Duration,
     /// Accepted connections still in their handshake at once; more are closed (default 64).
@@ -169,6 +173,7 @@ impl TransportConfig {
             peer_queue_bytes: 32 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(10),
+            unacked_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             max_handshakes: 64,
             max_connections_per_source: 32,
@@ -213,8 +218,12 @@ impl TransportConfig {
         if self.peer_queue_bytes == 0 {
             return fail("peer_queue_bytes must be at least 1");
         }
-        if self.write_timeout.is_zero() || self.idle_timeout.is_zero() || self.keepalive.is_zero() {
-            return fail("write_timeout, idle_timeout and keepalive must not be zero");
+        if self.write_timeout.is_zero()
+            || self.idle_timeout.is_zero()
+            || self.keepalive.is_zero()
+            || self.unacked_timeout.is_zero()
+        {
+            return fail("write_timeout, idle_timeout, keepalive and unacked_timeout must not be zero");
         }
         Ok(())
     }
@@ -533,6 +542,7 @@ impl Transport {
             backoff_max: config.reconnect_backoff_max,
             write_timeout: config.write_timeout,
             keepalive: config.keepalive,
+            unacked_timeout: config.unacked_timeout,
             source_ip: config.source_ip,
         });
         let table = Arc::new(PeerTable {
@@ -554,6 +564,7 @@ impl Transport {
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
             keepalive: config.keepalive,
+            unacked_timeout: config.unacked_timeout,
             limits: Arc::new(inbound::Slots::new(
                 config.max_handshakes,
                 config.max_inbound_connections,

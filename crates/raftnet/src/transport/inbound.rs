@@ -31,6 +31,7 @@ pub(crate) struct InboundCtx {
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub keepalive: Duration,
+    pub unacked_timeout: Duration,
     pub limits: Arc<Slots>,
     /// The peers this node sends to: its members (weak: the table outlives no transport).
     pub members: Weak<PeerTable>,
@@ -291,7 +292,7 @@ async fn handle(
     slots: Arc<Slots>,
     slot: HandshakeSlot,
 ) {
-    if let Err(e) = super::outbound::set_keepalive(&stream, ctx.keepalive) {
+    if let Err(e) = super::outbound::set_keepalive(&stream, ctx.keepalive, ctx.unacked_timeout) {
         tracing::debug!(%addr, error = %e, "cannot set keepalive");
     }
     // Small limit until the dialer is known: an unauthenticated client must not make us reserve
