@@ -64,6 +64,10 @@ pub struct Summary {
     /// Time from the final heal until every node served a write.
     pub recovery_ms: Option<u64>,
     pub recovery_bound_ms: u64,
+    /// After each healed fault, the time until the next acknowledged write that was sent
+    /// after the heal: the median and the longest.
+    pub fault_recovery_p50_ms: Option<u64>,
+    pub fault_recovery_max_ms: Option<u64>,
     /// Node exits the nemesis did not cause (a full disk's stop is counted as caused).
     pub unexpected_exits: Vec<String>,
     pub violations: Vec<String>,
@@ -330,6 +334,8 @@ async fn drive(config: &RunConfig, rig: &mut Rig) -> Result<Summary, RunError> {
     let unexpected: Vec<String> = exits.unexpected.clone();
     violations.extend(unexpected.iter().map(|e| format!("unexpected exit: {e}")));
 
+    let (fault_recovery_p50_ms, fault_recovery_max_ms) =
+        fault_recoveries(&history, &timeline.spans);
     let count = |class: &str| {
         history
             .iter()
@@ -350,12 +356,39 @@ async fn drive(config: &RunConfig, rig: &mut Rig) -> Result<Summary, RunError> {
         fault_errors: timeline.errors.clone(),
         recovery_ms,
         recovery_bound_ms: config.recovery_bound.as_millis() as u64,
+        fault_recovery_p50_ms,
+        fault_recovery_max_ms,
         unexpected_exits: unexpected,
         violations,
         report_dir: config.report_dir.clone(),
     };
     write_report(config, &summary, &history, &timeline, rig)?;
     Ok(summary)
+}
+
+/// For each healed fault, how long until a write sent after the heal was acknowledged.
+fn fault_recoveries(history: &[Record], spans: &[FaultSpan]) -> (Option<u64>, Option<u64>) {
+    let mut writes: Vec<(u64, u64)> = history
+        .iter()
+        .filter(|r| r.op.is_write() && matches!(r.outcome, Outcome::Ok(_)))
+        .map(|r| (r.call_us, r.ret_us))
+        .collect();
+    writes.sort_unstable();
+    let mut times: Vec<u64> = spans
+        .iter()
+        .filter(|s| s.kind != "heal")
+        .filter_map(|s| s.end_us)
+        .filter_map(|end| {
+            let first = writes.partition_point(|&(call, _)| call < end);
+            writes[first..]
+                .iter()
+                .map(|&(_, ret)| ret)
+                .min()
+                .map(|ret| (ret - end) / 1000)
+        })
+        .collect();
+    times.sort_unstable();
+    (times.get(times.len() / 2).copied(), times.last().copied())
 }
 
 fn secs(rng: &mut fastrand::Rng, (min, max): (f64, f64)) -> Duration {
@@ -587,6 +620,17 @@ fn summary_rows(summary: &Summary) -> Vec<(String, String)> {
             match summary.recovery_ms {
                 Some(ms) => format!("{ms} ms (bound {} ms)", summary.recovery_bound_ms),
                 None => format!("none within {} ms", summary.recovery_bound_ms),
+            },
+        ),
+        (
+            "after a fault".into(),
+            match (summary.fault_recovery_p50_ms, summary.fault_recovery_max_ms) {
+                (Some(p50), Some(max)) => {
+                    format!(
+                        "a write acknowledged {p50} ms after the heal (median), {max} ms at most"
+                    )
+                }
+                _ => "-".into(),
             },
         ),
         (

@@ -223,7 +223,9 @@ impl TransportConfig {
             || self.keepalive.is_zero()
             || self.unacked_timeout.is_zero()
         {
-            return fail("write_timeout, idle_timeout, keepalive and unacked_timeout must not be zero");
+            return fail(
+                "write_timeout, idle_timeout, keepalive and unacked_timeout must not be zero",
+            );
         }
         Ok(())
     }

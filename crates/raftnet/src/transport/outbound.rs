@@ -420,7 +420,10 @@ mod tests {
         let stream = dialed.unwrap();
         set_keepalive(&stream, Duration::from_secs(10), Duration::from_secs(5)).unwrap();
         let socket = socket2::SockRef::from(&stream);
-        assert_eq!(socket.tcp_user_timeout().unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(5))
+        );
         assert!(socket.keepalive().unwrap());
     }
 }
