@@ -7,21 +7,25 @@
 #
 # Defaults: target/raftchaos-long, 150 s, seeds 1..7 on 3 nodes and 1..6 on 5 nodes (about
 # 36 minutes). Prints a Markdown table of the runs at the end (also OUT_DIR/table.md); exits
-# non-zero if any run found a violation.
+# non-zero if any run found a violation. BIN=DIR runs the binaries in DIR (raftchaos, raftkv,
+# libfaultio.so) instead of building them, e.g. a copy that later builds do not replace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/raftchaos-long}
 secs=${2:-150}
 seeds3=${3:-7}
 seeds5=${4:-6}
-cargo build --release --locked -q -p raftkv -p faultio -p raftchaos
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked -q -p raftkv -p faultio -p raftchaos
+  BIN=target/release
+fi
 mkdir -p "$out"
 failed=0
 run() {
   local nodes=$1 seed=$2 dir="$out/n$1-seed$2"
   rm -rf "$dir"
   echo "== $nodes nodes, seed $seed ($(date -u +%H:%M:%S))"
-  if ! target/release/raftchaos run --nodes "$nodes" --seed "$seed" --duration "$secs" \
+  if ! "$BIN/raftchaos" run --nodes "$nodes" --seed "$seed" --duration "$secs" \
       --report "$dir" --quiet | tail -3; then
     failed=1
   fi
