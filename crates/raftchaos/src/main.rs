@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 use raftchaos::cluster::Setup;
 use raftchaos::faults::{Kind, ALL_KINDS};
 use raftchaos::preflight;
+use raftchaos::proxy::{Proxy, Route, Toxics};
 use raftchaos::run::{run, summary_text, RunConfig};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,6 +29,25 @@ enum Command {
     Run(Box<RunArgs>),
     /// Removes what an interrupted run left: our iptables chain, tmpfs mounts and nodes.
     Cleanup,
+    /// Runs the fault proxy alone with the same latency, jitter or bandwidth on every link
+    /// (for measurements of any system under a degraded network), until SIGINT or SIGTERM.
+    Proxy(ProxyArgs),
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// LISTEN=UPSTREAM, repeated: where the proxy listens and where it forwards to.
+    #[arg(long = "route", value_name = "LISTEN=UPSTREAM", required = true)]
+    routes: Vec<String>,
+    /// Added one-way delay in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Extra delay drawn uniformly from 0..jitter, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+    /// Bytes per second per link and direction.
+    #[arg(long)]
+    bandwidth: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -112,7 +133,65 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => run_cli(*args),
+        Command::Proxy(args) => proxy_cli(args),
     }
+}
+
+fn proxy_cli(args: ProxyArgs) -> ExitCode {
+    let mut routes = Vec::new();
+    for text in &args.routes {
+        let parsed = text
+            .split_once('=')
+            .and_then(|(l, u)| Some((l.parse().ok()?, u.parse().ok()?)));
+        let Some((listen, upstream)) = parsed else {
+            eprintln!("raftchaos proxy: '{text}': expected LISTEN=UPSTREAM, e.g. 127.0.0.11:7100=127.0.0.11:7000");
+            return ExitCode::from(2);
+        };
+        routes.push(Route { listen, upstream });
+    }
+    let toxics = Toxics {
+        latency: Duration::from_millis(args.latency_ms),
+        jitter: Duration::from_millis(args.jitter_ms),
+        bandwidth: args.bandwidth,
+        stalled: false,
+    };
+    // Every address that can be at either end of a link: the routes' and 127.0.0.1, where
+    // programs that do not pick a source address dial from.
+    let mut ips: Vec<IpAddr> = routes
+        .iter()
+        .flat_map(|r| [r.listen.ip(), r.upstream.ip()])
+        .chain([IpAddr::from([127, 0, 0, 1])])
+        .collect();
+    ips.sort();
+    ips.dedup();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("raftchaos proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        let proxy = match Proxy::start(routes).await {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                eprintln!("raftchaos proxy: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        for &from in &ips {
+            for &to in &ips {
+                proxy.set(from, to, toxics.clone());
+            }
+        }
+        println!(
+            "raftchaos proxy ready: {:?} with {toxics:?}",
+            proxy.listen_addrs()
+        );
+        preflight::interrupted().await;
+        proxy.shutdown().await;
+        ExitCode::SUCCESS
+    })
 }
 
 fn run_cli(args: RunArgs) -> ExitCode {
