@@ -49,6 +49,9 @@ pub struct RunConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub passed: bool,
+    /// Wall-clock time of the history's time 0 (ms since the Unix epoch), to line the history
+    /// up with the nodes' logs.
+    pub started_unix_ms: u64,
     pub seed: u64,
     pub nodes: usize,
     pub duration_s: f64,
@@ -192,6 +195,9 @@ async fn drive(config: &RunConfig, rig: &mut Rig) -> Result<Summary, RunError> {
         rig.cluster.start(id).await.map_err(setup_error)?;
     }
     let start = Instant::now();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let mut timeline = Timeline {
         start,
         spans: Vec::new(),
@@ -344,6 +350,7 @@ async fn drive(config: &RunConfig, rig: &mut Rig) -> Result<Summary, RunError> {
     };
     let summary = Summary {
         passed: violations.is_empty(),
+        started_unix_ms,
         seed: config.seed,
         nodes: config.nodes,
         duration_s: start.elapsed().as_secs_f64(),
@@ -592,8 +599,29 @@ fn write_report(
             &summary.violations,
         ),
     )?;
-    let _ = rig;
+    if !summary.passed {
+        write("excerpts.txt", excerpts(rig))?;
+    }
     Ok(())
+}
+
+/// What each node's log says about roles, configuration and trouble: where to start reading
+/// when a run fails.
+fn excerpts(rig: &Rig) -> String {
+    let mut text = String::new();
+    for node in &rig.cluster.nodes {
+        text.push_str(&format!("==== node {} ({})\n", node.id, node.log_path.display()));
+        let log = fs::read_to_string(&node.log_path).unwrap_or_default();
+        for line in log.lines().filter(|l| {
+            ["role:", "WARN", "ERROR", "raftchaos", "configuration in effect"]
+                .iter()
+                .any(|m| l.contains(m))
+        }) {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
 }
 
 fn summary_rows(summary: &Summary) -> Vec<(String, String)> {
