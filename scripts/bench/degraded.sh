@@ -79,9 +79,9 @@ preflight() {
     exit 1
   fi
   local busy
-  busy=$(ss -Htln | awk '{print $4}' | grep -E '^127\.0\.0\.2[123]:' || true)
+  busy=$(ss -Htln | awk '{print $4}' | grep -E '^127\.0\.0\.2[123]:(6379|7000|7100|9000|2379|2380|2381)$' || true)
   if [ -n "$busy" ]; then
-    echo "degraded.sh: 127.0.0.21-23 are in use (stale nodes?):" >&2
+    echo "degraded.sh: ports of 127.0.0.21-23 are in use (stale nodes?):" >&2
     echo "$busy" | sort -u | head >&2
     exit 1
   fi
@@ -291,7 +291,7 @@ run_row() { # SYSTEM CONDITION ROUND
     [ "$leader0" != 0 ] && break
     sleep 0.3
   done
-  local ts; ts=$(date -u +%FT%TZ)
+  local ts load; ts=$(date -u +%FT%TZ); load=$(cut -d' ' -f1 /proc/loadavg)
   local result='{}' term1=$term0 leader1=0 counts='{}' note=""
   if [ "$leader0" = 0 ]; then
     note="no leader within ${LEADER_WAIT_S}s"
@@ -319,11 +319,11 @@ run_row() { # SYSTEM CONDITION ROUND
   local campaign=0
   pgrep -f "raftchaos run" >/dev/null && campaign=1
   python3 - "$system" "$cond" "$round" "$ts" "$term0" "$term1" "$leader0" "$leader1" "$result" \
-    "$counts" "$note" "$LABEL" "$CLIENTS" "$DURATION" "$campaign" "$RAFTKV_FLAGS" "$ETCD_FLAGS" \
+    "$counts" "$note" "$LABEL" "$CLIENTS" "$DURATION" "$campaign" "$RAFTKV_FLAGS" "$ETCD_FLAGS" "$load" \
     >>"$OUT/results.jsonl" <<'EOF'
 import json, sys
 (system, cond, rnd, ts, t0, t1, l0, l1, result, counts, note, label, clients, duration,
- campaign, rflags, eflags) = sys.argv[1:]
+ campaign, rflags, eflags, load) = sys.argv[1:]
 r = json.loads(result)
 row = {"system": system, "condition": cond, "round": int(rnd), "start": ts, "label": label,
        "flags": rflags if system == "raftkv" else eflags,
@@ -332,7 +332,8 @@ row = {"system": system, "condition": cond, "round": int(rnd), "start": ts, "lab
        "errors": r.get("errors"), "term_before": int(t0), "term_after": int(t1),
        "elections": int(t1) - int(t0), "leader_before": int(l0), "leader_after": int(l1),
        "leader_kept": l0 != "0" and l0 == l1, "log_events": json.loads(counts),
-       "beside_niced_campaign": campaign == "1", "note": note, "kvload": r}
+       "beside_niced_campaign": campaign == "1", "loadavg_1m_at_start": float(load),
+       "note": note, "kvload": r}
 print(json.dumps(row))
 EOF
   tail -1 "$OUT/results.jsonl" >>"$ROWS"

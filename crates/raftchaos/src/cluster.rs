@@ -6,7 +6,7 @@
 //! which forwards to `IP:7000` from the dialer's own address; clients use `IP:6379`, the admin
 //! API `IP:9000`.
 
-use raftkv::admin_client::{self, ClusterRequest, ClusterView};
+use raftkv::admin_client::{self, ClusterRequest, ClusterView, TransferView};
 use raftkv::client::{Client, ClientConfig, NodeInfo};
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -338,6 +338,13 @@ impl Cluster {
         admin_client::send(&addr, &request, timeout)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Asks leader `from` to hand leadership to `to`; the leader after it, or why not.
+    pub async fn transfer(&self, from: u64, to: u64) -> Result<u64, String> {
+        let request = ClusterRequest::TransferLeader { id: to };
+        let view: TransferView = self.admin(from, request, Duration::from_secs(5)).await?;
+        Ok(view.leader)
     }
 
     pub fn set_clock(&mut self, id: u64, clock: Option<ClockFault>) {

@@ -3,7 +3,7 @@
 use crate::cluster::{fill_disk, ClockFault, Cluster};
 use crate::firewall::{Cut, Firewall};
 use crate::proxy::{Proxy, Toxics};
-use raftkv::admin_client::{ClusterRequest, ClusterView, TransferView};
+use raftkv::admin_client::{ClusterRequest, ClusterView};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -346,11 +346,13 @@ pub async fn inject(
             t.cluster.kill(node).await;
             t.cluster.set_clock(node, Some(clock));
             t.cluster.start(node).await.map_err(|e| e.to_string())?;
-            Ok(active(
-                vec![node],
-                format!("restarted with clocks {offset_s:+}s, rate x{rate}"),
-                Undo::ClockBack(node),
-            ))
+            let mut detail = format!("restarted with clocks {offset_s:+}s, rate x{rate}");
+            // Half the time, the adversary of a lease: the node with the odd clock is made
+            // leader and then cut off, so a stale leader and a new one overlap in time.
+            if rng.bool() {
+                detail.push_str(&lead_then_isolate(t, node).await);
+            }
+            Ok(active(vec![node], detail, Undo::ClockBack(node)))
         }
         Kind::Transfer => {
             let leader = t
@@ -360,16 +362,9 @@ pub async fn inject(
                 .ok_or("no leader to transfer from")?;
             let others: Vec<u64> = ids.iter().copied().filter(|&o| o != leader).collect();
             let target = others[rng.usize(0..others.len())];
-            let result: Result<TransferView, String> = t
-                .cluster
-                .admin(
-                    leader,
-                    ClusterRequest::TransferLeader { id: target },
-                    Duration::from_secs(5),
-                )
-                .await;
+            let result = t.cluster.transfer(leader, target).await;
             let detail = match result {
-                Ok(view) => format!("{leader} -> {target}: node {} leads", view.leader),
+                Ok(now) => format!("{leader} -> {target}: node {now} leads"),
                 Err(e) => format!("{leader} -> {target}: {e}"),
             };
             Ok(active(vec![leader, target], detail, Undo::Nothing))
@@ -398,6 +393,30 @@ pub async fn inject(
             Ok(active(vec![node], detail, Undo::AddBack(node)))
         }
     }
+}
+
+/// Moves leadership to `node`, then cuts it off from every other node; says what happened.
+async fn lead_then_isolate(t: &mut Targets<'_>, node: u64) -> String {
+    let mut said = String::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    match t.cluster.leader().await {
+        Some(leader) if leader != node => {
+            said = match t.cluster.transfer(leader, node).await {
+                Ok(now) => format!("; node {now} leads"),
+                Err(e) => format!("; transfer to it: {e}"),
+            };
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Some(_) => said.push_str("; it leads"),
+        None => said.push_str("; no leader"),
+    }
+    for other in t.cluster.ids().into_iter().filter(|&o| o != node) {
+        let (a, b) = (t.cluster.node(node).ip, t.cluster.node(other).ip);
+        if let Err(e) = t.firewall.cut_both(a, b, None) {
+            return format!("{said}; not cut off: {e}");
+        }
+    }
+    format!("{said}; then cut off")
 }
 
 /// Undoes `active`. Errors are returned as text for the timeline; healing goes on.
@@ -433,6 +452,7 @@ pub async fn heal(active: &Active, t: &mut Targets<'_>) -> Result<(), String> {
             }
         }
         Undo::ClockBack(node) => {
+            t.firewall.heal().map_err(|e| e.to_string())?;
             t.cluster.kill(*node).await;
             t.cluster.set_clock(*node, None);
             t.cluster.start(*node).await.map_err(|e| e.to_string())

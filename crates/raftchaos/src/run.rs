@@ -610,12 +610,22 @@ fn write_report(
 fn excerpts(rig: &Rig) -> String {
     let mut text = String::new();
     for node in &rig.cluster.nodes {
-        text.push_str(&format!("==== node {} ({})\n", node.id, node.log_path.display()));
+        text.push_str(&format!(
+            "==== node {} ({})\n",
+            node.id,
+            node.log_path.display()
+        ));
         let log = fs::read_to_string(&node.log_path).unwrap_or_default();
         for line in log.lines().filter(|l| {
-            ["role:", "WARN", "ERROR", "raftchaos", "configuration in effect"]
-                .iter()
-                .any(|m| l.contains(m))
+            [
+                "role:",
+                "WARN",
+                "ERROR",
+                "raftchaos",
+                "configuration in effect",
+            ]
+            .iter()
+            .any(|m| l.contains(m))
         }) {
             text.push_str(line);
             text.push('\n');
