@@ -298,14 +298,20 @@ run_row() { # SYSTEM CONDITION ROUND
     read -r term1 leader1 < <($state)
   else
     sleep 1 # let the new leader's first heartbeats and term-start entry settle
-    read -r term0 leader0 < <($state)
+    local term leader
+    read -r term leader < <($state)
+    if [ "$leader" != 0 ]; then term0=$term; leader0=$leader; fi
     local offs; offs=$(offsets "$log")
     [ "$loss" -gt 0 ] && apply_loss "$loss" "${peers[@]}"
     local target
     if [ "$system" = raftkv ]; then target=(--target resp --addr "${IPS[leader0-1]}:6379")
     else target=(--target etcd --endpoints "${IPS[leader0-1]}:2379"); fi
+    # In the background, so that a signal runs the cleanup at once, not after the load ends.
     timeout $((WARMUP + DURATION + 60)) "$KVLOAD" "${target[@]}" --op put --clients "$CLIENTS" \
-      --duration "$DURATION" --warmup "$WARMUP" --label "$system $cond" >"$log/kvload.out" 2>&1 || true
+      --duration "$DURATION" --warmup "$WARMUP" --label "$system $cond" >"$log/kvload.out" 2>&1 &
+    PIDS+=($!)
+    wait "${PIDS[-1]}" || true
+    unset 'PIDS[-1]'
     result=$(tail -1 "$log/kvload.out")
     python3 -c 'import json,sys; json.loads(sys.argv[1])' "$result" 2>/dev/null || { result='{}'; note="kvload gave no result (see kvload.out)"; }
     read -r term1 leader1 < <($state)

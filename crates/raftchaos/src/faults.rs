@@ -3,7 +3,7 @@
 use crate::cluster::{fill_disk, ClockFault, Cluster};
 use crate::firewall::{Cut, Firewall};
 use crate::proxy::{Proxy, Toxics};
-use raftkv::admin_client::{ClusterRequest, ClusterView};
+use raftkv::admin_client::{ClusterRequest, ClusterView, SnapshotView};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -315,13 +315,19 @@ pub async fn inject(
         Kind::DiskFull => {
             let node = pick_node(rng, t.cluster, 0.5).await;
             let dir = t.cluster.node(node).data_dir.clone();
-            // Less room than a log segment: the next segment the log makes does not fit.
-            let filler = fill_disk(&dir, 1 << 20).map_err(|e| e.to_string())?;
-            Ok(active(
-                vec![node],
-                "data disk full".into(),
-                Undo::FreeDisk { node, filler },
-            ))
+            // No room at all; and a snapshot asked for, which needs room at once (the log's
+            // segments are preallocated, so its appends alone would need room only at the
+            // next segment, minutes away at this workload's rate).
+            let filler = fill_disk(&dir, 0).map_err(|e| e.to_string())?;
+            let snapshot: Result<SnapshotView, String> = t
+                .cluster
+                .admin(node, ClusterRequest::Snapshot, Duration::from_secs(3))
+                .await;
+            let detail = match snapshot {
+                Ok(view) => format!("data disk full; a snapshot at {} was saved", view.index),
+                Err(e) => format!("data disk full; snapshot: {e}"),
+            };
+            Ok(active(vec![node], detail, Undo::FreeDisk { node, filler }))
         }
         Kind::SlowDisk => {
             let node = pick_node(rng, t.cluster, 0.5).await;

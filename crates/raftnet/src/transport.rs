@@ -118,8 +118,10 @@ pub struct TransportConfig {
     /// Idle time before TCP keepalive probes start, on every connection (default 10 s).
     pub keepalive: Duration,
     /// Longest time sent bytes may stay unacknowledged before the connection is dropped and
-    /// redialed (`TCP_USER_TIMEOUT`, Linux; default 5 s): bounds how long a connection that
-    /// lived through a partition stays silent after the network heals.
+    /// redialed (`TCP_USER_TIMEOUT`, Linux; default 10 s). With the retransmission timeout
+    /// capped at 1 s (Linux 6.15+), a connection that lived through a partition carries
+    /// messages again within a second of the network healing; on older kernels this bound is
+    /// what keeps it from waiting minutes. Lower values drop connections under heavy loss.
     pub unacked_timeout: Duration,
     /// An accepted connection that sends no frame for this long is closed (default 60 s).
     pub idle_timeout: Duration,
@@ -173,7 +175,7 @@ impl TransportConfig {
             peer_queue_bytes: 32 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(10),
-            unacked_timeout: Duration::from_secs(5),
+            unacked_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_handshakes: 64,
             max_connections_per_source: 32,

@@ -285,12 +285,15 @@ async fn dial(addr: &str, source_ip: Option<IpAddr>) -> std::io::Result<TcpStrea
 }
 
 /// TCP keepalive: a peer that vanished without closing (powered off, cut off by a firewall)
-/// is noticed on an idle connection too, not only when a write times out. And a bound on how
-/// long sent bytes may stay unacknowledged (`TCP_USER_TIMEOUT`): without it, a connection that
-/// lived through a partition keeps its messages in the kernel until the next retransmission,
-/// which exponential backoff puts up to minutes after the network healed (a nemesis run saw
-/// no election for 26 s after a 15 s partition); with it, the connection is dropped and
-/// redialed within the bound.
+/// is noticed on an idle connection too, not only when a write times out.
+///
+/// And retransmissions kept prompt. By default TCP doubles its retransmission timeout after
+/// each loss up to two minutes, so a connection that lived through a partition keeps its
+/// messages in the kernel until the next retransmission, long after the network healed (a
+/// nemesis run saw no election for 26 s after a 15 s partition). The timeout is capped at one
+/// second where the kernel allows it (`TCP_RTO_MAX_MS`, Linux 6.15 and later), and sent bytes
+/// unacknowledged for `unacked` drop the connection for a new one (`TCP_USER_TIMEOUT`), which
+/// bounds the wait on older kernels too.
 pub(crate) fn set_keepalive(
     stream: &TcpStream,
     idle: Duration,
@@ -302,10 +305,38 @@ pub(crate) fn set_keepalive(
     let socket = socket2::SockRef::from(stream);
     socket.set_tcp_keepalive(&keepalive)?;
     #[cfg(target_os = "linux")]
-    socket.set_tcp_user_timeout(Some(unacked))?;
+    {
+        socket.set_tcp_user_timeout(Some(unacked))?;
+        cap_retransmission_timeout(stream);
+    }
     #[cfg(not(target_os = "linux"))]
     let _ = unacked;
     Ok(())
+}
+
+/// `TCP_RTO_MAX_MS` from `linux/tcp.h` (not in the libc crate yet).
+#[cfg(target_os = "linux")]
+const TCP_RTO_MAX_MS: libc::c_int = 44;
+/// The smallest cap the kernel takes.
+#[cfg(target_os = "linux")]
+const RTO_MAX_MS: libc::c_int = 1000;
+
+/// Caps the retransmission timeout; kernels without the option keep their own (an error is
+/// expected there and ignored).
+#[cfg(target_os = "linux")]
+fn cap_retransmission_timeout(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let value = RTO_MAX_MS;
+    // SAFETY: a valid socket descriptor, and a pointer to an int with its exact length.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_RTO_MAX_MS,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// Streams queued messages until the connection fails. Whatever was taken from the queue when a
@@ -425,5 +456,22 @@ mod tests {
             Some(Duration::from_secs(5))
         );
         assert!(socket.keepalive().unwrap());
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid socket and an int-sized buffer with its length.
+        let read = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                TCP_RTO_MAX_MS,
+                std::ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        };
+        // Kernels before 6.15 have no such option; where there is one, it is capped.
+        if read == 0 {
+            assert_eq!(value, RTO_MAX_MS);
+        }
     }
 }
