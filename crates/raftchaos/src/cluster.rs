@@ -28,8 +28,6 @@ pub const MOUNT_SOURCE: &str = "raftchaos";
 pub const DISK_BYTES: u64 = 256 << 20;
 /// Log segment size: small, so a full disk is reached at a segment boundary soon.
 pub const SEGMENT_BYTES: u64 = 4 << 20;
-/// Election timeout range the nodes run with (raftkv's default).
-pub const ELECTION_MS: (u64, u64) = (150, 300);
 
 #[derive(Debug, Error)]
 pub enum ClusterError {
@@ -112,6 +110,8 @@ pub struct Setup {
     /// libfaketime, preloaded for a clock fault.
     pub faketime: PathBuf,
     pub lease_reads: bool,
+    /// More `raftkv serve` arguments for every node (e.g. `--election-ms 150..300`).
+    pub server_args: Vec<String>,
 }
 
 /// The nodes of one run.
@@ -185,12 +185,11 @@ impl Cluster {
             self.node(id).admin_addr().to_string(),
             "--segment-bytes".into(),
             SEGMENT_BYTES.to_string(),
-            "--election-ms".into(),
-            format!("{}..{}", ELECTION_MS.0, ELECTION_MS.1),
         ];
         if setup.lease_reads {
             args.push("--lease-reads".into());
         }
+        args.extend(setup.server_args.iter().cloned());
         for node in &self.nodes {
             args.push("--node".into());
             args.push(format!(

@@ -100,6 +100,10 @@ struct RunArgs {
     /// Run the nodes with lease reads on (expect stale reads under clock faults).
     #[arg(long)]
     lease_reads: bool,
+    /// One more argument for every `raftkv serve`, repeated (e.g. --server-arg=--election-ms
+    /// --server-arg=150..300).
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    server_args: Vec<String>,
     /// Print only the summary, not the timeline.
     #[arg(long)]
     quiet: bool,
@@ -212,6 +216,7 @@ fn run_cli(args: RunArgs) -> ExitCode {
             .unwrap_or_else(|| here.join("libfaultio.so")),
         faketime: args.faketime.clone(),
         lease_reads: args.lease_reads,
+        server_args: args.server_args.clone(),
     };
     if let Err(problems) = preflight::check(&setup, kinds.contains(&Kind::Clock)) {
         eprintln!("raftchaos cannot run here:");

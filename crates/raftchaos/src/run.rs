@@ -56,6 +56,8 @@ pub struct Summary {
     pub nodes: usize,
     pub duration_s: f64,
     pub lease_reads: bool,
+    /// Arguments given to every `raftkv serve` beyond the nemesis's own.
+    pub server_args: Vec<String>,
     pub operations: u64,
     pub ok: u64,
     pub failed: u64,
@@ -259,7 +261,12 @@ async fn drive(config: &RunConfig, rig: &mut Rig) -> Result<Summary, RunError> {
             break;
         }
         let kind = config.kinds[rng.usize(0..config.kinds.len())];
-        let hold = secs(&mut rng, config.fault_secs);
+        let mut hold = secs(&mut rng, config.fault_secs);
+        if kind == Kind::Pause {
+            // Longer than raftkv's longest default election timeout (2 s): a paused leader
+            // must be replaced and wake up deposed.
+            hold = hold.max(Duration::from_secs(3));
+        }
         // An administrative change while a network or process fault is on, now and then.
         let also = (!matches!(kind, Kind::Transfer | Kind::Membership) && rng.u32(0..4) == 0)
             .then(|| {
@@ -355,6 +362,7 @@ async fn drive(config: &RunConfig, rig: &mut Rig) -> Result<Summary, RunError> {
         nodes: config.nodes,
         duration_s: start.elapsed().as_secs_f64(),
         lease_reads: config.setup.lease_reads,
+        server_args: config.setup.server_args.clone(),
         operations: history.len() as u64,
         ok: count("ok"),
         failed: count("fail"),
@@ -645,6 +653,7 @@ fn summary_rows(summary: &Summary) -> Vec<(String, String)> {
         ("nodes".into(), summary.nodes.to_string()),
         ("duration".into(), format!("{:.1} s", summary.duration_s)),
         ("lease reads".into(), summary.lease_reads.to_string()),
+        ("server args".into(), summary.server_args.join(" ")),
         (
             "operations".into(),
             format!(

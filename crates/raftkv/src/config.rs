@@ -8,7 +8,7 @@
 //! admin = "127.0.0.1:9101"          # default: no admin HTTP port
 //! forward = true                    # followers forward writes to the leader (default)
 //! tick_ms = 10
-//! election_ms = [150, 300]
+//! election_ms = [1000, 2000]
 //! snapshot_entries = 100000        # snapshot after this many applied entries (default)
 //! retain_entries = 5000             # log entries kept behind a snapshot (default; 0: none)
 //! join = false                      # true: a node added to a running cluster
@@ -50,8 +50,12 @@ use thiserror::Error;
 
 /// Default length of one Raft tick.
 pub const DEFAULT_TICK_MS: u64 = 10;
-/// Default election timeout range, in milliseconds.
-pub const DEFAULT_ELECTION_MS: [u64; 2] = [150, 300];
+/// Default election timeout range, in milliseconds: etcd's scale. A lost packet costs a TCP
+/// connection at least 200 ms (Linux's smallest retransmission timeout) and a wide-area round
+/// trip can be as long, so with 150–300 ms a cluster held elections under 10% packet loss or
+/// 100 ms of latency and lost its leader for good at 200 ms (docs/benchmarks/degraded.md).
+/// Failover takes 1–2 s instead; `--election-ms 150..300` suits a quiet LAN.
+pub const DEFAULT_ELECTION_MS: [u64; 2] = [1000, 2000];
 /// Default cluster id, when neither the file nor the flags give one.
 pub const DEFAULT_CLUSTER_ID: u64 = 1;
 /// Longest tick accepted: longer ones make elections take tens of seconds.
@@ -555,7 +559,7 @@ pub struct ServeArgs {
     /// Length of one Raft tick in milliseconds [default: 10].
     #[arg(long, value_name = "MS")]
     pub tick_ms: Option<u64>,
-    /// Election timeout range in milliseconds [default: 150..300].
+    /// Election timeout range in milliseconds [default: 1000..2000].
     #[arg(long, value_name = "MIN..MAX")]
     pub election_ms: Option<ElectionRange>,
     /// Snapshot the store and compact the log after this many applied entries [default: 100000].

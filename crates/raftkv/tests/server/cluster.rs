@@ -56,6 +56,8 @@ impl TestCluster {
             let mut config =
                 ServerConfig::new(id, nodes.clone(), dir.path().join(format!("node-{id}")));
             config.admin = listeners.admin.as_ref().map(|l| l.local_addr().unwrap());
+            // A quiet LAN's fast elections (150-300 ms; the default suits lossy networks).
+            config.election_ticks = (15, 30);
             tune(&mut config);
             let server = Server::start_with_limits(config, listeners, limits)
                 .await

@@ -28,9 +28,13 @@ pub async fn start_cluster(extra_args: &[&str]) -> LocalCluster {
     let mut attempt = 0;
     loop {
         attempt += 1;
+        // The fast elections of a quiet LAN (the default suits lossy and distant networks), so
+        // "many election timeouts" fit in a few seconds.
+        let mut args = vec!["--election-ms".to_owned(), "150..300".to_owned()];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
         let started = LocalCluster::start(LocalClusterOptions {
             server_bin: Some(PathBuf::from(BIN)),
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            extra_args: args,
             ..LocalClusterOptions::default()
         })
         .await;
