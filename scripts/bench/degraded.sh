@@ -4,7 +4,9 @@
 # raftkv and etcd on a degraded network: for each system and condition, a fresh 3-node cluster
 # on 127.0.0.21-23, a leader, then 20 s of kvload puts against that leader while the peer links
 # lose packets or carry added latency. Per row: ops/s, p50, p99, errors, elections (the rise of
-# the highest raft term over the run) and whether the first leader still leads at the end.
+# the highest raft term over the run, as the nodes answer it or, if higher, as they logged it:
+# etcd's status misses members without a leader) and whether the first leader still leads at
+# the end.
 # Prints a Markdown table; appends one JSON line per row to OUTDIR/results.jsonl and keeps each
 # row's node logs and kvload output under OUTDIR/logs/.
 #
@@ -155,6 +157,11 @@ start_proxy() {
   "$RAFTCHAOS" proxy "${routes[@]}" --latency-ms "$ms" --jitter-ms $((ms / 10)) >"$log/proxy.log" 2>&1 &
   PIDS+=($!)
   sleep 0.3
+  if ! kill -0 "${PIDS[-1]}" 2>/dev/null; then
+    echo "degraded.sh: the proxy did not start:" >&2
+    cat "$log/proxy.log" >&2
+    exit 1
+  fi
 }
 
 # ---- raftkv ----------------------------------------------------------------------------------
@@ -242,18 +249,28 @@ patterns = {
 }[system]
 counts = {k: 0 for k in patterns}
 stepdowns = 0  # raftkv: leader -> follower at the same term (check-quorum)
+# The highest term any node logged: etcd's status misses members that have no leader.
+max_term = 0
+term_re = re.compile(r"role: \S+ term=(\d+)" if system == "raftkv" else r"at term (\d+)")
 for i, off in enumerate(offsets, start=1):
     try:
         with open(f"{log}/n{i}.log", "rb") as f:
-            f.seek(off)
-            lines = f.read().decode(errors="replace").splitlines()
+            data = f.read()
     except OSError:
         continue
+    # The role before the run, so that a step-down of the first leader counts too.
     last = None
-    for line in lines:
+    for line in data[:off].decode(errors="replace").splitlines():
+        m = re.search(r"role: (\S+) term=(\d+)", line) if system == "raftkv" else None
+        if m:
+            last = (int(m.group(2)), m.group(1))
+    for line in data[off:].decode(errors="replace").splitlines():
         for k, pat in patterns.items():
             if pat in line:
                 counts[k] += 1
+        t = term_re.search(line)
+        if t:
+            max_term = max(max_term, int(t.group(1)))
         m = re.search(r"role: (\S+) term=(\d+)", line) if system == "raftkv" else None
         if m:
             role, term = m.group(1), int(m.group(2))
@@ -262,6 +279,7 @@ for i, off in enumerate(offsets, start=1):
             last = (term, role)
 if system == "raftkv":
     counts["quorum_stepdown"] = stepdowns
+counts["max_term_logged"] = max_term
 print(json.dumps(counts))
 EOF
 }
@@ -331,13 +349,18 @@ import json, sys
 (system, cond, rnd, ts, t0, t1, l0, l1, result, counts, note, label, clients, duration,
  campaign, rflags, eflags, load) = sys.argv[1:]
 r = json.loads(result)
+events = json.loads(counts)
+# The term after the run: the highest of what the nodes answered and what they logged by now.
+t1_status = int(t1)
+t1 = str(max(t1_status, events.get("max_term_logged", 0)))
 row = {"system": system, "condition": cond, "round": int(rnd), "start": ts, "label": label,
        "flags": rflags if system == "raftkv" else eflags,
        "clients": int(clients), "duration_s": int(duration),
        "ops_per_s": r.get("ops_per_s"), "p50_us": r.get("p50_us"), "p99_us": r.get("p99_us"),
        "errors": r.get("errors"), "term_before": int(t0), "term_after": int(t1),
+       "term_after_status": t1_status,
        "elections": int(t1) - int(t0), "leader_before": int(l0), "leader_after": int(l1),
-       "leader_kept": l0 != "0" and l0 == l1, "log_events": json.loads(counts),
+       "leader_kept": l0 != "0" and l0 == l1, "log_events": events,
        "beside_niced_campaign": campaign == "1", "loadavg_1m_at_start": float(load),
        "note": note, "kvload": r}
 print(json.dumps(row))
@@ -375,6 +398,8 @@ def num(v, scale=1, digits=0):
 print("| system | condition | ops/s | p50 ms | p99 ms | errors | elections | leader kept | note |")
 print("|---|---|---:|---:|---:|---:|---:|---|---|")
 for r in rows:
+    if not r["ops_per_s"]:  # no request succeeded: no latency to show
+        r["p50_us"] = r["p99_us"] = None
     name = r["system"] + (f" ({r['flags']})" if r["flags"] else "")
     print(f"| {name} | {cond(r['condition'])} | {num(r['ops_per_s'])} | {num(r['p50_us'], 1000, 1)} "
           f"| {num(r['p99_us'], 1000, 1)} | {num(r['errors'])} | {r['elections']} "
