@@ -132,7 +132,12 @@ pub struct Targets<'a> {
     pub cluster: &'a mut Cluster,
     pub firewall: &'a mut Firewall,
     pub proxy: &'a Proxy,
+    /// The clock rates a `clock` fault draws from.
+    pub clock_rates: &'a [f64],
 }
+
+/// The clock rates of a `clock` fault unless told otherwise: within a factor of two.
+pub const CLOCK_RATES: &[f64] = &[0.5, 0.8, 1.25, 2.0];
 
 fn ip(cluster: &Cluster, id: u64) -> IpAddr {
     cluster.node(id).ip.into()
@@ -346,7 +351,7 @@ pub async fn inject(
         }
         Kind::Clock => {
             let node = pick_node(rng, t.cluster, 0.5).await;
-            let rate = [0.5, 0.8, 1.25, 2.0][rng.usize(0..4)];
+            let rate = t.clock_rates[rng.usize(0..t.clock_rates.len())];
             let offset_s = rng.i64(-600..=600);
             let clock = ClockFault { offset_s, rate };
             t.cluster.kill(node).await;

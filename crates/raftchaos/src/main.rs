@@ -32,6 +32,23 @@ enum Command {
     /// Runs the fault proxy alone with the same latency, jitter or bandwidth on every link
     /// (for measurements of any system under a degraded network), until SIGINT or SIGTERM.
     Proxy(ProxyArgs),
+    /// Checks a report directory's history.jsonl again, or the part of it called in a window.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The report directory of a run.
+    report: PathBuf,
+    /// Only operations called at or after this many seconds.
+    #[arg(long, default_value_t = 0.0)]
+    from: f64,
+    /// Only operations called before this many seconds.
+    #[arg(long)]
+    until: Option<f64>,
+    /// Counter keys (checked as counters, not registers), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "n0,n1")]
+    counters: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -107,6 +124,9 @@ struct RunArgs {
     /// Print only the summary, not the timeline.
     #[arg(long)]
     quiet: bool,
+    /// Clock rates a clock fault draws from, comma-separated (each 0.1 to 10).
+    #[arg(long, value_delimiter = ',', default_values_t = raftchaos::faults::CLOCK_RATES.to_vec())]
+    clock_rates: Vec<f64>,
 }
 
 #[derive(Clone, Copy)]
@@ -138,6 +158,48 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => run_cli(*args),
         Command::Proxy(args) => proxy_cli(args),
+        Command::Check(args) => check_cli(args),
+    }
+}
+
+fn check_cli(args: CheckArgs) -> ExitCode {
+    let path = args.report.join("history.jsonl");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("raftchaos check: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let (from, until) = (
+        (args.from * 1e6) as u64,
+        args.until.map_or(u64::MAX, |s| (s * 1e6) as u64),
+    );
+    let mut history = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        match serde_json::from_str::<raftchaos::model::Record>(line) {
+            Ok(r) if r.call_us >= from && r.call_us < until => history.push(r),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("raftchaos check: {}:{}: {e}", path.display(), number + 1);
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let is_counter = |key: &str| args.counters.iter().any(|c| c == key);
+    let mut findings = raftchaos::check::counters(&history, is_counter);
+    if let Err(finding) = raftchaos::check::registers(&history, is_counter) {
+        findings.push(finding);
+    }
+    println!("{} operations checked", history.len());
+    for finding in &findings {
+        println!("VIOLATION: {finding}");
+    }
+    if findings.is_empty() {
+        println!("linearizable");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -204,6 +266,10 @@ fn run_cli(args: RunArgs) -> ExitCode {
     } else {
         args.faults.clone()
     };
+    if args.clock_rates.is_empty() || args.clock_rates.iter().any(|r| !(0.1..=10.0).contains(r)) {
+        eprintln!("raftchaos: --clock-rates takes rates from 0.1 to 10");
+        return ExitCode::from(2);
+    }
     let here = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(PathBuf::from))
@@ -243,6 +309,7 @@ fn run_cli(args: RunArgs) -> ExitCode {
         quiet_secs: (args.quiet_secs.0, args.quiet_secs.1),
         recovery_bound: Duration::from_secs(args.recovery_bound),
         verbose: !args.quiet,
+        clock_rates: args.clock_rates.clone(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -43,6 +43,8 @@ pub struct RunConfig {
     pub recovery_bound: Duration,
     /// Print the timeline as it happens.
     pub verbose: bool,
+    /// The rates a clock fault draws from (`faults::CLOCK_RATES` by default).
+    pub clock_rates: Vec<f64>,
 }
 
 /// What `summary.json` holds.
@@ -143,6 +145,7 @@ struct Rig {
     cluster: Cluster,
     firewall: Firewall,
     proxy: Proxy,
+    clock_rates: Vec<f64>,
 }
 
 impl Rig {
@@ -151,6 +154,7 @@ impl Rig {
             cluster: &mut self.cluster,
             firewall: &mut self.firewall,
             proxy: &self.proxy,
+            clock_rates: &self.clock_rates,
         }
     }
 }
@@ -184,6 +188,7 @@ pub async fn run(config: RunConfig) -> Result<Summary, RunError> {
         cluster,
         firewall,
         proxy,
+        clock_rates: config.clock_rates.clone(),
     };
     let result = drive(&config, &mut rig).await;
     rig.cluster.shutdown().await;
