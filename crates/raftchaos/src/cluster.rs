@@ -8,6 +8,7 @@
 
 use raftkv::admin_client::{self, ClusterRequest, ClusterView, TransferView};
 use raftkv::client::{Client, ClientConfig, NodeInfo};
+use raftkv::demo::log_tail;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -410,21 +411,6 @@ fn writeln_log(path: &Path, line: &str) {
     if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(path) {
         let _ = writeln!(file, "{line}");
     }
-}
-
-/// The last `lines` lines of a log, for an error message.
-pub fn log_tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    let tail = &all[all.len().saturating_sub(lines)..];
-    if tail.is_empty() {
-        return String::new();
-    }
-    format!(
-        "; last lines of {}:\n  {}",
-        path.display(),
-        tail.join("\n  ")
-    )
 }
 
 fn mount_tmpfs(path: &Path, bytes: u64) -> Result<(), ClusterError> {

@@ -2,7 +2,7 @@
 //! recovery, read everything back, check, and write the report directory.
 
 use crate::check;
-use crate::cluster::{log_tail, Cluster, NodeProcess, Setup, PROXY_PORT, RAFT_PORT};
+use crate::cluster::{Cluster, NodeProcess, Setup, PROXY_PORT, RAFT_PORT};
 use crate::faults::{self, Active, Kind, Targets};
 use crate::firewall::Firewall;
 use crate::model::{FaultSpan, Op, OpResult, Outcome, Record};
@@ -10,6 +10,7 @@ use crate::proxy::{Proxy, Route};
 use crate::report;
 use crate::workload::{self, Keys, Recorder, WorkloadConfig};
 use raftkv::client::{Client, ClientConfig};
+use raftkv::demo::log_tail;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;

@@ -406,7 +406,7 @@ impl LocalCluster {
 
     /// The last lines of a node's log, for error messages.
     pub fn log_tail(&self, index: usize) -> String {
-        log_tail(&self.nodes[index].log_path)
+        log_tail(&self.nodes[index].log_path, LOG_TAIL_LINES)
     }
 
     fn spawn(&mut self, index: usize) -> Result<oneshot::Receiver<String>, ClusterError> {
@@ -534,12 +534,13 @@ async fn copy_stdout(stdout: ChildStdout, mut log: File, ready: oneshot::Sender<
     }
 }
 
-fn log_tail(path: &Path) -> String {
+/// The last `count` lines of a process's log, as a suffix for an error message (empty if none).
+pub fn log_tail(path: &Path, count: usize) -> String {
     let Ok(text) = fs::read_to_string(path) else {
         return String::new();
     };
     let lines: Vec<&str> = text.lines().collect();
-    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    let tail = &lines[lines.len().saturating_sub(count)..];
     if tail.is_empty() {
         return String::new();
     }
