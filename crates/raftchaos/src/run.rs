@@ -307,7 +307,9 @@ async fn drive(config: &RunConfig, rig: &mut Rig) -> Result<Summary, RunError> {
             }
         }
         watch(rig, &mut exits, &active, Instant::now() + hold).await;
-        for (span, fault) in active.iter().rev() {
+        // The first fault first: a member is added back once the network or process fault
+        // that may keep a leader from being elected is gone.
+        for (span, fault) in &active {
             let note = faults::heal(fault, &mut rig.targets()).await.err();
             if let Some(e) = &note {
                 timeline
