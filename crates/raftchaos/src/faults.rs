@@ -64,6 +64,11 @@ pub const ALL_KINDS: &[Kind] = &[
 ];
 
 impl Kind {
+    /// A change made through the admin API (it can land inside another fault).
+    pub fn is_administrative(self) -> bool {
+        matches!(self, Kind::Transfer | Kind::Membership)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Isolate => "isolate",

@@ -260,6 +260,12 @@ async fn drive(config: &RunConfig, rig: &mut Rig) -> Result<Summary, RunError> {
     let mut exits = Exits::default();
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let end = start + config.duration;
+    let administrative: Vec<Kind> = config
+        .kinds
+        .iter()
+        .copied()
+        .filter(|k| k.is_administrative())
+        .collect();
     while Instant::now() < end {
         let quiet = secs(&mut rng, config.quiet_secs);
         watch(rig, &mut exits, &[], Instant::now() + quiet).await;
@@ -274,17 +280,8 @@ async fn drive(config: &RunConfig, rig: &mut Rig) -> Result<Summary, RunError> {
             hold = hold.max(Duration::from_secs(3));
         }
         // An administrative change while a network or process fault is on, now and then.
-        let also = (!matches!(kind, Kind::Transfer | Kind::Membership) && rng.u32(0..4) == 0)
-            .then(|| {
-                let admin: Vec<Kind> = config
-                    .kinds
-                    .iter()
-                    .copied()
-                    .filter(|k| matches!(k, Kind::Transfer | Kind::Membership))
-                    .collect();
-                (!admin.is_empty()).then(|| admin[rng.usize(0..admin.len())])
-            })
-            .flatten();
+        let also = (!kind.is_administrative() && rng.u32(0..4) == 0 && !administrative.is_empty())
+            .then(|| administrative[rng.usize(0..administrative.len())]);
         let mut active = Vec::new();
         for kind in std::iter::once(kind).chain(also) {
             match faults::inject(kind, &mut rng, &mut rig.targets()).await {
