@@ -5,6 +5,7 @@
 //! - [`inbox`]: the channel of messages a node receives, bounded in messages and bytes.
 pub mod inbox;
 pub mod runtime;
+pub mod tls;
 pub mod transport;
 
 /// Messages the unit tests of several modules build.

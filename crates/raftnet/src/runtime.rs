@@ -450,6 +450,7 @@ where
             TransportConfig::new(config.id, config.cluster_id, plan.peers.clone());
         transport_config.max_frame_bytes = limits.max_frame_bytes;
         transport_config.source_ip = config.peer_source_ip;
+        transport_config.tls = config.peer_tls.clone();
         let (transport, inbound) = Transport::start(transport_config, listener)?;
         let network: Arc<dyn Network> = Arc::new(transport.sender());
         let failures = FailureReporter::channel();

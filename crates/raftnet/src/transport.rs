@@ -76,10 +76,12 @@
 mod inbound;
 mod outbound;
 mod stats;
+mod stream;
 pub mod wire;
 
 pub use stats::{PeerStats, TransportStats};
 
+use crate::tls::PeerTls;
 use outbound::{DialSettings, Peer, PeerQueue};
 use raftengine::{Message, NodeId};
 use stats::{bump, Counters, PeerCounters};
@@ -149,6 +151,9 @@ pub struct TransportConfig {
     /// Local address outgoing connections are bound to (default: none, the OS picks). A node
     /// with several addresses sets its own so that peers and firewalls see where it really is.
     pub source_ip: Option<IpAddr>,
+    /// Mutual TLS 1.3 on every peer connection (default: none, plain TCP). Every node of a
+    /// cluster must have it or none: a TLS node and a plain one cannot talk.
+    pub tls: Option<Arc<PeerTls>>,
 }
 
 impl TransportConfig {
@@ -187,6 +192,7 @@ impl TransportConfig {
             max_inbound_connections: 1024,
             peer_linger: Duration::from_secs(1),
             source_ip: None,
+            tls: None,
         }
     }
 
@@ -264,6 +270,8 @@ enum ConnError {
     Encode(#[from] postcard::Error),
     #[error("decode: {0}")]
     Decode(#[from] wire::DecodeError),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
 }
 
 /// The peers a transport sends to, shared by its senders (which route and change them) and the
@@ -548,6 +556,7 @@ impl Transport {
             keepalive: config.keepalive,
             unacked_timeout: config.unacked_timeout,
             source_ip: config.source_ip,
+            tls: config.tls.clone(),
         });
         let table = Arc::new(PeerTable {
             node_id: config.node_id,
@@ -578,6 +587,7 @@ impl Transport {
             order: Mutex::default(),
             inbound: inbound_tx,
             counters: counters.clone(),
+            tls: config.tls.clone(),
         });
         let span = tracing::info_span!("raftnet_accept", node = config.node_id.0, %local_addr);
         let (accept_cancel, accept_failure) = (cancel.clone(), failure.clone());

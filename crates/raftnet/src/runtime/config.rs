@@ -56,6 +56,10 @@ pub struct NodeConfig {
     /// Local address for connections to peers (default: none, the OS picks); see
     /// [`TransportConfig::source_ip`].
     pub peer_source_ip: Option<IpAddr>,
+    /// Mutual TLS on the peer port (default: none); see [`crate::tls`] and
+    /// [`TransportConfig::tls`]. [`PeerTls::reload`](crate::tls::PeerTls::reload) swaps the
+    /// certificates of a running node.
+    pub peer_tls: Option<std::sync::Arc<crate::tls::PeerTls>>,
     /// A known runtime defect to put back (test builds with the `mutations` feature only).
     #[cfg(feature = "mutations")]
     pub mutation: Option<super::RuntimeMutation>,
@@ -98,6 +102,7 @@ impl NodeConfig {
             max_command_bytes: None,
             max_pending_write_bytes: 256 * 1024 * 1024,
             peer_source_ip: None,
+            peer_tls: None,
             #[cfg(feature = "mutations")]
             mutation: None,
         }

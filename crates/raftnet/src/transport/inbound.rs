@@ -11,6 +11,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+use super::stream::PeerStream;
+use crate::tls::{certificate_names_node, node_name, PeerTls};
+use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -39,6 +42,8 @@ pub(crate) struct InboundCtx {
     pub order: Mutex<HashMap<NodeId, LaneOrder>>,
     pub inbound: crate::inbox::InboxSender,
     pub counters: Arc<Counters>,
+    /// Mutual TLS on every connection, when set.
+    pub tls: Option<Arc<PeerTls>>,
 }
 
 /// What one sender's bulk lane delivered so far.
@@ -295,10 +300,36 @@ async fn handle(
     if let Err(e) = super::outbound::set_keepalive(&stream, ctx.keepalive, ctx.unacked_timeout) {
         tracing::debug!(%addr, error = %e, "cannot set keepalive");
     }
+    let (stream, certificate) = match &ctx.tls {
+        None => (PeerStream::Plain(stream), None),
+        Some(tls) => match timeout(ctx.handshake_timeout, tls.acceptor().accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let certificate = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|leaf| leaf.clone().into_owned());
+                (PeerStream::Accepted(Box::new(stream)), certificate)
+            }
+            Ok(Err(e)) => {
+                bump(&ctx.counters.connections_refused);
+                bump(&ctx.counters.tls_failures);
+                tracing::warn!(%addr, error = %e, "refusing connection: TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                bump(&ctx.counters.connections_refused);
+                bump(&ctx.counters.tls_failures);
+                tracing::warn!(%addr, "refusing connection: TLS handshake timed out");
+                return;
+            }
+        },
+    };
     // Small limit until the dialer is known: an unauthenticated client must not make us reserve
     // `max_frame_bytes` of memory with a 4-byte length header.
     let mut framed = Framed::new(stream, wire::codec(HANDSHAKE_MAX_FRAME_BYTES));
-    let admitted = handshake(&mut framed, addr, &ctx, &slots).await;
+    let admitted = handshake(&mut framed, addr, &ctx, &slots, certificate.as_ref()).await;
     drop(slot);
     let Some((from, lane, conn, stop)) = admitted else {
         bump(&ctx.counters.connections_refused);
@@ -315,7 +346,7 @@ async fn handle(
 
 /// Reads and delivers frames until the connection ends, fails, idles or is replaced.
 async fn read_frames(
-    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    framed: &mut Framed<PeerStream, LengthDelimitedCodec>,
     from: NodeId,
     lane: Lane,
     ctx: &InboundCtx,
@@ -375,11 +406,15 @@ async fn read_frames(
 /// Reads and checks the dialer's hello, admits the connection and answers. Returns the
 /// dialer's node id, lane, connection number and replacement signal, or `None` after refusing
 /// (the caller then closes the connection).
+///
+/// With TLS, `certificate` is the dialer's (verified against the CA by the TLS handshake) and
+/// must name the node id the hello claims.
 async fn handshake(
-    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    framed: &mut Framed<PeerStream, LengthDelimitedCodec>,
     addr: SocketAddr,
     ctx: &InboundCtx,
     slots: &Slots,
+    certificate: Option<&CertificateDer<'static>>,
 ) -> Option<(NodeId, Lane, u64, CancellationToken)> {
     let reason = match timeout(ctx.handshake_timeout, framed.next()).await {
         Err(_) => "handshake timeout: no hello received".to_string(),
@@ -389,6 +424,14 @@ async fn handshake(
         }
         Ok(Some(Err(e))) => format!("bad hello frame: {e}"),
         Ok(Some(Ok(frame))) => match wire::check_hello(&frame, ctx.cluster_id, ctx.node_id) {
+            Ok((from, _)) if ctx.tls.is_some() && !certificate.is_some_and(|c| certificate_names_node(c, from)) => {
+                bump(&ctx.counters.tls_failures);
+                format!(
+                    "the dialer claims to be node {} but its certificate does not name {}",
+                    from.0,
+                    node_name(from)
+                )
+            }
             Ok((from, lane)) => match slots.admit(from, lane, addr.ip(), ctx.is_member(from)) {
                 Ok((conn, stop)) => {
                     return match reply(framed, ctx, HelloReply::Welcome).await {
@@ -417,7 +460,7 @@ async fn handshake(
 /// Sends a handshake reply, bounded by the handshake timeout (a dialer that does not read must
 /// not hold the task).
 async fn reply(
-    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    framed: &mut Framed<PeerStream, LengthDelimitedCodec>,
     ctx: &InboundCtx,
     reply: HelloReply,
 ) -> Result<(), super::ConnError> {

@@ -8,7 +8,9 @@ use raftengine::{Message, NodeId};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use super::stream::PeerStream;
+use crate::tls::{server_name_of, PeerTls};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
@@ -159,6 +161,8 @@ pub(crate) struct DialSettings {
     pub keepalive: Duration,
     pub unacked_timeout: Duration,
     pub source_ip: Option<IpAddr>,
+    /// Mutual TLS on every connection, when set.
+    pub tls: Option<Arc<PeerTls>>,
 }
 
 /// One lane's task: dial, handshake, stream; on any failure wait with capped exponential
@@ -221,7 +225,7 @@ async fn connect(
     peer: &Peer,
     lane: Lane,
     settings: &DialSettings,
-) -> Result<Framed<TcpStream, LengthDelimitedCodec>, ConnError> {
+) -> Result<Framed<PeerStream, LengthDelimitedCodec>, ConnError> {
     let limit = settings.handshake_timeout;
     // A connect to an unreachable host can take minutes; bound it like the handshake.
     let stream = timeout(limit, dial(peer.addr.as_str(), settings.source_ip))
@@ -230,6 +234,16 @@ async fn connect(
     // Raft messages are small and latency-sensitive, and batching is done here already.
     stream.set_nodelay(true)?;
     set_keepalive(&stream, settings.keepalive, settings.unacked_timeout)?;
+    let stream = match &settings.tls {
+        None => PeerStream::Plain(stream),
+        // The peer must present a certificate naming the node we mean to reach.
+        Some(tls) => PeerStream::Dialed(Box::new(
+            timeout(limit, tls.connector().connect(server_name_of(peer.id), stream))
+                .await
+                .map_err(|_| ConnError::Timeout("TLS handshake"))?
+                .map_err(ConnError::Tls)?,
+        )),
+    };
     let mut framed = Framed::new(stream, wire::codec(HANDSHAKE_MAX_FRAME_BYTES));
     let hello = wire::encode(&Hello::on(settings.cluster_id, settings.node_id, lane))?;
     let reply = timeout(limit, async {
@@ -347,7 +361,7 @@ async fn stream(
     peer: &Peer,
     lane: Lane,
     settings: &DialSettings,
-    mut framed: Framed<TcpStream, LengthDelimitedCodec>,
+    mut framed: Framed<PeerStream, LengthDelimitedCodec>,
 ) -> Result<(), ConnError> {
     let queue = &peer.queues[lane.index()];
     let mut batch = VecDeque::new();

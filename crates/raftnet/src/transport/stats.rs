@@ -25,6 +25,9 @@ pub struct TransportStats {
     /// version or cluster; the acceptor's own node id): each was closed without delivering
     /// anything.
     pub connections_refused: u64,
+    /// Of those, connections refused by TLS: a failed TLS handshake (no certificate, one from
+    /// another CA, a protocol error) or a certificate that does not name the claimed node.
+    pub tls_failures: u64,
     /// Authenticated connections closed because of a malformed frame (oversized, truncated or
     /// undecodable) or a read error.
     pub connections_failed: u64,
@@ -97,6 +100,7 @@ pub(crate) struct Counters {
     pub inbound_rejected: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    pub tls_failures: AtomicU64,
     pub connections_failed: AtomicU64,
     pub connections_over_limit: AtomicU64,
     pub unroutable: AtomicU64,
@@ -113,6 +117,7 @@ impl Counters {
             inbound_rejected: self.inbound_rejected.load(Ordering::Relaxed),
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            tls_failures: self.tls_failures.load(Ordering::Relaxed),
             connections_failed: self.connections_failed.load(Ordering::Relaxed),
             connections_over_limit: self.connections_over_limit.load(Ordering::Relaxed),
             unroutable: self.unroutable.load(Ordering::Relaxed),
