@@ -24,6 +24,7 @@
 
 pub mod admin_client;
 pub mod bench;
+pub mod certs;
 pub mod cli_client;
 pub mod client;
 pub mod cluster_cli;

@@ -49,6 +49,12 @@ enum Command {
     /// Change a running cluster through a node's admin port: show, add-learner, add, remove,
     /// transfer-leader, snapshot.
     Cluster(raftkv::cluster_cli::ClusterArgs),
+    /// Development certificates: `raftkv certs init DIR --nodes 1,2,3` writes a CA, a
+    /// certificate per node and a client certificate, for a cluster with TLS on.
+    Certs {
+        #[command(subcommand)]
+        command: raftkv::certs::CertsCommand,
+    },
     /// Remove the BROKEN marker a fatal error left in a stopped node's data directory (after
     /// checking the data), so the node may start again. The same as `raftwal clear-broken`.
     /// I/O failures (a full disk, a failed sync) leave no marker: the log recovers by itself.
@@ -83,6 +89,7 @@ fn main() -> ExitCode {
             raftkv::cli_client::run_cli(raftkv::cli_client::ClientCommand::Del(args))
         }
         Command::Cluster(args) => raftkv::cluster_cli::run_cli(args),
+        Command::Certs { command } => raftkv::certs::run_cli(command),
         Command::ClearBroken { data_dir } => clear_broken(&data_dir),
     }
 }

@@ -18,6 +18,10 @@
 //! certificates, established ones keep theirs. A reload that fails (a missing file, a key that
 //! does not match) keeps the previous material and says why.
 
+mod stream;
+
+pub use stream::Stream;
+
 use raftengine::NodeId;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -355,6 +359,8 @@ pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Clie
 pub mod dev {
     use super::node_name;
     use raftengine::NodeId;
+    /// The certificate generator's error.
+    pub use rcgen::Error;
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
         IsCa, KeyPair, KeyUsagePurpose,

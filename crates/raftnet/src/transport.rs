@@ -76,7 +76,6 @@
 mod inbound;
 mod outbound;
 mod stats;
-mod stream;
 pub mod wire;
 
 pub use stats::{PeerStats, TransportStats};

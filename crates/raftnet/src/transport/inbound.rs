@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
-use super::stream::PeerStream;
-use crate::tls::{certificate_names_node, node_name, PeerTls};
+use crate::tls::{certificate_names_node, node_name, PeerTls, Stream};
 use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -301,16 +300,12 @@ async fn handle(
         tracing::debug!(%addr, error = %e, "cannot set keepalive");
     }
     let (stream, certificate) = match &ctx.tls {
-        None => (PeerStream::Plain(stream), None),
+        None => (Stream::Plain(stream), None),
         Some(tls) => match timeout(ctx.handshake_timeout, tls.acceptor().accept(stream)).await {
             Ok(Ok(stream)) => {
-                let certificate = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .map(|leaf| leaf.clone().into_owned());
-                (PeerStream::Accepted(Box::new(stream)), certificate)
+                let stream = Stream::Accepted(Box::new(stream));
+                let certificate = stream.peer_certificate().cloned();
+                (stream, certificate)
             }
             Ok(Err(e)) => {
                 bump(&ctx.counters.connections_refused);
@@ -346,7 +341,7 @@ async fn handle(
 
 /// Reads and delivers frames until the connection ends, fails, idles or is replaced.
 async fn read_frames(
-    framed: &mut Framed<PeerStream, LengthDelimitedCodec>,
+    framed: &mut Framed<Stream, LengthDelimitedCodec>,
     from: NodeId,
     lane: Lane,
     ctx: &InboundCtx,
@@ -410,7 +405,7 @@ async fn read_frames(
 /// With TLS, `certificate` is the dialer's (verified against the CA by the TLS handshake) and
 /// must name the node id the hello claims.
 async fn handshake(
-    framed: &mut Framed<PeerStream, LengthDelimitedCodec>,
+    framed: &mut Framed<Stream, LengthDelimitedCodec>,
     addr: SocketAddr,
     ctx: &InboundCtx,
     slots: &Slots,
@@ -460,7 +455,7 @@ async fn handshake(
 /// Sends a handshake reply, bounded by the handshake timeout (a dialer that does not read must
 /// not hold the task).
 async fn reply(
-    framed: &mut Framed<PeerStream, LengthDelimitedCodec>,
+    framed: &mut Framed<Stream, LengthDelimitedCodec>,
     ctx: &InboundCtx,
     reply: HelloReply,
 ) -> Result<(), super::ConnError> {

@@ -8,8 +8,7 @@ use raftengine::{Message, NodeId};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use super::stream::PeerStream;
-use crate::tls::{server_name_of, PeerTls};
+use crate::tls::{server_name_of, PeerTls, Stream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
@@ -225,7 +224,7 @@ async fn connect(
     peer: &Peer,
     lane: Lane,
     settings: &DialSettings,
-) -> Result<Framed<PeerStream, LengthDelimitedCodec>, ConnError> {
+) -> Result<Framed<Stream, LengthDelimitedCodec>, ConnError> {
     let limit = settings.handshake_timeout;
     // A connect to an unreachable host can take minutes; bound it like the handshake.
     let stream = timeout(limit, dial(peer.addr.as_str(), settings.source_ip))
@@ -235,9 +234,9 @@ async fn connect(
     stream.set_nodelay(true)?;
     set_keepalive(&stream, settings.keepalive, settings.unacked_timeout)?;
     let stream = match &settings.tls {
-        None => PeerStream::Plain(stream),
+        None => Stream::Plain(stream),
         // The peer must present a certificate naming the node we mean to reach.
-        Some(tls) => PeerStream::Dialed(Box::new(
+        Some(tls) => Stream::Dialed(Box::new(
             timeout(limit, tls.connector().connect(server_name_of(peer.id), stream))
                 .await
                 .map_err(|_| ConnError::Timeout("TLS handshake"))?
@@ -361,7 +360,7 @@ async fn stream(
     peer: &Peer,
     lane: Lane,
     settings: &DialSettings,
-    mut framed: Framed<PeerStream, LengthDelimitedCodec>,
+    mut framed: Framed<Stream, LengthDelimitedCodec>,
 ) -> Result<(), ConnError> {
     let queue = &peer.queues[lane.index()];
     let mut batch = VecDeque::new();

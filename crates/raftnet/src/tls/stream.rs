@@ -1,4 +1,4 @@
-//! A peer connection's byte stream: plain TCP, or TLS over it (either side of the handshake).
+//! A connection's byte stream: plain TCP, or TLS over it (either side of the handshake).
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -7,26 +7,50 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::{client, server};
 
-/// One connection's stream; the framing code above it does not care which.
+/// One connection's stream; the framing code above it does not care which. TLS sessions are
+/// boxed: one is several kilobytes, a plain stream a few words.
 #[derive(Debug)]
-pub(crate) enum PeerStream {
+pub enum Stream {
+    /// Plain TCP.
     Plain(TcpStream),
-    /// Boxed: a TLS session is several kilobytes, a plain stream a few words.
+    /// TLS, this side dialed.
     Dialed(Box<client::TlsStream<TcpStream>>),
+    /// TLS, this side accepted.
     Accepted(Box<server::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Dialed(s) => s.get_ref().0,
+            Stream::Accepted(s) => s.get_ref().0,
+        }
+    }
+
+    /// The certificate the other side presented (verified by the handshake), if any.
+    pub fn peer_certificate(&self) -> Option<&rustls_pki_types::CertificateDer<'static>> {
+        let chain = match self {
+            Stream::Plain(_) => None,
+            Stream::Dialed(s) => s.get_ref().1.peer_certificates(),
+            Stream::Accepted(s) => s.get_ref().1.peer_certificates(),
+        };
+        chain.and_then(|chain| chain.first())
+    }
 }
 
 macro_rules! delegate {
     ($self:ident, $inner:ident => $call:expr) => {
         match $self.get_mut() {
-            PeerStream::Plain($inner) => $call,
-            PeerStream::Dialed($inner) => $call,
-            PeerStream::Accepted($inner) => $call,
+            Stream::Plain($inner) => $call,
+            Stream::Dialed($inner) => $call,
+            Stream::Accepted($inner) => $call,
         }
     };
 }
 
-impl AsyncRead for PeerStream {
+impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -36,7 +60,7 @@ impl AsyncRead for PeerStream {
     }
 }
 
-impl AsyncWrite for PeerStream {
+impl AsyncWrite for Stream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -55,9 +79,9 @@ impl AsyncWrite for PeerStream {
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            PeerStream::Plain(s) => s.is_write_vectored(),
-            PeerStream::Dialed(s) => s.is_write_vectored(),
-            PeerStream::Accepted(s) => s.is_write_vectored(),
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Dialed(s) => s.is_write_vectored(),
+            Stream::Accepted(s) => s.is_write_vectored(),
         }
     }
 
