@@ -33,7 +33,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
+use raftnet::tls::Stream;
+use rustls_pki_types::ServerName;
+use std::sync::Arc;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::codec::Framed;
 
@@ -67,11 +71,61 @@ impl Default for ClientConfig {
     }
 }
 
+/// How a client protects its connections and proves who it is: TLS and credentials. The
+/// default is neither.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// TLS with this configuration (trusting the cluster's CA, see
+    /// [`raftnet::tls::client_config`]); a node's certificate must name the address dialed.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Sent as `AUTH` on every new connection.
+    pub credentials: Option<Credentials>,
+}
+
+impl fmt::Debug for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Security")
+            .field("tls", &self.tls.is_some())
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+/// A user name (none: Redis's `default` user) and password, for `AUTH`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: Option<String>,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The `AUTH` command carrying these credentials.
+    fn auth_command(&self) -> Vec<&[u8]> {
+        match &self.user {
+            Some(user) => vec![b"AUTH", user.as_bytes(), self.password.as_bytes()],
+            None => vec![b"AUTH", self.password.as_bytes()],
+        }
+    }
+}
+
 /// Why a call gave no reply.
 #[derive(Debug, Clone, Error)]
 pub enum ClientError {
     #[error("no node addresses given")]
     NoNodes,
+    /// The server refused the credentials (or asked for some, and none were given), or the TLS
+    /// handshake failed: retrying cannot help.
+    #[error("refused: {0}")]
+    Refused(String),
     /// An error reply that is not about routing, e.g. `ERR wrong number of arguments ...`.
     #[error("{0}")]
     Server(String),
@@ -195,6 +249,7 @@ fn pipeline_verdict(outcome: Result<Reply, Failure>, read_only: bool) -> Verdict
         Err(Failure::Connect(error)) => Verdict::TryAgain(error),
         Err(Failure::Lost(error)) if read_only => Verdict::TryAgain(error),
         Err(Failure::Lost(error)) => Verdict::Uncertain(error),
+        Err(Failure::Refused(error)) => Verdict::Final(Err(ClientError::Refused(error))),
     }
 }
 
@@ -214,12 +269,14 @@ async fn redirect_target(text: &str) -> Result<SocketAddr, ClientError> {
         .ok_or_else(|| ClientError::BadRedirect(text.to_owned()))
 }
 
-type Connection = Framed<TcpStream, RespClientCodec>;
+type Connection = Framed<Stream, RespClientCodec>;
 
 /// Why one attempt on a connection failed.
 enum Failure {
     /// The connection could not be opened: nothing was sent.
     Connect(String),
+    /// The connection was refused for good: bad credentials or a failed TLS handshake.
+    Refused(String),
     /// The connection failed or timed out once the request may have been sent.
     Lost(String),
 }
@@ -250,6 +307,7 @@ impl Backoff {
 pub struct Client {
     nodes: Vec<SocketAddr>,
     config: ClientConfig,
+    security: Security,
     /// Where the next connection goes: a node of `nodes`, or where a redirect pointed.
     target: SocketAddr,
     /// Index in `nodes` of the node tried after `target` fails.
@@ -275,9 +333,17 @@ impl Client {
             next_node: 1 % nodes.len(),
             nodes,
             config,
+            security: Security::default(),
             target,
             conn: None,
         })
+    }
+
+    /// Uses TLS and credentials as `security` says on every connection opened from now on.
+    pub fn with_security(mut self, security: Security) -> Client {
+        self.security = security;
+        self.conn = None;
+        self
     }
 
     /// Connects to the first node of `nodes` that accepts, with the default configuration.
@@ -290,7 +356,16 @@ impl Client {
         nodes: Vec<SocketAddr>,
         config: ClientConfig,
     ) -> Result<Client, ClientError> {
-        let mut client = Client::new(nodes, config)?;
+        Client::connect_secure(nodes, config, Security::default()).await
+    }
+
+    /// [`Client::connect_with`], with TLS and credentials.
+    pub async fn connect_secure(
+        nodes: Vec<SocketAddr>,
+        config: ClientConfig,
+        security: Security,
+    ) -> Result<Client, ClientError> {
+        let mut client = Client::new(nodes, config)?.with_security(security);
         let deadline = Instant::now() + config.deadline;
         let mut backoff = Backoff::new(&config);
         let mut attempts = 0;
@@ -298,6 +373,7 @@ impl Client {
             attempts += 1;
             match client.connection(deadline).await {
                 Ok(_) => return Ok(client),
+                Err(Failure::Refused(error)) => return Err(ClientError::Refused(error)),
                 Err(Failure::Connect(error) | Failure::Lost(error)) => {
                     if Instant::now() >= deadline {
                         return Err(client.unavailable(attempts, error));
@@ -363,6 +439,7 @@ impl Client {
                 Err(Failure::Connect(error)) => error,
                 Err(Failure::Lost(error)) if read_only => error,
                 Err(Failure::Lost(error)) => return Err(ClientError::Uncertain(error)),
+                Err(Failure::Refused(error)) => return Err(ClientError::Refused(error)),
             };
             backoff.pause(deadline).await;
         }
@@ -452,12 +529,19 @@ impl Client {
         let conn = match self.connection(deadline).await {
             Ok(conn) => conn,
             Err(failure) => {
+                let refused = matches!(failure, Failure::Refused(_));
                 let text = match failure {
-                    Failure::Connect(text) | Failure::Lost(text) => text,
+                    Failure::Connect(text) | Failure::Lost(text) | Failure::Refused(text) => text,
                 };
                 return pending
                     .iter()
-                    .map(|_| Err(Failure::Connect(text.clone())))
+                    .map(|_| {
+                        Err(if refused {
+                            Failure::Refused(text.clone())
+                        } else {
+                            Failure::Connect(text.clone())
+                        })
+                    })
                     .collect();
             }
         };
@@ -520,7 +604,41 @@ impl Client {
             };
             // Requests are small and latency-bound; Nagle would only add delay.
             let _ = stream.set_nodelay(true);
-            self.conn = Some(Framed::new(stream, RespClientCodec::default()));
+            let stream = match &self.security.tls {
+                None => Stream::Plain(stream),
+                Some(tls) => {
+                    let name = ServerName::IpAddress(target.ip().into());
+                    let handshake = TlsConnector::from(tls.clone()).connect(name, stream);
+                    match timeout_at(limit, handshake).await {
+                        Ok(Ok(stream)) => Stream::Dialed(Box::new(stream)),
+                        Ok(Err(error)) => {
+                            return Err(Failure::Refused(format!(
+                                "TLS handshake with {target}: {error}"
+                            )))
+                        }
+                        Err(_) => return Err(self.connect_failed("TLS handshake timed out".into())),
+                    }
+                }
+            };
+            let mut conn = Framed::new(stream, RespClientCodec::default());
+            if let Some(credentials) = &self.security.credentials {
+                let request_timeout = self.config.request_timeout;
+                let auth = credentials.auth_command();
+                let sent = timeout(request_timeout, conn.send(&auth[..]));
+                let reply = match sent.await {
+                    Ok(Ok(())) => read_reply(&mut conn, request_timeout).await,
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err("timed out sending AUTH".to_owned()),
+                };
+                match reply {
+                    Ok(Reply::Error(text)) => {
+                        return Err(Failure::Refused(format!("AUTH at {target}: {text}")))
+                    }
+                    Ok(_) => {}
+                    Err(error) => return Err(self.connect_failed(error)),
+                }
+            }
+            self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connected just above"))
     }

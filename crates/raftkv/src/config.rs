@@ -155,6 +155,8 @@ pub struct RawConfig {
     pub raft_listen: Option<String>,
     /// Local address of this node's connections to its peers. Default: the OS picks.
     pub peer_source_ip: Option<IpAddr>,
+    /// TLS on the peer, client and admin ports (`[tls]`); none: plain TCP.
+    pub tls: Option<RawTls>,
     /// Leaders serve reads on a lease instead of a confirmation round (Raft thesis §6.4.1);
     /// correct only while clocks drift less than the lease allows. Default: off.
     pub lease_reads: Option<bool>,
@@ -202,6 +204,10 @@ impl RawConfig {
             segment_bytes: over.segment_bytes.or(self.segment_bytes),
             raft_listen: over.raft_listen.or(self.raft_listen),
             peer_source_ip: over.peer_source_ip.or(self.peer_source_ip),
+            tls: match (self.tls, over.tls) {
+                (Some(file), Some(flags)) => Some(file.merge(flags)),
+                (file, flags) => flags.or(file),
+            },
             lease_reads: over.lease_reads.or(self.lease_reads),
             nodes: if over.nodes.is_empty() {
                 self.nodes
@@ -283,6 +289,10 @@ impl RawConfig {
                 return Err(ConfigError::BadSegmentBytes(bytes));
             }
         }
+        let tls = match &self.tls {
+            None => None,
+            Some(raw) => Some(raw.validate(id)?),
+        };
         let raft_listen = match self.raft_listen.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => Some(resolve(text, "raft_listen")?),
@@ -336,6 +346,7 @@ impl RawConfig {
             segment_bytes: self.segment_bytes,
             raft_listen,
             peer_source_ip: self.peer_source_ip,
+            tls,
             lease_reads: self.lease_reads.unwrap_or(false),
         })
     }
@@ -364,6 +375,101 @@ fn resolve(text: &str, what: &str) -> Result<SocketAddr, ConfigError> {
         .into_iter()
         .next()
         .ok_or_else(|| bad("the name resolves to no address".into()))
+}
+
+/// Whether the client and admin ports ask clients for certificates (see
+/// [`raftnet::tls::ClientAuth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientCertificates {
+    /// Not asked for.
+    None,
+    /// Asked for and verified when given: on the admin port one from the CA authorizes
+    /// cluster changes like the admin token.
+    #[default]
+    Optional,
+    /// Required on every connection.
+    Required,
+}
+
+impl From<ClientCertificates> for raftnet::tls::ClientAuth {
+    fn from(setting: ClientCertificates) -> Self {
+        match setting {
+            ClientCertificates::None => raftnet::tls::ClientAuth::None,
+            ClientCertificates::Optional => raftnet::tls::ClientAuth::Optional,
+            ClientCertificates::Required => raftnet::tls::ClientAuth::Required,
+        }
+    }
+}
+
+/// The `[tls]` table (or the `--tls-*` flags); every field may be missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// A `raftkv certs init` directory: `ca`, `cert` and `key` default to its `ca.pem`,
+    /// `node-<id>.pem` and `node-<id>-key.pem`.
+    pub dir: Option<PathBuf>,
+    /// The CA certificate that peers' (and clients') certificates chain to.
+    pub ca: Option<PathBuf>,
+    /// This node's certificate: names `raft-node-<id>` and the addresses clients dial.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Mutual TLS between nodes (default true).
+    pub peer: Option<bool>,
+    /// TLS on the client (RESP) port (default true).
+    pub client: Option<bool>,
+    /// TLS on the admin port (default true).
+    pub admin: Option<bool>,
+    /// Client certificates on the client and admin ports (default optional).
+    pub client_certificates: Option<ClientCertificates>,
+}
+
+impl RawTls {
+    fn merge(self, over: RawTls) -> RawTls {
+        RawTls {
+            dir: over.dir.or(self.dir),
+            ca: over.ca.or(self.ca),
+            cert: over.cert.or(self.cert),
+            key: over.key.or(self.key),
+            peer: over.peer.or(self.peer),
+            client: over.client.or(self.client),
+            admin: over.admin.or(self.admin),
+            client_certificates: over.client_certificates.or(self.client_certificates),
+        }
+    }
+
+    fn validate(&self, id: u64) -> Result<TlsSettings, ConfigError> {
+        let from_dir = |name: String| self.dir.as_ref().map(|dir| dir.join(name));
+        let ca = self.ca.clone().or_else(|| from_dir("ca.pem".into()));
+        let cert = self.cert.clone().or_else(|| from_dir(format!("node-{id}.pem")));
+        let key = self.key.clone().or_else(|| from_dir(format!("node-{id}-key.pem")));
+        let missing: Vec<&str> = [("ca", &ca), ("cert", &cert), ("key", &key)]
+            .into_iter()
+            .filter(|(_, path)| path.is_none())
+            .map(|(name, _)| name)
+            .collect();
+        let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {
+            return Err(ConfigError::IncompleteTls(missing.join(", ")));
+        };
+        Ok(TlsSettings {
+            files: raftnet::tls::TlsFiles { ca, cert, key },
+            peer: self.peer.unwrap_or(true),
+            client: self.client.unwrap_or(true),
+            admin: self.admin.unwrap_or(true),
+            client_certificates: self.client_certificates.unwrap_or_default(),
+        })
+    }
+}
+
+/// Validated TLS settings: the files (read when the server starts, and again on SIGHUP) and the
+/// ports that use them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub files: raftnet::tls::TlsFiles,
+    pub peer: bool,
+    pub client: bool,
+    pub admin: bool,
+    pub client_certificates: ClientCertificates,
 }
 
 /// A member's resolved addresses.
@@ -411,6 +517,8 @@ pub struct ServerConfig {
     pub raft_listen: Option<SocketAddr>,
     /// Local address of connections to peers; `None`: the OS picks.
     pub peer_source_ip: Option<IpAddr>,
+    /// TLS files and the ports that use them; `None`: plain TCP everywhere.
+    pub tls: Option<TlsSettings>,
     /// Leaders serve reads on a lease (the core's `Config::lease_reads`).
     pub lease_reads: bool,
 }
@@ -443,6 +551,7 @@ impl ServerConfig {
             segment_bytes: None,
             raft_listen: None,
             peer_source_ip: None,
+            tls: None,
             lease_reads: false,
         }
     }
@@ -530,6 +639,8 @@ pub enum ConfigError {
     ZeroSnapshotEntries,
     #[error("segment_bytes must be a multiple of 8 and at least {MIN_SEGMENT_BYTES}, not {0}")]
     BadSegmentBytes(u64),
+    #[error("[tls] needs ca, cert and key (or --tls-dir); missing: {0}")]
+    IncompleteTls(String),
 }
 
 /// `raftkv serve`'s flags. Each overrides the same setting of the config file.
@@ -597,9 +708,38 @@ pub struct ServeArgs {
     /// while no clock runs faster than the lease allows (Raft thesis §6.4.1).
     #[arg(long)]
     pub lease_reads: bool,
+    /// TLS with the files of a `raftkv certs init` directory (ca.pem, node-<id>.pem,
+    /// node-<id>-key.pem) on the peer, client and admin ports.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// TLS: the CA certificate [default: DIR/ca.pem with --tls-dir].
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: this node's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: this node's private key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Client certificates on the client and admin ports [default: optional].
+    #[arg(long, value_name = "WHEN")]
+    pub tls_client_certificates: Option<ClientCertificates>,
 }
 
 impl ServeArgs {
+    /// The `--tls-*` flags as a `[tls]` layer, if any was given.
+    fn tls_layer(&self) -> Option<RawTls> {
+        let layer = RawTls {
+            dir: self.tls_dir.clone(),
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            client_certificates: self.tls_client_certificates,
+            ..RawTls::default()
+        };
+        (layer != RawTls::default()).then_some(layer)
+    }
+
     /// The flags as a [`RawConfig`] layer.
     pub fn to_raw(&self) -> RawConfig {
         RawConfig {
@@ -618,6 +758,7 @@ impl ServeArgs {
             segment_bytes: self.segment_bytes,
             raft_listen: self.raft_listen.clone(),
             peer_source_ip: self.peer_source_ip,
+            tls: self.tls_layer(),
             lease_reads: self.lease_reads.then_some(true),
             nodes: self.nodes.clone(),
         }

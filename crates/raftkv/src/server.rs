@@ -20,6 +20,7 @@ use crate::config::ServerConfig;
 use crate::kv::KvStore;
 use crate::resp::{Reply, RespLimits};
 use raftnet::runtime::{ClientError, Node, NodeError, NodeHandle};
+use raftnet::tls::{PeerTls, ServerTls};
 use raftnet::transport::TransportStats;
 use std::future::Future;
 use std::io::Write as _;
@@ -50,6 +51,8 @@ pub enum ServerError {
     Stopped(String),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] raftnet::tls::TlsError),
 }
 
 /// Per-connection and per-server bounds.
@@ -200,6 +203,55 @@ pub(crate) struct Shared {
     pub stats: ServerStats,
     /// The node, taken out at shutdown; the admin port reads its transport stats.
     pub node: Mutex<Option<Node<KvStore>>>,
+    pub tls: LoadedTls,
+}
+
+/// The TLS material a server runs with, read from [`crate::config::TlsSettings`]' files at
+/// start and again by [`Server::reload_tls`].
+#[derive(Debug, Default)]
+pub(crate) struct LoadedTls {
+    /// Mutual TLS between nodes.
+    pub peer: Option<Arc<PeerTls>>,
+    /// The client port's TLS.
+    pub client: Option<Arc<ServerTls>>,
+    /// The admin port's TLS (the same material as the client port's).
+    pub admin: Option<Arc<ServerTls>>,
+}
+
+impl LoadedTls {
+    fn load(config: &ServerConfig) -> Result<LoadedTls, raftnet::tls::TlsError> {
+        let Some(settings) = &config.tls else {
+            return Ok(LoadedTls::default());
+        };
+        let peer = match settings.peer {
+            true => Some(PeerTls::load(settings.files.clone())?),
+            false => None,
+        };
+        let ports = match settings.client || settings.admin {
+            true => Some(ServerTls::load(
+                settings.files.clone(),
+                settings.client_certificates.into(),
+            )?),
+            false => None,
+        };
+        Ok(LoadedTls {
+            peer,
+            client: ports.clone().filter(|_| settings.client),
+            admin: ports.filter(|_| settings.admin),
+        })
+    }
+
+    /// Reads every file again; on any error the material in use stays.
+    fn reload(&self) -> Result<(), raftnet::tls::TlsError> {
+        if let Some(peer) = &self.peer {
+            peer.reload()?;
+        }
+        // The client and admin ports share one `ServerTls`; reload it once.
+        if let Some(ports) = self.client.as_ref().or(self.admin.as_ref()) {
+            ports.reload()?;
+        }
+        Ok(())
+    }
 }
 
 impl Shared {
@@ -294,7 +346,10 @@ impl Server {
                 None => None,
             },
         };
-        let node = Node::start(config.node_config(), listeners.raft, KvStore::new()).await?;
+        let tls = LoadedTls::load(&config)?;
+        let mut node_config = config.node_config();
+        node_config.peer_tls = tls.peer.clone();
+        let node = Node::start(node_config, listeners.raft, KvStore::new()).await?;
         let shared = Arc::new(Shared {
             handle: node.handle(),
             config,
@@ -302,6 +357,7 @@ impl Server {
             limits,
             stats: ServerStats::default(),
             node: Mutex::new(Some(node)),
+            tls,
         });
         let cancel = CancellationToken::new();
         let mut tasks = vec![tokio::spawn(accept_clients(
@@ -332,6 +388,12 @@ impl Server {
 
     pub fn id(&self) -> u64 {
         self.shared.config.id
+    }
+
+    /// Reads the TLS files again (what SIGHUP does): new connections use the new certificates,
+    /// open ones keep theirs. On an error nothing changes.
+    pub fn reload_tls(&self) -> Result<(), ServerError> {
+        Ok(self.shared.tls.reload()?)
     }
 
     pub fn addrs(&self) -> BoundAddrs {
@@ -475,6 +537,7 @@ pub async fn run_until(
         let _ = stdout.flush();
     }
     let stopped = server.stopped();
+    let reloader = tokio::spawn(reload_on_hangup(&server)?);
     let result = tokio::select! {
         _ = stop => {
             tracing::info!("shutting down");
@@ -485,8 +548,39 @@ pub async fn run_until(
             Err(ServerError::Stopped(reason))
         }
     };
+    reloader.abort();
     server.shutdown().await;
     result
+}
+
+/// Reloads the TLS files on every SIGHUP, logging the outcome.
+fn reload_on_hangup(
+    server: &Server,
+) -> Result<impl Future<Output = ()> + Send + 'static, ServerError> {
+    let shared = server.shared.clone();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup()).map_err(ServerError::Signal)?;
+        Ok(async move {
+            while hangup.recv().await.is_some() {
+                match shared.tls.reload() {
+                    Ok(()) if shared.config.tls.is_some() => {
+                        tracing::info!("SIGHUP: TLS certificates reloaded")
+                    }
+                    Ok(()) => tracing::info!("SIGHUP: no TLS configured; nothing to reload"),
+                    Err(e) => {
+                        tracing::error!("SIGHUP: TLS reload failed, the old certificates stay: {e}")
+                    }
+                }
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        drop(shared);
+        Ok(async {})
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
