@@ -26,7 +26,9 @@
 //! By default every client connects to the leader (`--connect leader`), as the etcd figures were
 //! measured; `--connect all` spreads clients over all nodes, so followers forward.
 
-use crate::client::{resolve_nodes, Client, ClientConfig, ClientError, NodeInfo};
+use crate::client::{
+    resolve_nodes, Client, ClientConfig, ClientError, NodeInfo, Security, SecurityArgs,
+};
 use crate::demo::{ClusterError, LocalCluster, LocalClusterOptions};
 use crate::resp::Reply;
 use bytes::Bytes;
@@ -122,6 +124,8 @@ pub struct BenchArgs {
     /// With --local: the raftkv executable to run `serve` with. Default: this executable.
     #[arg(long, hide = true)]
     pub server_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 impl Default for BenchArgs {
@@ -143,6 +147,7 @@ impl Default for BenchArgs {
             label: String::new(),
             data_dir: None,
             server_bin: None,
+            security: SecurityArgs::default(),
         }
     }
 }
@@ -240,6 +245,8 @@ pub enum BenchError {
     },
     #[error("no node reports itself leader ({0})")]
     NoLeader(String),
+    #[error(transparent)]
+    Tls(#[from] raftnet::tls::TlsError),
     #[error("cannot write {}: {source}", .path.display())]
     Json {
         path: PathBuf,
@@ -360,9 +367,10 @@ fn raise_open_file_limit() {
 }
 
 async fn run_on(args: &BenchArgs, nodes: Vec<SocketAddr>) -> Result<BenchReport, BenchError> {
+    let security = args.security.security()?;
     let nodes = match args.connect {
         ConnectTo::Leader => {
-            let (nodes, found) = leader_first(nodes).await?;
+            let (nodes, found) = leader_first(nodes, &security).await?;
             if found {
                 eprintln!("raftkv bench: clients connect to the leader {}", nodes[0]);
             }
@@ -375,12 +383,12 @@ async fn run_on(args: &BenchArgs, nodes: Vec<SocketAddr>) -> Result<BenchReport,
     };
     let workload = Arc::new(Workload::new(args));
     if args.preload {
-        preload(&nodes, &workload).await?;
+        preload(&nodes, &workload, &security).await?;
     }
     let mut rows = Vec::new();
     for &mode in &args.modes {
         for &clients in &args.clients {
-            let row = run_row(args, &nodes, &workload, mode, clients).await?;
+            let row = run_row(args, &nodes, &security, &workload, mode, clients).await?;
             eprintln!(
                 "raftkv bench: {:?} x{}: {:.0} ops/s, p50 {:.0} µs, p99 {:.0} µs, errors {}",
                 mode, clients, row.ops_per_s, row.p50_us, row.p99_us, row.errors
@@ -411,7 +419,10 @@ async fn run_on(args: &BenchArgs, nodes: Vec<SocketAddr>) -> Result<BenchReport,
 
 /// `nodes` with the leader first (asking each node's INFO until one leads, for up to 10 s), and
 /// whether it was found: when the nodes name a leader that is not among them, `nodes` unchanged.
-async fn leader_first(mut nodes: Vec<SocketAddr>) -> Result<(Vec<SocketAddr>, bool), BenchError> {
+async fn leader_first(
+    mut nodes: Vec<SocketAddr>,
+    security: &Security,
+) -> Result<(Vec<SocketAddr>, bool), BenchError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let config = ClientConfig {
         connect_timeout: Duration::from_millis(500),
@@ -424,7 +435,7 @@ async fn leader_first(mut nodes: Vec<SocketAddr>) -> Result<(Vec<SocketAddr>, bo
         let mut leader_elsewhere = None;
         for (index, &addr) in nodes.iter().enumerate() {
             let info: Result<NodeInfo, ClientError> = match Client::new(vec![addr], config) {
-                Ok(mut client) => client.info().await,
+                Ok(client) => client.with_security(security.clone()).info().await,
                 Err(error) => Err(error),
             };
             match info {
@@ -489,7 +500,11 @@ impl Workload {
 }
 
 /// Writes every key once, pipelined over a few connections.
-async fn preload(nodes: &[SocketAddr], workload: &Arc<Workload>) -> Result<(), BenchError> {
+async fn preload(
+    nodes: &[SocketAddr],
+    workload: &Arc<Workload>,
+    security: &Security,
+) -> Result<(), BenchError> {
     const CONNECTIONS: u64 = 16;
     const BATCH: u64 = 256;
     let started = Instant::now();
@@ -497,8 +512,9 @@ async fn preload(nodes: &[SocketAddr], workload: &Arc<Workload>) -> Result<(), B
     for connection in 0..CONNECTIONS {
         let workload = workload.clone();
         let nodes = nodes.to_vec();
+        let security = security.clone();
         tasks.push(tokio::spawn(async move {
-            let mut client = Client::new(nodes, ClientConfig::default())?;
+            let mut client = Client::new(nodes, ClientConfig::default())?.with_security(security);
             let value = Bytes::from(workload.value(connection));
             let indexes: Vec<u64> = (connection..workload.keys)
                 .step_by(CONNECTIONS as usize)
@@ -556,6 +572,7 @@ fn new_histogram() -> Histogram<u64> {
 async fn run_row(
     args: &BenchArgs,
     nodes: &[SocketAddr],
+    security: &Security,
     workload: &Arc<Workload>,
     mode: BenchMode,
     clients: usize,
@@ -570,7 +587,7 @@ async fn run_row(
         if args.connect == ConnectTo::All {
             order.rotate_left(client % nodes.len());
         }
-        let connection = Client::connect_with(order, config)
+        let connection = Client::connect_secure(order, config, security.clone())
             .await
             .map_err(client_error(format!("opening connection {client}")))?;
         connections.push(connection);

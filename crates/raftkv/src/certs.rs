@@ -80,13 +80,21 @@ pub fn init(args: &CertsInitArgs) -> Result<Vec<PathBuf>, CertsError> {
         files.push((cert, pem.cert, false));
         files.push((key, pem.key, true));
     };
-    add(args.dir.join("ca.pem"), args.dir.join("ca-key.pem"), ca.pem());
+    add(
+        args.dir.join("ca.pem"),
+        args.dir.join("ca-key.pem"),
+        ca.pem(),
+    );
     for &id in &args.nodes {
         let (cert, key) = node_files(&args.dir, id);
         add(cert, key, ca.node(NodeId(id), &hosts)?);
     }
     let client = ca.client("raftkv-client")?;
-    add(args.dir.join("client.pem"), args.dir.join("client-key.pem"), client);
+    add(
+        args.dir.join("client.pem"),
+        args.dir.join("client-key.pem"),
+        client,
+    );
 
     if !args.force {
         if let Some((path, _, _)) = files.iter().find(|(path, _, _)| path.exists()) {
@@ -167,6 +175,10 @@ mod tests {
             assert_eq!(mode & 0o077, 0, "keys are private");
         }
         assert!(matches!(init(&args), Err(CertsError::Exists(_))));
-        init(&CertsInitArgs { force: true, ..args }).unwrap();
+        init(&CertsInitArgs {
+            force: true,
+            ..args
+        })
+        .unwrap();
     }
 }

@@ -5,7 +5,7 @@
 //! followed, and a node that is down is skipped (see [`crate::client`]). Failures print a message
 //! on stderr and give a non-zero exit code; a write whose outcome is unknown says so.
 
-use crate::client::{format_reply, resolve_nodes, Client, ClientConfig, ClientError};
+use crate::client::{format_reply, resolve_nodes, Client, ClientConfig, ClientError, SecurityArgs};
 use crate::resp::Reply;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,6 +21,8 @@ pub struct ClientArgs {
     /// Seconds the command may take, retries and redirects included.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `raftkv get KEY`
@@ -66,6 +68,8 @@ pub enum CliError {
     Server(String),
     #[error("{0}")]
     Client(ClientError),
+    #[error("{0}")]
+    Tls(#[from] raftnet::tls::TlsError),
 }
 
 impl From<ClientError> for CliError {
@@ -111,7 +115,7 @@ pub async fn run(command: &ClientCommand) -> Result<String, CliError> {
         ..ClientConfig::default()
     };
     let nodes = resolve_nodes(&args.nodes).await?;
-    let mut client = Client::new(nodes, config)?;
+    let mut client = Client::new(nodes, config)?.with_security(args.security.security()?);
     let reply: Reply = client.cmd(&command.words()).await?;
     Ok(format_reply(&reply))
 }

@@ -29,16 +29,17 @@
 use crate::resp::{Reply, RespClientCodec};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use std::fmt;
-use std::net::SocketAddr;
-use std::time::Duration;
-use thiserror::Error;
 use raftnet::tls::Stream;
 use rustls_pki_types::ServerName;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio::time::{timeout, timeout_at, Instant};
+use tokio_rustls::TlsConnector;
 use tokio_util::codec::Framed;
 
 /// Timeouts, retry budget and limits of a [`Client`].
@@ -88,6 +89,44 @@ impl fmt::Debug for Security {
             .field("tls", &self.tls.is_some())
             .field("credentials", &self.credentials)
             .finish()
+    }
+}
+
+/// The flags of every tool that talks to the client port: TLS and `AUTH`.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityArgs {
+    /// TLS: the CA certificate the nodes' certificates chain to (turns TLS on).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: a client certificate to present (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the client certificate's key.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// AUTH as this user [default: the `default` user].
+    #[arg(long)]
+    pub user: Option<String>,
+    /// AUTH with this password.
+    #[arg(long, env = "RAFTKV_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+impl SecurityArgs {
+    /// What the flags ask for; reads the TLS files.
+    pub fn security(&self) -> Result<Security, raftnet::tls::TlsError> {
+        let tls = match &self.tls_ca {
+            None => None,
+            Some(ca) => {
+                let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+                Some(Arc::new(raftnet::tls::client_config(ca, identity)?))
+            }
+        };
+        let credentials = self.password.as_ref().map(|password| Credentials {
+            user: self.user.clone(),
+            password: password.clone(),
+        });
+        Ok(Security { tls, credentials })
     }
 }
 

@@ -441,8 +441,14 @@ impl RawTls {
     fn validate(&self, id: u64) -> Result<TlsSettings, ConfigError> {
         let from_dir = |name: String| self.dir.as_ref().map(|dir| dir.join(name));
         let ca = self.ca.clone().or_else(|| from_dir("ca.pem".into()));
-        let cert = self.cert.clone().or_else(|| from_dir(format!("node-{id}.pem")));
-        let key = self.key.clone().or_else(|| from_dir(format!("node-{id}-key.pem")));
+        let cert = self
+            .cert
+            .clone()
+            .or_else(|| from_dir(format!("node-{id}.pem")));
+        let key = self
+            .key
+            .clone()
+            .or_else(|| from_dir(format!("node-{id}-key.pem")));
         let missing: Vec<&str> = [("ca", &ca), ("cert", &cert), ("key", &key)]
             .into_iter()
             .filter(|(_, path)| path.is_none())

@@ -10,6 +10,7 @@ fn args(nodes: &[std::net::SocketAddr]) -> ClientArgs {
     ClientArgs {
         nodes: nodes.iter().map(ToString::to_string).collect(),
         timeout: 10.0,
+        security: Default::default(),
     }
 }
 

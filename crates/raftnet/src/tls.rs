@@ -140,9 +140,10 @@ impl PeerConfigs {
     fn build(files: &TlsFiles) -> Result<PeerConfigs, TlsError> {
         let identity = Identity::load(files)?;
         let tls13 = &[&rustls::version::TLS13];
-        let clients = WebPkiClientVerifier::builder_with_provider(identity.roots.clone(), provider())
-            .build()
-            .map_err(config_error)?;
+        let clients =
+            WebPkiClientVerifier::builder_with_provider(identity.roots.clone(), provider())
+                .build()
+                .map_err(config_error)?;
         let server = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(tls13)
             .map_err(config_error)?
@@ -194,7 +195,10 @@ impl PeerTls {
 
     fn configs(&self) -> Arc<PeerConfigs> {
         // A poisoned lock only means a thread panicked while swapping an `Arc`: still valid.
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn acceptor(&self) -> TlsAcceptor {
@@ -208,7 +212,9 @@ impl PeerTls {
 
 impl std::fmt::Debug for PeerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerTls").field("files", &self.files).finish()
+        f.debug_struct("PeerTls")
+            .field("files", &self.files)
+            .finish()
     }
 }
 
@@ -304,7 +310,10 @@ impl ServerTls {
 
     /// The acceptor new connections are handshaken with.
     pub fn acceptor(&self) -> TlsAcceptor {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether clients are asked for certificates.
@@ -324,7 +333,10 @@ impl std::fmt::Debug for ServerTls {
 
 /// A client configuration trusting the CA of `ca` and, when given, presenting `identity`
 /// (certificate and key files): what a tool dialing a TLS client or admin port uses.
-pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<ClientConfig, TlsError> {
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs("CA file", ca)? {
         roots.add(cert).map_err(|e| TlsError::BadCa {
@@ -426,7 +438,9 @@ pub mod dev {
 
         fn leaf(&self, common_name: &str, names: Vec<String>) -> Result<Pem, rcgen::Error> {
             let mut params = CertificateParams::new(names)?;
-            params.distinguished_name.push(DnType::CommonName, common_name);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, common_name);
             params.is_ca = IsCa::ExplicitNoCa;
             params.key_usages = vec![
                 KeyUsagePurpose::DigitalSignature,

@@ -48,10 +48,13 @@
 //! accepted whatever its node id (except the acceptor's own) when the magic, protocol version and
 //! cluster id match: a node joining the cluster, or one the leader is catching up, is not in the
 //! acceptor's peer list yet. After that, each frame must be a [`raftengine::Message`] whose `from`
-//! is the handshake's node id and whose `to` is this node, or it is dropped. This *identifies*
-//! peers and keeps misconfigured nodes from talking to the wrong cluster; it is not cryptographic
-//! authentication (use a private network or a tunnel against an active attacker). See [`wire`]
-//! for the byte format.
+//! is the handshake's node id and whose `to` is this node, or it is dropped. On its own this only
+//! *identifies* peers and keeps misconfigured nodes from talking to the wrong cluster. With
+//! [`TransportConfig::tls`] every connection is mutual TLS 1.3 first: both ends present
+//! certificates from the cluster's CA, the dialer checks that the acceptor's names the node it
+//! dials, and the acceptor that the dialer's names the node id its hello claims
+//! ([`crate::tls`]); a failure is logged with its reason and counted in
+//! [`TransportStats::tls_failures`]. See [`wire`] for the byte format.
 //!
 //! # Connection slots
 //!

@@ -120,7 +120,10 @@ async fn peers_with_the_clusters_certificates_talk_both_ways() {
 async fn a_certificate_from_another_ca_is_refused() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let (ca, other) = (Authority::new("cluster CA").unwrap(), Authority::new("other CA").unwrap());
+    let (ca, other) = (
+        Authority::new("cluster CA").unwrap(),
+        Authority::new("other CA").unwrap(),
+    );
     let (l1, l2) = (bind().await, bind().await);
     let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
     let (t1, mut rx1, _) = tls_node(dir.path(), &ca, 1, &[(2, a2)], l1);
@@ -135,7 +138,10 @@ async fn a_certificate_from_another_ca_is_refused() {
         intruder.stats().tls_failures >= 2
     })
     .await;
-    assert!(rx1.try_recv().is_none(), "nothing from the intruder is delivered");
+    assert!(
+        rx1.try_recv().is_none(),
+        "nothing from the intruder is delivered"
+    );
     assert!(rx2.try_recv().is_none(), "nothing reaches the intruder");
     assert_eq!(t1.stats().inbound_received, 0);
 }
@@ -155,10 +161,19 @@ async fn a_node_cannot_claim_another_nodes_id() {
     let (impostor, _rx) =
         Transport::start(config(3, &[(1, a1)], Some(stolen)), bind().await).unwrap();
     impostor.send(msg(3, 1, 5));
-    wait_until("node 1 refusing the impostor", || t1.stats().tls_failures >= 2).await;
-    assert!(rx1.try_recv().is_none(), "nothing from the impostor is delivered");
+    wait_until("node 1 refusing the impostor", || {
+        t1.stats().tls_failures >= 2
+    })
+    .await;
+    assert!(
+        rx1.try_recv().is_none(),
+        "nothing from the impostor is delivered"
+    );
     let refused = impostor.stats().peers[&NodeId(1)].refused;
-    assert!(refused >= 1, "the impostor is told it was refused ({refused})");
+    assert!(
+        refused >= 1,
+        "the impostor is told it was refused ({refused})"
+    );
 }
 
 /// A plain-TCP node cannot talk to a TLS node (its hello is not a TLS handshake).
@@ -172,7 +187,10 @@ async fn a_node_without_tls_is_refused() {
     let (t1, mut rx1, _) = tls_node(dir.path(), &ca, 1, &[], l1);
     let (plain, _rx) = Transport::start(config(2, &[(1, a1)], None), bind().await).unwrap();
     plain.send(msg(2, 1, 5));
-    wait_until("node 1 refusing the plain dialer", || t1.stats().tls_failures >= 2).await;
+    wait_until("node 1 refusing the plain dialer", || {
+        t1.stats().tls_failures >= 2
+    })
+    .await;
     assert!(rx1.try_recv().is_none());
 }
 
@@ -182,7 +200,10 @@ fn missing_or_mismatched_files_are_typed_errors() {
     let ca = Authority::new("cluster CA").unwrap();
     let mut files = write_node_files(dir.path(), &ca, 1);
     files.cert = dir.path().join("absent.pem");
-    assert!(matches!(PeerTls::load(files.clone()), Err(TlsError::Read { .. })));
+    assert!(matches!(
+        PeerTls::load(files.clone()),
+        Err(TlsError::Read { .. })
+    ));
     // A key that is not the certificate's.
     let other = write_node_files(dir.path(), &ca, 2);
     files.cert = dir.path().join("node1.pem");
@@ -204,7 +225,10 @@ fn missing_or_mismatched_files_are_typed_errors() {
 async fn certificates_rotate_under_load_without_a_restart() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let (old_ca, new_ca) = (Authority::new("old CA").unwrap(), Authority::new("new CA").unwrap());
+    let (old_ca, new_ca) = (
+        Authority::new("old CA").unwrap(),
+        Authority::new("new CA").unwrap(),
+    );
     let (l1, l2, l3) = (bind().await, bind().await, bind().await);
     let (a1, a2, a3) = (
         l1.local_addr().unwrap(),

@@ -5,14 +5,14 @@
 use super::stats::{bump, Counters};
 use super::wire::{self, Frame, HelloReply, Lane, HANDSHAKE_MAX_FRAME_BYTES};
 use super::PeerTable;
+use crate::tls::{certificate_names_node, node_name, PeerTls, Stream};
 use futures_util::{SinkExt, StreamExt};
 use raftengine::{LogIndex, Message, MessageBody, NodeId, Term};
+use rustls_pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
-use crate::tls::{certificate_names_node, node_name, PeerTls, Stream};
-use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -419,7 +419,10 @@ async fn handshake(
         }
         Ok(Some(Err(e))) => format!("bad hello frame: {e}"),
         Ok(Some(Ok(frame))) => match wire::check_hello(&frame, ctx.cluster_id, ctx.node_id) {
-            Ok((from, _)) if ctx.tls.is_some() && !certificate.is_some_and(|c| certificate_names_node(c, from)) => {
+            Ok((from, _))
+                if ctx.tls.is_some()
+                    && !certificate.is_some_and(|c| certificate_names_node(c, from)) =>
+            {
                 bump(&ctx.counters.tls_failures);
                 format!(
                     "the dialer claims to be node {} but its certificate does not name {}",

@@ -3,12 +3,12 @@
 use super::stats::{bump, PeerCounters};
 use super::wire::{self, Hello, HelloReply, Lane, HANDSHAKE_MAX_FRAME_BYTES};
 use super::ConnError;
+use crate::tls::{server_name_of, PeerTls, Stream};
 use futures_util::{SinkExt, StreamExt};
 use raftengine::{Message, NodeId};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use crate::tls::{server_name_of, PeerTls, Stream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
@@ -237,10 +237,13 @@ async fn connect(
         None => Stream::Plain(stream),
         // The peer must present a certificate naming the node we mean to reach.
         Some(tls) => Stream::Dialed(Box::new(
-            timeout(limit, tls.connector().connect(server_name_of(peer.id), stream))
-                .await
-                .map_err(|_| ConnError::Timeout("TLS handshake"))?
-                .map_err(ConnError::Tls)?,
+            timeout(
+                limit,
+                tls.connector().connect(server_name_of(peer.id), stream),
+            )
+            .await
+            .map_err(|_| ConnError::Timeout("TLS handshake"))?
+            .map_err(ConnError::Tls)?,
         )),
     };
     let mut framed = Framed::new(stream, wire::codec(HANDSHAKE_MAX_FRAME_BYTES));
