@@ -968,6 +968,24 @@ impl RaftLoop {
         for event in events {
             tracing::debug!(?event, "core event");
             log_repair(event);
+            if let Event::ConflictingLeader {
+                term,
+                known_leader,
+                claimed_leader,
+            } = event
+            {
+                // Forged, misconfigured or a safety bug: whatever that peer says next cannot be
+                // trusted either, so its connections go (it may reconnect and is judged again).
+                tracing::error!(
+                    term = term.0,
+                    known_leader = known_leader.0,
+                    claimed_leader = claimed_leader.0,
+                    "a second leader claims a term another node leads; message refused, \
+                     disconnecting that peer"
+                );
+                self.metrics.conflicting_leaders.inc();
+                self.network.disconnect(*claimed_leader);
+            }
             if let Event::ElectionWon { .. } = event {
                 self.metrics.elections_won.inc();
             }
