@@ -317,6 +317,21 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
         Ok(f(&state_machine))
     }
 
+    /// Runs `f` on the state machine as this node has applied it so far, without a read
+    /// barrier, with an index it has applied at least through (entries without a command
+    /// included): it may be behind the cluster, so this is for diagnostics such as comparing
+    /// replicas, never for answering clients.
+    pub fn inspect<R>(&self, f: impl FnOnce(&S, LogIndex) -> R) -> Result<R, ClientError> {
+        // Read before taking the lock: the apply task publishes an index only once it has
+        // applied through it, so the state seen below is at least that far along.
+        let applied = LogIndex(self.status.borrow().applied_index);
+        let state_machine = self
+            .state_machine
+            .read()
+            .map_err(|_| ClientError::Stopped("state machine lock poisoned".into()))?;
+        Ok(f(&state_machine, applied))
+    }
+
     /// Changes the cluster's membership and waits for the outcome: the configuration committed
     /// once the change is done. Any node takes the request (a follower forwards it to the
     /// leader). Adding a voter first catches it up; adding a member that is already one, or
