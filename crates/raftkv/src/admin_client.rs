@@ -96,7 +96,7 @@ impl ChecksumView {
         let recent = self.oldest.is_some_and(|oldest| oldest <= index);
         let checkpoint = self.oldest_checkpoint.is_some_and(|oldest| oldest <= index)
             && self.checkpoint_interval > 0
-            && index % self.checkpoint_interval == 0;
+            && index.is_multiple_of(self.checkpoint_interval);
         index <= self.applied_index && (recent || checkpoint)
     }
 }

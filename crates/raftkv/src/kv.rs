@@ -226,7 +226,7 @@ impl DigestHistory {
             self.recent.pop_front();
         }
         self.recent.push_back((index, digest));
-        if index.0 > 0 && index.0 % DIGEST_CHECKPOINT_INTERVAL == 0 {
+        if index.0 > 0 && index.0.is_multiple_of(DIGEST_CHECKPOINT_INTERVAL) {
             self.checkpoint(index, digest);
         }
     }
@@ -942,7 +942,7 @@ mod tests {
             }
             let command = set(&format!("k{}", index.0 % 7), &index.0.to_string());
             store.apply(index, &command.encode()).unwrap();
-            if index.0 % DIGEST_CHECKPOINT_INTERVAL == 0 {
+            if index.0.is_multiple_of(DIGEST_CHECKPOINT_INTERVAL) {
                 at_checkpoint.insert(index.0, store.digest());
             }
         }
