@@ -56,11 +56,8 @@ impl RaftNode {
                 transfer,
                 repair_epoch,
             } => {
-                if matches!(self.role, Role::Leader(_)) {
-                    return Err(StepError::DuelingLeader {
-                        from: msg.from,
-                        term: msg.term,
-                    });
+                if self.refuses_second_leader(msg.from, msg.term) {
+                    return Ok(());
                 }
                 self.note_transfer_generation(transfer);
                 let request = crate::replication::AppendRequest {
@@ -103,11 +100,8 @@ impl RaftNode {
                 data,
                 done,
             } => {
-                if matches!(self.role, Role::Leader(_)) {
-                    return Err(StepError::DuelingLeader {
-                        from: msg.from,
-                        term: msg.term,
-                    });
+                if self.refuses_second_leader(msg.from, msg.term) {
+                    return Ok(());
                 }
                 let chunk = crate::snapshot::SnapshotChunk {
                     last_included,
@@ -154,6 +148,28 @@ impl RaftNode {
             } => self.handle_read_index_response(request, read_index),
         }
         Ok(())
+    }
+
+    /// A leader's message (AppendEntries, snapshot chunk) of the current term from `from`,
+    /// while this node leads that term or follows another leader in it: two leaders of one term
+    /// cannot both be legitimate, so the message is not accepted and an event names both. The
+    /// leader known here is always one of the current term: `leader` is cleared whenever the
+    /// term moves on (`become_follower` sets it afresh, candidates clear it), so a node that does
+    /// not know the leader (after a restart, during an election) accepts the first one it hears.
+    fn refuses_second_leader(&mut self, from: NodeId, term: Term) -> bool {
+        let known = match self.role {
+            Role::Leader(_) => Some(self.config.id),
+            _ => self.leader.filter(|&leader| leader != from),
+        };
+        let Some(known_leader) = known else {
+            return false;
+        };
+        self.out.events.push(Event::ConflictingLeader {
+            term,
+            known_leader,
+            claimed_leader: from,
+        });
+        true
     }
 
     /// At a leader, an answer from a node it no longer replicates to (removed, or its catch-up

@@ -111,4 +111,14 @@ pub enum Event {
     RepairFinished {
         caught_up_to: LogIndex,
     },
+    /// `claimed_leader` sent an AppendEntries or a snapshot chunk for `term`, a term in which
+    /// this node already knows `known_leader` leads (itself, or the leader it follows). Raft
+    /// elects at most one leader per term, so the sender is misconfigured, forged, or the
+    /// cluster's safety is already broken: the message was not accepted. A driver should log it
+    /// loudly and stop listening to that peer.
+    ConflictingLeader {
+        term: Term,
+        known_leader: NodeId,
+        claimed_leader: NodeId,
+    },
 }

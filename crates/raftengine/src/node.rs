@@ -73,8 +73,6 @@ pub enum StepError {
     WrongRecipient(NodeId),
     #[error("append entries from {from} is malformed: {reason}")]
     MalformedAppend { from: NodeId, reason: &'static str },
-    #[error("{from} claims leadership of term {term}, which this node leads")]
-    DuelingLeader { from: NodeId, term: Term },
     #[error("message from {from} carries a {field} beyond the protocol's limits")]
     OutOfRange { from: NodeId, field: &'static str },
     #[error("the node stopped on a fatal error: {0}")]

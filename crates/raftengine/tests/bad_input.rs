@@ -475,8 +475,23 @@ fn truncating_below_commit_index_stops_the_node_with_fatal_error() {
     assert_eq!(n.role(), RoleKind::Follower);
 }
 
+/// The `ConflictingLeader` events in `out`: (term, known leader, claimed leader).
+fn conflicting_leaders(out: &Output) -> Vec<(u64, NodeId, NodeId)> {
+    out.events
+        .iter()
+        .filter_map(|event| match event {
+            Event::ConflictingLeader {
+                term,
+                known_leader,
+                claimed_leader,
+            } => Some((term.0, *known_leader, *claimed_leader)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn append_at_same_term_to_a_leader_is_a_dueling_leader_error() {
+fn append_at_same_term_to_a_leader_is_refused_as_a_second_leader() {
     let mut n = RaftNode::new(config(1, false, false)).unwrap();
     n.campaign(false);
     settle(&mut n);
@@ -485,15 +500,66 @@ fn append_at_same_term_to_a_leader_is_a_dueling_leader_error() {
         msg(N2, N1, 1, MessageBody::VoteResponse { granted: true }),
     );
     assert_eq!(n.role(), RoleKind::Leader);
-    let err = n.step(append(N3, N1, 1, (0, 0), &[(1, 1)], 0));
-    assert_eq!(
-        err,
-        Err(StepError::DuelingLeader {
-            from: N3,
-            term: Term(1)
-        })
-    );
+    let last = n.log().last_index();
+    let out = step_settled(&mut n, append(N3, N1, 1, (0, 0), &[(1, 1)], 0));
+    assert_eq!(conflicting_leaders(&out), vec![(1, N1, N3)]);
+    assert!(out.messages.is_empty(), "the claimed leader gets no answer");
     assert_eq!(n.role(), RoleKind::Leader);
+    assert_eq!(n.log().last_index(), last);
+}
+
+#[test]
+fn a_follower_refuses_a_second_leader_of_its_term() {
+    // Node 2 follows node 1 in term 2; node 3 claims term 2 too (a forged or misconfigured
+    // peer: Raft elects one leader per term).
+    let mut n = follower_with(2, &[(1, 1), (2, 2)], 1);
+    let before = n.status();
+    let out = step_settled(&mut n, append(N3, N2, 2, (2, 2), &[(3, 2)], 3));
+    assert_eq!(conflicting_leaders(&out), vec![(2, N1, N3)]);
+    assert!(out.messages.is_empty());
+    assert!(
+        out.committed.is_empty(),
+        "nothing of the claimed leader's is applied"
+    );
+    same_state(&n.status(), &before);
+    // A snapshot chunk from it is refused alike.
+    let chunk = msg(
+        N3,
+        N2,
+        2,
+        MessageBody::InstallSnapshot {
+            last_included: raftengine::LogId {
+                index: LogIndex(9),
+                term: Term(2),
+            },
+            membership: raftengine::Membership::with_voters([N1, N2, N3]),
+            offset: 0,
+            data: b"forged".to_vec(),
+            done: true,
+        },
+    );
+    let out = step_settled(&mut n, chunk);
+    assert_eq!(conflicting_leaders(&out), vec![(2, N1, N3)]);
+    same_state(&n.status(), &before);
+    // The real leader goes on being followed.
+    let out = step_settled(&mut n, append(N1, N2, 2, (2, 2), &[(3, 2)], 3));
+    assert!(only_append_response(&out).1);
+    assert!(conflicting_leaders(&out).is_empty());
+}
+
+#[test]
+fn a_node_that_knows_no_leader_follows_the_first_one_it_hears() {
+    // After a restart (no leader known), and on a newer term, an AppendEntries is a legitimate
+    // leader's: no conflict is reported.
+    let mut n = voter_with(2, &[(1, 1), (2, 2)]);
+    let out = step_settled(&mut n, append(N3, N2, 2, (2, 2), &[], 2));
+    assert!(only_append_response(&out).1);
+    assert!(conflicting_leaders(&out).is_empty());
+    assert_eq!(n.leader(), Some(N3));
+    let out = step_settled(&mut n, append(N1, N2, 3, (2, 2), &[], 2));
+    assert!(only_append_response(&out).1);
+    assert!(conflicting_leaders(&out).is_empty());
+    assert_eq!(n.leader(), Some(N1));
 }
 
 // ----- votes ---------------------------------------------------------------------------------

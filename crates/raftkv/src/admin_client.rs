@@ -11,6 +11,7 @@
 //! | remove a member | `POST /cluster/remove?id=N` | 200 [`ClusterView`] |
 //! | move leadership | `POST /cluster/transfer-leader?id=N` (at the leader) | 200 [`TransferView`] |
 //! | snapshot now | `POST /snapshot` | 200 [`SnapshotView`] |
+//! | state digest | `GET /checksum[?index=N]` | 200 [`ChecksumView`] (409 not applied yet, 410 no longer kept) |
 //!
 //! `addr` is the node's raft address; it may be left out when promoting a learner (its address
 //! is known). Membership changes may be sent to any member: a follower forwards them to the
@@ -69,6 +70,37 @@ pub struct SnapshotView {
     pub index: u64,
 }
 
+/// The digest of a node's key-value state at one log index (`GET /checksum`): two replicas that
+/// applied the same log agree on it at every index (see [`crate::kv`]'s state digest). Without
+/// `index`, the node answers at its applied index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecksumView {
+    /// The node that answered.
+    pub node: u64,
+    /// The log index the digest is of.
+    pub index: u64,
+    /// 32 hex digits.
+    pub digest: String,
+    /// How far the node has applied the log.
+    pub applied_index: u64,
+    /// The node answers for every index from this one to `applied_index`.
+    pub oldest: Option<u64>,
+    /// Further back, it answers only at multiples of `checkpoint_interval`, from this one.
+    pub oldest_checkpoint: Option<u64>,
+    pub checkpoint_interval: u64,
+}
+
+impl ChecksumView {
+    /// Whether the node can answer for `index` (by what it said of its history).
+    pub fn can_answer(&self, index: u64) -> bool {
+        let recent = self.oldest.is_some_and(|oldest| oldest <= index);
+        let checkpoint = self.oldest_checkpoint.is_some_and(|oldest| oldest <= index)
+            && self.checkpoint_interval > 0
+            && index.is_multiple_of(self.checkpoint_interval);
+        index <= self.applied_index && (recent || checkpoint)
+    }
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorView {
@@ -98,6 +130,10 @@ pub enum ClusterRequest {
         id: u64,
     },
     Snapshot,
+    /// The state digest at `index` (the applied index if `None`).
+    Checksum {
+        index: Option<u64>,
+    },
 }
 
 impl ClusterRequest {
@@ -121,6 +157,10 @@ impl ClusterRequest {
                 ("POST", format!("/cluster/transfer-leader?id={id}"))
             }
             ClusterRequest::Snapshot => ("POST", "/snapshot".to_owned()),
+            ClusterRequest::Checksum { index: None } => ("GET", "/checksum".to_owned()),
+            ClusterRequest::Checksum { index: Some(index) } => {
+                ("GET", format!("/checksum?index={index}"))
+            }
         }
     }
 }
@@ -160,6 +200,18 @@ impl AdminClientError {
     /// A 421: the request must go to the leader (`error.leader`, if known).
     pub fn is_not_leader(&self) -> bool {
         matches!(self, AdminClientError::Refused { status: 421, .. })
+    }
+
+    /// A 409 or 410 from `GET /checksum`: the node has not applied that index yet, or no
+    /// longer keeps its digest; another index may do.
+    pub fn is_not_comparable(&self) -> bool {
+        matches!(
+            self,
+            AdminClientError::Refused {
+                status: 409 | 410,
+                ..
+            }
+        )
     }
 
     /// A 503: no leader is ready, the outcome of a change is unknown, or the node stopped; a

@@ -9,15 +9,21 @@
 //! raftkv cluster remove 2 --admin 127.0.0.1:8001
 //! raftkv cluster snapshot --admin 127.0.0.1:8004
 //! raftkv cluster show --admin 127.0.0.1:8001
+//! raftkv cluster check --admin 127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003
 //! ```
 //!
 //! The `--admin` addresses are tried in order until one answers; a transfer goes on until the
 //! leader answers (others say 421), and answers that mean "not now" (503: no leader ready, or
 //! leadership changed during the change) are asked again until `--timeout`. Exit status: 0 done, 1 refused or failed (the reason on
-//! stderr), 2 bad usage.
+//! stderr), 2 bad usage, 3 (`check`) the replicas' states differ.
+//!
+//! `check` asks *every* address given (list each member's admin port) for its state digest,
+//! picks a log index all of them can answer for (the lowest applied index among them, or the
+//! digest checkpoint below it), and compares their digests there: replicas that applied the
+//! same log must hold the same state.
 
 use crate::admin_client::{
-    send, AdminClientError, ClusterRequest, ClusterView, SnapshotView, TransferView,
+    send, AdminClientError, ChecksumView, ClusterRequest, ClusterView, SnapshotView, TransferView,
 };
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
@@ -81,6 +87,9 @@ pub enum ClusterCommand {
     },
     /// Snapshot the first answering node's store now and compact its log behind it.
     Snapshot,
+    /// Compare the state digests of every listed node at one log index; exit status 3 and the
+    /// nodes named when they differ.
+    Check,
 }
 
 impl ClusterCommand {
@@ -98,6 +107,7 @@ impl ClusterCommand {
             ClusterCommand::Remove { id } => ClusterRequest::Remove { id },
             ClusterCommand::TransferLeader { id } => ClusterRequest::TransferLeader { id },
             ClusterCommand::Snapshot => ClusterRequest::Snapshot,
+            ClusterCommand::Check => ClusterRequest::Checksum { index: None },
         }
     }
 }
@@ -111,13 +121,20 @@ pub enum ClusterCliError {
     BadTimeout(f64),
     #[error(transparent)]
     Admin(#[from] AdminClientError),
+    /// Some nodes could not be brought to one index they all answer for.
+    #[error("the nodes cannot be compared: {0}")]
+    NotComparable(String),
+    /// The replicas' digests differ: `report` is the table, printed on standard output.
+    #[error("{summary}")]
+    Diverged { report: String, summary: String },
 }
 
 impl ClusterCliError {
     fn exit_code(&self) -> ExitCode {
         match self {
             ClusterCliError::NoAdmin | ClusterCliError::BadTimeout(_) => ExitCode::from(2),
-            ClusterCliError::Admin(_) => ExitCode::FAILURE,
+            ClusterCliError::Admin(_) | ClusterCliError::NotComparable(_) => ExitCode::FAILURE,
+            ClusterCliError::Diverged { .. } => ExitCode::from(3),
         }
     }
 }
@@ -135,6 +152,9 @@ pub fn run_cli(args: ClusterArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Err(error)) => {
+            if let ClusterCliError::Diverged { report, .. } = &error {
+                print!("{report}");
+            }
             eprintln!("raftkv cluster: {error}");
             error.exit_code()
         }
@@ -152,6 +172,7 @@ pub async fn run(args: &ClusterArgs) -> Result<String, ClusterCliError> {
     let timeout = Duration::from_secs_f64(args.timeout);
     let request = args.command.request();
     match &args.command {
+        ClusterCommand::Check => check(&args.admins, args.json, timeout).await,
         ClusterCommand::TransferLeader { .. } => {
             let (at, view) = ask::<TransferView>(&args.admins, &request, timeout).await?;
             Ok(render(args.json, &view, || {
@@ -226,6 +247,196 @@ async fn ask<T: DeserializeOwned>(
         addr: String::new(),
         reason: "no address given".into(),
     }))
+}
+
+/// The outcome of `cluster check`, for `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// The log index compared at.
+    pub index: u64,
+    /// Each node's answer at `index`.
+    pub nodes: Vec<ChecksumView>,
+    /// The nodes whose digest differs from the largest group's (every node when no digest is
+    /// held by more nodes than any other).
+    pub divergent: Vec<u64>,
+}
+
+/// `cluster check`: every node's digest at one index all of them can answer for. Nodes that
+/// are unreachable, or move on (a snapshot installed) before they answer, are asked again
+/// until `timeout`.
+async fn check(
+    admins: &[String],
+    as_json: bool,
+    timeout: Duration,
+) -> Result<String, ClusterCliError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let report = loop {
+        let why = match compare_once(admins, deadline).await {
+            Ok(report) => break report,
+            Err(why) => why,
+        };
+        if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+            return Err(match why {
+                Attempt::Failed(error) => error.into(),
+                Attempt::NotComparable(why) => ClusterCliError::NotComparable(why),
+            });
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    };
+    let text = render(as_json, &report, || describe_check(&report));
+    if report.divergent.is_empty() {
+        return Ok(text);
+    }
+    let names = |ids: &mut dyn Iterator<Item = u64>| {
+        ids.map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    let divergent = names(&mut report.divergent.iter().copied());
+    let rest = names(
+        &mut report
+            .nodes
+            .iter()
+            .map(|n| n.node)
+            .filter(|id| !report.divergent.contains(id)),
+    );
+    let summary = if rest.is_empty() {
+        format!(
+            "replicas diverged: no two of nodes {divergent} hold the same state at index {}",
+            report.index
+        )
+    } else {
+        format!(
+            "replicas diverged: node(s) {divergent} differ from node(s) {rest} at index {}",
+            report.index
+        )
+    };
+    Err(ClusterCliError::Diverged {
+        report: text,
+        summary,
+    })
+}
+
+/// Why one round of [`check`] compared nothing.
+enum Attempt {
+    Failed(AdminClientError),
+    NotComparable(String),
+}
+
+/// One round of [`check`]: where every node is, then every node's digest at the lowest index
+/// all of them can answer for.
+async fn compare_once(
+    admins: &[String],
+    deadline: tokio::time::Instant,
+) -> Result<CheckReport, Attempt> {
+    let ask_all = |index: Option<u64>| async move {
+        let mut views = Vec::with_capacity(admins.len());
+        for addr in admins {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let request = ClusterRequest::Checksum { index };
+            views.push(send::<ChecksumView>(addr, &request, left).await);
+        }
+        views
+    };
+    let mut latest = Vec::with_capacity(admins.len());
+    for answer in ask_all(None).await {
+        latest.push(answer.map_err(Attempt::Failed)?);
+    }
+    let ids: std::collections::BTreeSet<u64> = latest.iter().map(|v| v.node).collect();
+    if ids.len() != latest.len() {
+        return Err(Attempt::NotComparable(
+            "two addresses answered as the same node".into(),
+        ));
+    }
+    let lowest = latest.iter().map(|v| v.applied_index).min().unwrap_or(0);
+    let index = if latest.iter().all(|v| v.can_answer(lowest)) {
+        lowest
+    } else {
+        // Some node keeps only checkpoints that far back (it is far ahead of the slowest).
+        let interval = latest
+            .iter()
+            .map(|v| v.checkpoint_interval)
+            .max()
+            .unwrap_or(1);
+        lowest / interval.max(1) * interval.max(1)
+    };
+    if !latest.iter().all(|v| v.can_answer(index)) {
+        let behind: Vec<String> = latest
+            .iter()
+            .filter(|v| !v.can_answer(index))
+            .map(|v| v.node.to_string())
+            .collect();
+        return Err(Attempt::NotComparable(format!(
+            "node(s) {} no longer keep the digest at index {index}, the lowest applied index \
+             among the nodes (a node far behind the others: let it catch up)",
+            behind.join(", ")
+        )));
+    }
+    let mut nodes = Vec::with_capacity(admins.len());
+    for answer in ask_all(Some(index)).await {
+        match answer {
+            Ok(view) => nodes.push(view),
+            Err(error) if error.is_not_comparable() => {
+                return Err(Attempt::NotComparable(error.to_string()))
+            }
+            Err(error) => return Err(Attempt::Failed(error)),
+        }
+    }
+    Ok(CheckReport {
+        index,
+        divergent: divergent_nodes(&nodes),
+        nodes,
+    })
+}
+
+/// The nodes outside the largest group of equal digests; every node when no group is larger
+/// than all others (then there is no telling which state is right).
+fn divergent_nodes(nodes: &[ChecksumView]) -> Vec<u64> {
+    let mut groups: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for view in nodes {
+        groups.entry(&view.digest).or_default().push(view.node);
+    }
+    if groups.len() <= 1 {
+        return Vec::new();
+    }
+    let largest = groups.values().map(Vec::len).max().unwrap_or(0);
+    let mut leaders = groups.values().filter(|g| g.len() == largest);
+    let majority = match (leaders.next(), leaders.next()) {
+        (Some(group), None) => group.clone(),
+        _ => Vec::new(),
+    };
+    let mut divergent: Vec<u64> = nodes
+        .iter()
+        .map(|v| v.node)
+        .filter(|id| !majority.contains(id))
+        .collect();
+    divergent.sort_unstable();
+    divergent
+}
+
+/// A check report as a table.
+pub fn describe_check(report: &CheckReport) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "state digests at log index {} (applied by every node):",
+        report.index
+    );
+    let _ = writeln!(text, "  {:<4} {:<10} {:<32}", "node", "applied", "digest");
+    for view in &report.nodes {
+        let mark = if report.divergent.contains(&view.node) {
+            "  DIFFERS"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            text,
+            "  {:<4} {:<10} {:<32}{mark}",
+            view.node, view.applied_index, view.digest
+        );
+    }
+    if report.divergent.is_empty() {
+        let _ = writeln!(text, "all {} nodes agree", report.nodes.len());
+    }
+    text
 }
 
 /// Pause between two rounds of [`ask`].
@@ -322,6 +533,50 @@ mod tests {
             text.contains("  4    learner  127.0.0.1:7004         -\n"),
             "{text}"
         );
+    }
+
+    fn view(node: u64, digest: &str) -> ChecksumView {
+        ChecksumView {
+            node,
+            index: 10,
+            digest: digest.into(),
+            applied_index: 10 + node,
+            oldest: Some(1),
+            oldest_checkpoint: None,
+            checkpoint_interval: 1024,
+        }
+    }
+
+    #[test]
+    fn the_nodes_outside_the_largest_group_diverge() {
+        let same = [view(1, "aa"), view(2, "aa"), view(3, "aa")];
+        assert!(divergent_nodes(&same).is_empty());
+        let one_off = [view(1, "aa"), view(2, "bb"), view(3, "aa")];
+        assert_eq!(divergent_nodes(&one_off), vec![2]);
+        // Two nodes that disagree: no telling which is right, both are named.
+        assert_eq!(divergent_nodes(&[view(1, "aa"), view(2, "bb")]), vec![1, 2]);
+        let report = CheckReport {
+            index: 10,
+            divergent: vec![2],
+            nodes: one_off.to_vec(),
+        };
+        let text = describe_check(&report);
+        assert!(text.starts_with("state digests at log index 10"), "{text}");
+        assert!(text.contains("  2    12         bb"), "{text}");
+        assert!(
+            text.lines().nth(3).is_some_and(|l| l.ends_with("DIFFERS")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_node_answers_recent_indexes_and_older_checkpoints() {
+        let mut v = view(1, "aa");
+        v.oldest = Some(5000);
+        v.oldest_checkpoint = Some(1024);
+        v.applied_index = 6000;
+        assert!(v.can_answer(5000) && v.can_answer(6000) && v.can_answer(2048));
+        assert!(!v.can_answer(4999) && !v.can_answer(6001) && !v.can_answer(1023));
     }
 
     #[tokio::test]

@@ -317,6 +317,21 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
         Ok(f(&state_machine))
     }
 
+    /// Runs `f` on the state machine as this node has applied it so far, without a read
+    /// barrier, with an index it has applied at least through (entries without a command
+    /// included): it may be behind the cluster, so this is for diagnostics such as comparing
+    /// replicas, never for answering clients.
+    pub fn inspect<R>(&self, f: impl FnOnce(&S, LogIndex) -> R) -> Result<R, ClientError> {
+        // Read before taking the lock: the apply task publishes an index only once it has
+        // applied through it, so the state seen below is at least that far along.
+        let applied = LogIndex(self.status.borrow().applied_index);
+        let state_machine = self
+            .state_machine
+            .read()
+            .map_err(|_| ClientError::Stopped("state machine lock poisoned".into()))?;
+        Ok(f(&state_machine, applied))
+    }
+
     /// Changes the cluster's membership and waits for the outcome: the configuration committed
     /// once the change is done. Any node takes the request (a follower forwards it to the
     /// leader). Adding a voter first catches it up; adding a member that is already one, or
@@ -969,6 +984,24 @@ impl RaftLoop {
         for event in events {
             tracing::debug!(?event, "core event");
             log_repair(event);
+            if let Event::ConflictingLeader {
+                term,
+                known_leader,
+                claimed_leader,
+            } = event
+            {
+                // Forged, misconfigured or a safety bug: whatever that peer says next cannot be
+                // trusted either, so its connections go (it may reconnect and is judged again).
+                tracing::error!(
+                    term = term.0,
+                    known_leader = known_leader.0,
+                    claimed_leader = claimed_leader.0,
+                    "a second leader claims a term another node leads; message refused, \
+                     disconnecting that peer"
+                );
+                self.metrics.conflicting_leaders.inc();
+                self.network.disconnect(*claimed_leader);
+            }
             if let Event::ElectionWon { .. } = event {
                 self.metrics.elections_won.inc();
             }

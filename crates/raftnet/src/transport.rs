@@ -48,13 +48,14 @@
 //! accepted whatever its node id (except the acceptor's own) when the magic, protocol version and
 //! cluster id match: a node joining the cluster, or one the leader is catching up, is not in the
 //! acceptor's peer list yet. After that, each frame must be a [`raftengine::Message`] whose `from`
-//! is the handshake's node id and whose `to` is this node, or it is dropped. On its own this only
-//! *identifies* peers and keeps misconfigured nodes from talking to the wrong cluster. With
-//! [`TransportConfig::tls`] every connection is mutual TLS 1.3 first: both ends present
-//! certificates from the cluster's CA, the dialer checks that the acceptor's names the node it
-//! dials, and the acceptor that the dialer's names the node id its hello claims
-//! ([`crate::tls`]); a failure is logged with its reason and counted in
-//! [`TransportStats::tls_failures`]. See [`wire`] for the byte format.
+//! is the handshake's node id and whose `to` is this node, or the connection is closed (as the
+//! runtime also closes a peer's connections when the core finds it claiming a term another
+//! leader holds, [`TransportSender::disconnect`]). On its own this only *identifies* peers and
+//! keeps misconfigured nodes from talking to the wrong cluster. With [`TransportConfig::tls`]
+//! every connection is mutual TLS 1.3 first: both ends present certificates from the cluster's
+//! CA, the dialer checks that the acceptor's names the node it dials, and the acceptor that the
+//! dialer's names the node id its hello claims ([`crate::tls`]); a failure is logged with its
+//! reason and counted in [`TransportStats::tls_failures`]. See [`wire`] for the byte format.
 //!
 //! # Connection slots
 //!
@@ -421,6 +422,8 @@ pub struct TransportSender {
     node_id: NodeId,
     table: Arc<PeerTable>,
     counters: Arc<Counters>,
+    /// The accepted connections, for [`TransportSender::disconnect`].
+    inbound: Arc<inbound::Slots>,
 }
 
 impl TransportSender {
@@ -471,6 +474,17 @@ impl TransportSender {
     /// Addresses are resolved when dialed. Does nothing after the transport shut down.
     pub fn set_peers(&self, peers: &BTreeMap<NodeId, String>) {
         self.table.set_peers(peers);
+    }
+
+    /// Closes the connections `peer` opened to this node (both lanes), counted in
+    /// [`TransportStats::connections_disconnected`]: the node found it inconsistent (a second
+    /// leader of a term). Messages queued for it still go out; it may dial again, and its next
+    /// message is judged afresh.
+    pub fn disconnect(&self, peer: NodeId) {
+        let closed = self.inbound.disconnect(peer);
+        self.counters
+            .connections_disconnected
+            .fetch_add(closed as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The peers this transport sends to now (those that left within the last `peer_linger`
@@ -572,6 +586,11 @@ impl Transport {
             tasks: Mutex::new(JoinSet::new()),
             failure: failure.clone(),
         });
+        let slots = Arc::new(inbound::Slots::new(
+            config.max_handshakes,
+            config.max_inbound_connections,
+            config.max_connections_per_source,
+        ));
         let ctx = Arc::new(inbound::InboundCtx {
             node_id: config.node_id,
             cluster_id: config.cluster_id,
@@ -580,11 +599,7 @@ impl Transport {
             idle_timeout: config.idle_timeout,
             keepalive: config.keepalive,
             unacked_timeout: config.unacked_timeout,
-            limits: Arc::new(inbound::Slots::new(
-                config.max_handshakes,
-                config.max_inbound_connections,
-                config.max_connections_per_source,
-            )),
+            limits: slots.clone(),
             members: Arc::downgrade(&table),
             order: Mutex::default(),
             inbound: inbound_tx,
@@ -608,6 +623,7 @@ impl Transport {
             node_id: config.node_id,
             table,
             counters: counters.clone(),
+            inbound: slots,
         };
         let initial = config
             .peers

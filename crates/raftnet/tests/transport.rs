@@ -359,7 +359,7 @@ async fn bad_input_closes_connection_and_node_keeps_serving() {
 }
 
 #[tokio::test]
-async fn message_not_matching_handshake_is_dropped() {
+async fn message_not_matching_handshake_closes_the_connection() {
     init_tracing();
     let l1 = bind().await;
     let a1 = l1.local_addr().unwrap();
@@ -367,18 +367,49 @@ async fn message_not_matching_handshake_is_dropped() {
         config(1, &[(2, free_addr().await), (3, free_addr().await)]),
         l1,
     );
+    // Node 2's connection carries a message claiming to be node 3's: the connection goes, and
+    // the good message behind the forged one is never delivered.
     let mut raw = raw_peer(a1, 2).await;
-    for m in [msg(3, 1, 1), msg(2, 3, 2), msg(2, 1, 3)] {
+    for m in [msg(2, 1, 1), msg(3, 1, 2), msg(2, 1, 3)] {
         raw.feed(wire::encode_frame(0, &m).unwrap()).await.unwrap();
     }
     SinkExt::<bytes::Bytes>::flush(&mut raw).await.unwrap();
-    // Same connection, so in order: the good third message arriving first proves the first two
-    // were not delivered.
-    assert_eq!(recv(&mut rx1).await, msg(2, 1, 3));
+    assert_eq!(recv(&mut rx1).await, msg(2, 1, 1));
+    expect_closed(raw.get_mut()).await;
+    // A message for another node closes the connection alike.
+    let mut raw = raw_peer(a1, 2).await;
+    raw.send(wire::encode_frame(0, &msg(2, 3, 4)).unwrap())
+        .await
+        .unwrap();
+    expect_closed(raw.get_mut()).await;
     let stats = t1.stats();
     assert_eq!(stats.inbound_rejected, 2);
     assert_eq!(stats.inbound_received, 1);
     assert!(rx1.try_recv().is_none());
+    bounded("shutdown", t1.shutdown()).await;
+}
+
+#[tokio::test]
+async fn disconnect_closes_the_peers_connections() {
+    init_tracing();
+    let l1 = bind().await;
+    let a1 = l1.local_addr().unwrap();
+    let (t1, mut rx1) = start(config(1, &[(2, free_addr().await)]), l1);
+    let mut raw = raw_peer(a1, 2).await;
+    raw.send(wire::encode_frame(0, &msg(2, 1, 1)).unwrap())
+        .await
+        .unwrap();
+    // Delivered, so the connection is admitted before it is cut.
+    assert_eq!(recv(&mut rx1).await, msg(2, 1, 1));
+    t1.sender().disconnect(NodeId(2));
+    expect_closed(raw.get_mut()).await;
+    assert_eq!(t1.stats().connections_disconnected, 1);
+    // It may come back, and is heard again.
+    let mut raw = raw_peer(a1, 2).await;
+    raw.send(wire::encode_frame(0, &msg(2, 1, 2)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut rx1).await, msg(2, 1, 2));
     bounded("shutdown", t1.shutdown()).await;
 }
 

@@ -1,7 +1,7 @@
 //! The admin HTTP port: `GET /status` (JSON), `GET /metrics` (Prometheus text format 0.0.4), and
 //! the cluster API (`GET /cluster`, `POST /cluster/learners|voters|remove|transfer-leader`,
-//! `POST /snapshot`; documented with its types in [`crate::admin_client`]). Parameters go in the
-//! query string; bodies are ignored.
+//! `POST /snapshot`, `GET /checksum`; documented with its types in [`crate::admin_client`]).
+//! Parameters go in the query string; bodies are ignored.
 //!
 //! HTTP/1.1 through hyper, one task per connection. hyper answers or closes malformed requests by
 //! itself; a client that is slow to send its headers is cut off after
@@ -9,8 +9,11 @@
 //! `max_admin_connections` are open at once (more are closed at once).
 
 use super::Shared;
-use crate::admin_client::{ClusterView, ErrorView, MemberView, SnapshotView, TransferView};
+use crate::admin_client::{
+    ChecksumView, ClusterView, ErrorView, MemberView, SnapshotView, TransferView,
+};
 use crate::config::NodeAddrs;
+use crate::kv::{DigestUnavailable, DIGEST_CHECKPOINT_INTERVAL};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -111,6 +114,7 @@ enum Route {
     Remove,
     TransferLeader,
     Snapshot,
+    Checksum,
 }
 
 impl Route {
@@ -124,12 +128,16 @@ impl Route {
             "/cluster/remove" => Route::Remove,
             "/cluster/transfer-leader" => Route::TransferLeader,
             "/snapshot" => Route::Snapshot,
+            "/checksum" => Route::Checksum,
             _ => return None,
         })
     }
 
     fn reads(self) -> bool {
-        matches!(self, Route::Status | Route::Metrics | Route::Cluster)
+        matches!(
+            self,
+            Route::Status | Route::Metrics | Route::Cluster | Route::Checksum
+        )
     }
 }
 
@@ -162,6 +170,10 @@ async fn respond(shared: &Shared, method: &Method, uri: &Uri) -> Response<Full<B
             let view = cluster_view(shared, &node, &node.membership, node.membership_committed);
             json(StatusCode::OK, &view)
         }
+        Route::Checksum => match checksum(shared, uri.query()) {
+            Ok(response) => response,
+            Err(message) => bad_request(message),
+        },
         _ => match cluster_request(shared, route, uri.query()).await {
             Ok(response) => response,
             Err(Failure::BadRequest(message)) => bad_request(message),
@@ -189,6 +201,52 @@ fn status(shared: &Shared) -> Response<Full<Bytes>> {
         transport: shared.transport_stats(),
     };
     json(StatusCode::OK, &body)
+}
+
+/// `GET /checksum[?index=N]`: the store's digest at `N` (at its applied index without one).
+fn checksum(shared: &Shared, query: Option<&str>) -> Result<Response<Full<Bytes>>, String> {
+    let params = Params::parse(query)?;
+    params.only(&["index"])?;
+    let index = match params.0.get("index") {
+        None => None,
+        Some(text) => Some(
+            text.parse::<u64>()
+                .map_err(|_| format!("index '{text}' is not a log index"))?,
+        ),
+    };
+    let node = shared.handle.status().id;
+    let answer = shared.handle.inspect(|store, applied| {
+        let applied = applied.max(store.applied_index());
+        let index = index.map_or(applied, raftengine::LogIndex);
+        let window = store.digest_window();
+        store.digest_at(index, applied).map(|digest| ChecksumView {
+            node,
+            index: index.0,
+            digest: digest.to_string(),
+            applied_index: applied.0,
+            oldest: window.oldest.map(|i| i.0),
+            oldest_checkpoint: window.oldest_checkpoint.map(|i| i.0),
+            checkpoint_interval: DIGEST_CHECKPOINT_INTERVAL,
+        })
+    });
+    let status = match &answer {
+        Ok(Ok(view)) => return Ok(json(StatusCode::OK, view)),
+        Ok(Err(DigestUnavailable::NotApplied { .. })) => StatusCode::CONFLICT,
+        Ok(Err(DigestUnavailable::Forgotten { .. })) => StatusCode::GONE,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let error = match answer {
+        Ok(Err(unavailable)) => unavailable.to_string(),
+        Err(stopped) => stopped.to_string(),
+        Ok(Ok(_)) => String::new(),
+    };
+    Ok(json(
+        status,
+        &ErrorView {
+            error,
+            leader: None,
+        },
+    ))
 }
 
 /// Why a change, transfer or snapshot request got no success.
@@ -255,7 +313,7 @@ async fn cluster_request(
             let index = handle.trigger_snapshot().await?;
             return Ok(json(StatusCode::OK, &SnapshotView { index: index.0 }));
         }
-        Route::Status | Route::Metrics | Route::Cluster => {
+        Route::Status | Route::Metrics | Route::Cluster | Route::Checksum => {
             return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
         }
     };

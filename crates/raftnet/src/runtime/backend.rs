@@ -19,6 +19,11 @@ pub trait Network: Send + Sync {
     /// The nodes to send to and their addresses (as the configuration names them), given
     /// whenever they change. A network that reaches nodes by id alone ignores it.
     fn set_peers(&self, _peers: &BTreeMap<NodeId, String>) {}
+
+    /// Closes the connections `peer` opened to this node: it sent something no correct peer
+    /// sends. It may connect again (and is judged again). A network without connections
+    /// ignores it.
+    fn disconnect(&self, _peer: NodeId) {}
 }
 
 impl Network for TransportSender {
@@ -28,6 +33,10 @@ impl Network for TransportSender {
 
     fn set_peers(&self, peers: &BTreeMap<NodeId, String>) {
         TransportSender::set_peers(self, peers);
+    }
+
+    fn disconnect(&self, peer: NodeId) {
+        TransportSender::disconnect(self, peer);
     }
 }
 

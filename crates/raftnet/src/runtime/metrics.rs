@@ -85,6 +85,9 @@ pub struct Metrics {
     pub fsyncs: Counter,
     /// Ticks the raft loop gave the core.
     pub ticks: Counter,
+    /// Messages refused because their sender claimed to lead a term another node leads (the
+    /// core's `Event::ConflictingLeader`); each also disconnected that peer.
+    pub conflicting_leaders: Counter,
     /// From proposal to commit, at the node that took the command.
     pub commit_latency: Histogram,
     /// One group-commit write plus its `fdatasync`.
@@ -149,6 +152,11 @@ impl Metrics {
                 "raft_ticks_total",
                 "Timer ticks given to the consensus core.",
                 self.ticks.get(),
+            ),
+            (
+                "raft_conflicting_leaders_total",
+                "Messages from a second leader of a term another node leads (peer disconnected).",
+                self.conflicting_leaders.get(),
             ),
         ];
         for (name, help, value) in counters {

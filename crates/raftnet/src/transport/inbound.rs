@@ -233,6 +233,19 @@ impl Slots {
         Ok((conn, stop))
     }
 
+    /// Closes every connection `id` has open (both lanes); returns how many there were.
+    pub(crate) fn disconnect(&self, id: NodeId) -> usize {
+        let mut state = self.state();
+        let mut closed = 0;
+        for lane in [Lane::Control, Lane::Bulk] {
+            if let Some(open) = state.open.remove(&(id, lane)) {
+                open.stop.cancel();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     fn release(&self, id: NodeId, lane: Lane, conn: u64) {
         let mut state = self.state();
         if state.open.get(&(id, lane)).is_some_and(|o| o.conn == conn) {
@@ -350,7 +363,7 @@ async fn read_frames(
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => {
-                tracing::debug!(peer = from.0, ?lane, "replaced by a newer connection");
+                tracing::debug!(peer = from.0, ?lane, "replaced by a newer connection, or disconnected");
                 return;
             }
             next = timeout(ctx.idle_timeout, framed.next()) => next,
@@ -385,14 +398,17 @@ async fn read_frames(
         };
         let msg = frame.message;
         if msg.from != from || msg.to != ctx.node_id {
+            // A correct peer only sends its own messages, to us: this one is forging another
+            // node's or is misrouted, and nothing more it says can be trusted.
             bump(&ctx.counters.inbound_rejected);
-            tracing::warn!(
+            tracing::error!(
                 peer = from.0,
                 msg_from = msg.from.0,
                 msg_to = msg.to.0,
-                "message not from the handshaken peer or not for this node; dropped"
+                node = ctx.node_id.0,
+                "message not from the handshaken peer or not for this node; closing the connection"
             );
-            continue;
+            return;
         }
         ctx.deliver(from, lane, frame.order, msg);
     }
@@ -559,5 +575,24 @@ mod tests {
             .admit(NodeId(2), Lane::Control, here, true)
             .expect("again");
         assert!(first.is_cancelled() && !second.is_cancelled());
+    }
+
+    #[test]
+    fn disconnect_closes_both_lanes_of_one_node_only() {
+        let slots = Slots::new(4, 4, 4);
+        let here: IpAddr = "127.0.0.1".parse().expect("ip");
+        let (_, control) = slots
+            .admit(NodeId(2), Lane::Control, here, true)
+            .expect("control");
+        let (_, bulk) = slots
+            .admit(NodeId(2), Lane::Bulk, here, true)
+            .expect("bulk");
+        let (_, other) = slots
+            .admit(NodeId(3), Lane::Control, here, true)
+            .expect("other");
+        assert_eq!(slots.disconnect(NodeId(2)), 2);
+        assert!(control.is_cancelled() && bulk.is_cancelled());
+        assert!(!other.is_cancelled());
+        assert_eq!(slots.disconnect(NodeId(2)), 0);
     }
 }

@@ -16,9 +16,12 @@ pub struct TransportStats {
     pub inbound_received: u64,
     /// Good messages dropped because the inbound channel was full (or its receiver gone).
     pub inbound_dropped: u64,
-    /// Frames dropped because their `from` was not the handshake's node or their `to` not this
-    /// node.
+    /// Frames whose `from` was not the handshake's node or whose `to` was not this node: each
+    /// was dropped and its connection closed.
     pub inbound_rejected: u64,
+    /// Connections closed by [`TransportSender::disconnect`](super::TransportSender::disconnect)
+    /// (the node found their peer inconsistent).
+    pub connections_disconnected: u64,
     /// TCP connections accepted by the listener.
     pub connections_accepted: u64,
     /// Accepted connections whose handshake failed (bad, missing or late hello; wrong magic,
@@ -98,6 +101,7 @@ pub(crate) struct Counters {
     pub inbound_received: AtomicU64,
     pub inbound_dropped: AtomicU64,
     pub inbound_rejected: AtomicU64,
+    pub connections_disconnected: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
     pub tls_failures: AtomicU64,
@@ -115,6 +119,7 @@ impl Counters {
             inbound_received: self.inbound_received.load(Ordering::Relaxed),
             inbound_dropped: self.inbound_dropped.load(Ordering::Relaxed),
             inbound_rejected: self.inbound_rejected.load(Ordering::Relaxed),
+            connections_disconnected: self.connections_disconnected.load(Ordering::Relaxed),
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             tls_failures: self.tls_failures.load(Ordering::Relaxed),

@@ -2,7 +2,7 @@
 //! paper's property (Figure 3) or the rule it guards.
 
 use crate::cluster::Cluster;
-use raftengine::{Entry, LogIndex, LogStorage, Membership, NodeId, RoleKind, Term};
+use raftengine::{Entry, Event, LogIndex, LogStorage, Membership, NodeId, RoleKind, Term};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -41,6 +41,11 @@ pub struct Invariants {
     /// repaired, such a node counts as storing what it may have acknowledged (the loss is the
     /// fault injected, not a protocol bug).
     lost: BTreeMap<usize, LogIndex>,
+    /// The first state machine seen at each applied index: (node, its encoded state). Every
+    /// replica that has applied the same prefix must hold the same state.
+    states: BTreeMap<LogIndex, (usize, Vec<u8>)>,
+    /// How many of the cluster's events were already looked at.
+    events_seen: usize,
 }
 
 impl Invariants {
@@ -219,6 +224,8 @@ impl Invariants {
                 }
             }
         }
+        self.check_state_machines_agree(cluster, &live)?;
+        self.check_no_conflicting_leader(cluster)?;
         // Leader completeness: a leader holds every entry committed in its term or before. (A
         // deposed leader that has not heard of a newer term may lack later commits.)
         for &(node, raft) in &live {
@@ -270,6 +277,70 @@ impl Invariants {
                         ),
                     );
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// State machine agreement: two replicas that applied the log up to the same index hold
+    /// the same state. Log matching alone does not show this: a state machine fed something
+    /// other than the committed log (a bug in a driver's apply or snapshot path) diverges with
+    /// identical logs. A stopped node's state machine is left out (its last apply may have
+    /// failed half way, which is why it stopped).
+    fn check_state_machines_agree(
+        &mut self,
+        cluster: &Cluster,
+        live: &[(usize, &raftengine::RaftNode)],
+    ) -> Result<(), Violation> {
+        for &(node, raft) in live {
+            if raft.is_stopped().is_some() {
+                continue;
+            }
+            let Ok(counter) = cluster.counter(node) else {
+                continue;
+            };
+            let state = counter.encode();
+            match self.states.get(&counter.applied) {
+                Some((other, known)) if *known != state => {
+                    return violation(
+                        "state machines agree at equal applied index",
+                        format!(
+                            "at applied index {}, N-{other} holds {:?} and N-{node} holds {:?}",
+                            counter.applied,
+                            String::from_utf8_lossy(known),
+                            String::from_utf8_lossy(&state)
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    self.states.insert(counter.applied, (node, state));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One leader per term, as each node sees it: a node told by a second leader of a term it
+    /// knows a leader of reports `ConflictingLeader`, which a correct cluster never causes.
+    fn check_no_conflicting_leader(&mut self, cluster: &Cluster) -> Result<(), Violation> {
+        let new = cluster.events.get(self.events_seen..).unwrap_or_default();
+        self.events_seen = cluster.events.len();
+        for (node, event) in new {
+            if let Event::ConflictingLeader {
+                term,
+                known_leader,
+                claimed_leader,
+            } = event
+            {
+                return violation(
+                    "no second leader in a term",
+                    format!(
+                        "N-{node} follows N-{known_leader} in term {term} and heard from N-{claimed_leader} as its leader too",
+                        known_leader = known_leader.0,
+                        claimed_leader = claimed_leader.0
+                    ),
+                );
             }
         }
         Ok(())
