@@ -31,7 +31,7 @@
 
 use crate::kv::{KvCommand, KvOutput, KvStore, NOT_AN_INTEGER};
 use crate::parse_integer;
-use crate::resp::Reply;
+use crate::resp::{bulk_encoded_len, encoded_len, Reply};
 use bytes::Bytes;
 use raftengine::ApplyError;
 
@@ -346,6 +346,22 @@ pub fn read_reply(op: &ReadOp, store: &KvStore) -> Reply {
                 .collect(),
         ),
         ReadOp::DbSize => Reply::Integer(i64::try_from(store.len()).unwrap_or(i64::MAX)),
+    }
+}
+
+/// The encoded size of [`read_reply`]`(op, store)`, found without copying any value: the
+/// server checks it against its output limits before it makes the reply.
+pub fn read_reply_len(op: &ReadOp, store: &KvStore) -> usize {
+    let bulk_or_null = |value: Option<&[u8]>| value.map_or(5, |v| bulk_encoded_len(v.len()));
+    match op {
+        ReadOp::Get(key) => bulk_or_null(store.get(key)),
+        ReadOp::MGet(keys) => {
+            let header = encoded_len(&Reply::Integer(keys.len() as i64));
+            keys.iter().fold(header, |total, key| {
+                total.saturating_add(bulk_or_null(store.get(key)))
+            })
+        }
+        ReadOp::Exists(_) | ReadOp::DbSize => encoded_len(&read_reply(op, store)),
     }
 }
 

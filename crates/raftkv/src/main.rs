@@ -32,7 +32,7 @@ enum Command {
     /// (filter: RAFTKV_LOG, default info). SIGTERM or Ctrl-C stops it gracefully. Exits with
     /// 3 if the node stopped on its own (a failed disk, state machine or task; the reason is
     /// logged), 2 for a bad configuration, 1 for other failures.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a local 3-node cluster (three processes, durable data in a fresh directory), run a
     /// workload, kill the leader, restart it, add a 4th node, remove the old leader, and check
     /// that no acknowledged write was lost.
@@ -70,7 +70,7 @@ const EXIT_NODE_STOPPED: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Demo(args) => raftkv::demo::run_cli(args),
         Command::Bench(args) => raftkv::bench::run_cli(args),
         Command::Get(args) => {

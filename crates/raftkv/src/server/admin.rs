@@ -45,6 +45,16 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Ca
         cancel,
         move |stream, peer, permit| {
             let Some(permit) = permit else {
+                shared
+                    .stats
+                    .admin_connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(unlogged) = shared.throttles.refused_admin.allow() {
+                    tracing::warn!(
+                        %peer,
+                        "refusing an admin connection: too many open; {unlogged} more refused since the last such line"
+                    );
+                }
                 return;
             };
             let shared = shared.clone();
@@ -60,6 +70,10 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Ca
                 };
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
+                    // A client that sends its request and then shuts its write side (`curl`
+                    // does not, but scripts with `nc -N` and probes do) still gets the answer;
+                    // without it hyper takes the EOF as the connection's end.
+                    .half_close(true)
                     .header_read_timeout(shared.limits.admin_header_timeout)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
