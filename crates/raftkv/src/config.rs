@@ -37,6 +37,7 @@
 //! checks it all and resolves addresses into a [`ServerConfig`], or says precisely what is wrong
 //! with a [`ConfigError`].
 
+use crate::auth::{AdminTokenHash, AuthError, UserSpec, Users};
 use crate::resp::RespLimits;
 use crate::server::ServerLimits;
 use clap::Args;
@@ -183,6 +184,14 @@ pub struct RawConfig {
     pub idle_timeout_secs: Option<u64>,
     /// Seconds a started request may take to arrive whole; 0: no limit (default 30).
     pub read_timeout_secs: Option<u64>,
+    /// Users of the RESP port; none: every client may do everything (no AUTH needed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserSpec>,
+    /// `sha256:<hex>` of the admin port's bearer token; required for its cluster changes once
+    /// set (see `raftkv passwd --admin-token`).
+    pub admin_token_hash: Option<String>,
+    /// GET /status, /metrics and /cluster answer without the token (default true).
+    pub admin_open_reads: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSpec>,
 }
@@ -244,6 +253,14 @@ impl RawConfig {
             write_timeout_secs: over.write_timeout_secs.or(self.write_timeout_secs),
             idle_timeout_secs: over.idle_timeout_secs.or(self.idle_timeout_secs),
             read_timeout_secs: over.read_timeout_secs.or(self.read_timeout_secs),
+            // Users are a list like nodes: given at all, they replace the file's.
+            users: if over.users.is_empty() {
+                self.users
+            } else {
+                over.users
+            },
+            admin_token_hash: over.admin_token_hash.or(self.admin_token_hash),
+            admin_open_reads: over.admin_open_reads.or(self.admin_open_reads),
             nodes: if over.nodes.is_empty() {
                 self.nodes
             } else {
@@ -361,6 +378,15 @@ impl RawConfig {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("./raft-data/node-{id}")));
         let limits = self.limits()?;
+        let users = Users::from_specs(&self.users).map_err(ConfigError::Auth)?;
+        let admin_token = match self.admin_token_hash.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(AdminTokenHash::parse(text).map_err(ConfigError::Auth)?),
+        };
+        let admin_open_reads = self.admin_open_reads.unwrap_or(true);
+        if !admin_open_reads && admin_token.is_none() {
+            return Err(ConfigError::ClosedReadsWithoutToken);
+        }
         Ok(ServerConfig {
             id,
             cluster_id: self.cluster_id.unwrap_or(DEFAULT_CLUSTER_ID),
@@ -380,6 +406,9 @@ impl RawConfig {
             peer_source_ip: self.peer_source_ip,
             lease_reads: self.lease_reads.unwrap_or(false),
             limits,
+            users,
+            admin_token,
+            admin_open_reads,
         })
     }
 
@@ -544,6 +573,12 @@ pub struct ServerConfig {
     pub lease_reads: bool,
     /// Bounds of the client and admin ports.
     pub limits: ServerLimits,
+    /// Users of the RESP port; empty: no authentication.
+    pub users: Users,
+    /// The admin port's bearer token (its digest); `None`: the admin port asks for none.
+    pub admin_token: Option<AdminTokenHash>,
+    /// The admin port's reads (status, metrics, cluster view) need no token.
+    pub admin_open_reads: bool,
 }
 
 impl ServerConfig {
@@ -576,7 +611,16 @@ impl ServerConfig {
             peer_source_ip: None,
             lease_reads: false,
             limits: ServerLimits::default(),
+            users: Users::default(),
+            admin_token: None,
+            admin_open_reads: true,
         }
+    }
+
+    /// Whether clients must authenticate anywhere: users on the RESP port or a token on the
+    /// admin port.
+    pub fn auth_configured(&self) -> bool {
+        !self.users.is_empty() || self.admin_token.is_some()
     }
 
     /// This node's own addresses.
@@ -664,6 +708,10 @@ pub enum ConfigError {
     BadSegmentBytes(u64),
     #[error("bad limit: {0}")]
     BadLimit(String),
+    #[error("{0}")]
+    Auth(AuthError),
+    #[error("admin_open_reads = false needs admin_token_hash: without a token nobody could read the admin port")]
+    ClosedReadsWithoutToken,
 }
 
 /// `raftkv serve`'s flags. Each overrides the same setting of the config file.
@@ -761,6 +809,14 @@ pub struct ServeArgs {
     /// Seconds a started request may take to arrive whole; 0: no limit [default: 30].
     #[arg(long, value_name = "SECS")]
     pub read_timeout_secs: Option<u64>,
+    /// sha256:<hex> of the admin port's bearer token (`raftkv passwd --admin-token`); cluster
+    /// changes then need `Authorization: Bearer <token>`. Users of the RESP port are set in the
+    /// config file only ([[users]]).
+    #[arg(long, value_name = "sha256:HEX")]
+    pub admin_token_hash: Option<String>,
+    /// GET /status, /metrics and /cluster need the admin token too (they are open by default).
+    #[arg(long)]
+    pub admin_closed_reads: bool,
 }
 
 impl ServeArgs {
@@ -793,6 +849,9 @@ impl ServeArgs {
             write_timeout_secs: self.write_timeout_secs,
             idle_timeout_secs: self.idle_timeout_secs,
             read_timeout_secs: self.read_timeout_secs,
+            users: Vec::new(),
+            admin_token_hash: self.admin_token_hash.clone(),
+            admin_open_reads: self.admin_closed_reads.then_some(false),
             nodes: self.nodes.clone(),
         }
     }

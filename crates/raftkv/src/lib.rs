@@ -23,6 +23,7 @@
 //! commits, or wait for a read barrier and answer with [`command::read_reply`].
 
 pub mod admin_client;
+pub mod auth;
 pub mod bench;
 pub mod cli_client;
 pub mod client;

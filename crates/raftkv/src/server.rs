@@ -16,6 +16,7 @@
 mod admin;
 mod connection;
 
+use crate::auth::Users;
 use crate::config::ServerConfig;
 use crate::kv::KvStore;
 use crate::resp::{BufferBudget, Reply, RespLimits};
@@ -88,6 +89,9 @@ pub struct ServerLimits {
     /// A request that started to arrive must be complete within this long (checked every
     /// `read_timeout`, so a stalled request is cut between one and two of it). `None`: never.
     pub read_timeout: Option<Duration>,
+    /// The wait before verifying the 4th failed AUTH of a connection, doubled for each later
+    /// one (at most 10 s); the first three are answered at once.
+    pub auth_failure_delay: Duration,
 }
 
 /// The defaults, also those of the config file and flags.
@@ -101,6 +105,7 @@ pub const DEFAULT_OUTPUT_HARD_LIMIT: usize = 128 * 1024 * 1024;
 pub const DEFAULT_OUTPUT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_AUTH_FAILURE_DELAY: Duration = Duration::from_millis(100);
 
 impl Default for ServerLimits {
     fn default() -> Self {
@@ -117,6 +122,7 @@ impl Default for ServerLimits {
             output_write_timeout: DEFAULT_OUTPUT_WRITE_TIMEOUT,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             read_timeout: Some(DEFAULT_READ_TIMEOUT),
+            auth_failure_delay: DEFAULT_AUTH_FAILURE_DELAY,
         }
     }
 }
@@ -195,6 +201,10 @@ pub struct ServerStats {
     pub idle_timeouts: AtomicU64,
     pub read_timeouts: AtomicU64,
     pub admin_connections_refused: AtomicU64,
+    /// Failed AUTHs on the client port.
+    pub auth_failures: AtomicU64,
+    /// Admin requests refused for a missing or wrong bearer token.
+    pub admin_unauthorized: AtomicU64,
 }
 
 impl ServerStats {
@@ -294,6 +304,18 @@ impl ServerStats {
                 "Admin connections closed at once because too many were open.",
                 get(&self.admin_connections_refused),
             ),
+            (
+                "raftkv_auth_failures_total",
+                "counter",
+                "Failed AUTH attempts on the client port.",
+                get(&self.auth_failures),
+            ),
+            (
+                "raftkv_admin_unauthorized_total",
+                "counter",
+                "Admin requests refused (401) for a missing or wrong bearer token.",
+                get(&self.admin_unauthorized),
+            ),
         ];
         for (name, kind, help, value) in rows {
             render_metric(out, name, kind, help, value);
@@ -356,6 +378,8 @@ pub(crate) struct Throttles {
     pub refused_admin: LogThrottle,
     pub request_budget: LogThrottle,
     pub output_limit: LogThrottle,
+    pub auth_failure: LogThrottle,
+    pub admin_unauthorized: LogThrottle,
 }
 
 impl Default for Throttles {
@@ -365,6 +389,8 @@ impl Default for Throttles {
             refused_admin: LogThrottle::per_second(),
             request_budget: LogThrottle::per_second(),
             output_limit: LogThrottle::per_second(),
+            auth_failure: LogThrottle::per_second(),
+            admin_unauthorized: LogThrottle::per_second(),
         }
     }
 }
@@ -379,6 +405,8 @@ pub(crate) struct Shared {
     /// Bytes of partially received requests, all client connections together.
     pub request_budget: Arc<BufferBudget>,
     pub throttles: Throttles,
+    /// The RESP port's users (shared with the threads that verify passwords).
+    pub users: Arc<Users>,
     /// The node, taken out at shutdown; the admin port reads its transport stats.
     pub node: Mutex<Option<Node<KvStore>>>,
 }
@@ -493,6 +521,7 @@ impl Server {
             },
         };
         let node = Node::start(config.node_config(), listeners.raft, KvStore::new()).await?;
+        let users = Arc::new(config.users.clone());
         let shared = Arc::new(Shared {
             handle: node.handle(),
             config,
@@ -501,6 +530,7 @@ impl Server {
             stats: ServerStats::default(),
             request_budget: BufferBudget::new(limits.request_buffer_budget),
             throttles: Throttles::default(),
+            users,
             node: Mutex::new(Some(node)),
         });
         let cancel = CancellationToken::new();

@@ -25,7 +25,8 @@
 //! reply (the byte stream can no longer be framed).
 
 use super::Shared;
-use crate::command::{self, Action, InfoFields, ReadOp, ReplyShape};
+use crate::auth::User;
+use crate::command::{self, Action, AuthRequest, InfoFields, ReadOp, ReplyShape};
 use crate::kv::{KvCommand, KvStore};
 use crate::resp::{encode_reply, Reply, RespCodec, RespError};
 use bytes::BytesMut;
@@ -90,6 +91,9 @@ async fn serve_stream<S>(
         last_activity: Instant::now(),
         requests_decoded: 0,
         stalled_since: None,
+        user: None,
+        auth_failures: 0,
+        auth_pending: false,
     };
     let end = connection.run(cancel).await;
     match end {
@@ -130,6 +134,70 @@ struct Connection<S> {
     /// A request seen in progress at a timer check: the count of requests decoded then, and
     /// when. The same count at a later check means no request completed since.
     stalled_since: Option<(u64, Instant)>,
+    /// Who the client authenticated as; `None` before (or without users configured).
+    user: Option<Arc<User>>,
+    /// Failed AUTHs on this connection: the later ones are slowed down, and too many close it.
+    auth_failures: u32,
+    /// An AUTH is being verified: later requests wait, since its outcome decides them.
+    auth_pending: bool,
+}
+
+/// Failed AUTHs answered at once; each one after them waits `ServerLimits::auth_failure_delay`,
+/// doubled per failure (up to [`AUTH_DELAY_MAX`]): guessing passwords gets slow fast.
+const AUTH_FREE_FAILURES: u32 = 3;
+const AUTH_DELAY_MAX: Duration = Duration::from_secs(10);
+/// Failed AUTHs after which the connection is closed.
+const AUTH_MAX_FAILURES: u32 = 10;
+
+const NOAUTH: &str = "NOAUTH Authentication required.";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+const NO_USERS: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+
+/// What to do with one request, once its user is known.
+enum Admission {
+    Serve(Action),
+    Refuse(Reply),
+    Authenticate(AuthRequest),
+}
+
+/// How an AUTH went, for the connection to record.
+enum AuthOutcome {
+    LoggedIn(Arc<User>),
+    Failed,
+}
+
+/// How long the AUTH after `failures` failed ones waits before it is verified.
+fn auth_delay(base: Duration, failures: u32) -> Duration {
+    match failures.checked_sub(AUTH_FREE_FAILURES) {
+        None => Duration::ZERO,
+        Some(extra) => base
+            .saturating_mul(1u32 << extra.min(16))
+            .min(AUTH_DELAY_MAX),
+    }
+}
+
+/// Verifies `request` (after the delay its connection's failures earned) on a blocking thread.
+async fn authenticate(shared: Arc<Shared>, request: AuthRequest, failures: u32) -> RunOutput {
+    tokio::time::sleep(auth_delay(shared.limits.auth_failure_delay, failures)).await;
+    let users = shared.users.clone();
+    let name = match &request.user {
+        Some(user) => String::from_utf8_lossy(user).into_owned(),
+        None => crate::auth::DEFAULT_USER.to_owned(),
+    };
+    let password = request.password.clone();
+    let user = tokio::task::spawn_blocking(move || users.verify(&name, &password))
+        .await
+        .ok()
+        .flatten();
+    let (reply, outcome) = match user {
+        Some(user) if request.hello => (command::hello_reply(), AuthOutcome::LoggedIn(user)),
+        Some(user) => (Reply::ok(), AuthOutcome::LoggedIn(user)),
+        None => (Reply::Error(WRONGPASS.to_owned()), AuthOutcome::Failed),
+    };
+    RunOutput {
+        auth: Some(outcome),
+        ..RunOutput::complete(vec![reply])
+    }
 }
 
 impl<S> Connection<S>
@@ -178,6 +246,7 @@ where
 
     fn may_read(&self, max_in_flight: usize) -> bool {
         self.reading
+            && !self.auth_pending
             && self.in_flight < max_in_flight
             && self.output.unsent() < self.output.soft_limit
     }
@@ -200,12 +269,22 @@ where
                     shared.stats.commands.fetch_add(1, Ordering::Relaxed);
                     self.requests_decoded += 1;
                     self.in_flight += 1;
-                    let item = match command::parse_request(&words) {
-                        Action::Quit => {
+                    let item = match self.admit(command::parse_request(&words)) {
+                        Admission::Serve(Action::Quit) => {
                             self.reading = false;
                             Item::Now(Reply::ok())
                         }
-                        action => Item::from(action),
+                        Admission::Serve(action) => Item::from(action),
+                        Admission::Refuse(reply) => Item::Now(reply),
+                        Admission::Authenticate(request) => {
+                            // Its outcome decides the requests after it: they stay unread
+                            // until it is known.
+                            runs.seal(&self.run_context(), &mut self.chain, &mut self.pending);
+                            let run = authenticate(shared.clone(), request, self.auth_failures);
+                            self.pending.push_back(run.boxed());
+                            self.auth_pending = true;
+                            break;
+                        }
                     };
                     runs.push(
                         item,
@@ -264,6 +343,53 @@ where
         runs.seal(&self.run_context(), &mut self.chain, &mut self.pending);
     }
 
+    /// Whether the connection's user may have `action` carried out.
+    fn admit(&self, action: Action) -> Admission {
+        let users_configured = !self.shared.users.is_empty();
+        match (&action, &self.user) {
+            (Action::Auth(_), _) if !users_configured => {
+                Admission::Refuse(Reply::Error(NO_USERS.to_owned()))
+            }
+            (Action::Auth(request), _) => Admission::Authenticate(request.clone()),
+            _ if !users_configured => Admission::Serve(action),
+            (Action::Quit, _) => Admission::Serve(action),
+            (_, None) => Admission::Refuse(Reply::Error(NOAUTH.to_owned())),
+            (_, Some(user)) => match crate::auth::authorize(user, &action) {
+                Ok(()) => Admission::Serve(action),
+                Err(refusal) => Admission::Refuse(Reply::Error(refusal)),
+            },
+        }
+    }
+
+    /// Records how an AUTH went; `Some` when the connection must close after its reply.
+    fn record_auth(&mut self, outcome: AuthOutcome) -> bool {
+        self.auth_pending = false;
+        match outcome {
+            AuthOutcome::LoggedIn(user) => {
+                self.auth_failures = 0;
+                self.user = Some(user);
+                false
+            }
+            AuthOutcome::Failed => {
+                self.auth_failures += 1;
+                self.shared
+                    .stats
+                    .auth_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let closing = self.auth_failures >= AUTH_MAX_FAILURES;
+                if let Some(unlogged) = self.shared.throttles.auth_failure.allow() {
+                    tracing::warn!(
+                        peer = %self.peer,
+                        failures = self.auth_failures,
+                        closing,
+                        "failed AUTH on the client port; {unlogged} more failed since the last such line"
+                    );
+                }
+                closing
+            }
+        }
+    }
+
     fn run_context(&self) -> RunContext {
         RunContext {
             shared: self.shared.clone(),
@@ -275,8 +401,12 @@ where
     /// connection must end.
     async fn answer(&mut self, output: RunOutput) -> Option<End> {
         let mut counted = 0;
+        let mut close_after_write = false;
         let mut next = Some(output);
-        while let Some(output) = next.take() {
+        while let Some(mut output) = next.take() {
+            if let Some(outcome) = output.auth.take() {
+                close_after_write |= self.record_auth(outcome);
+            }
             self.in_flight -= output.replies.len();
             counted += output.counted;
             if output.over_hard_limit {
@@ -305,6 +435,7 @@ where
         self.output.sent(counted);
         self.last_activity = Instant::now();
         match written {
+            Ok(()) if close_after_write => Some(End::Done),
             Ok(()) => None,
             Err(WriteFailure::Stalled) => {
                 self.shared
@@ -506,6 +637,8 @@ struct RunOutput {
     rest: Option<RunFuture>,
     /// A reply would pass the hard output limit: the connection must close.
     over_hard_limit: bool,
+    /// The run was an AUTH: how it went.
+    auth: Option<AuthOutcome>,
 }
 
 impl RunOutput {
@@ -515,6 +648,7 @@ impl RunOutput {
             counted: 0,
             rest: None,
             over_hard_limit: false,
+            auth: None,
         }
     }
 }
@@ -539,6 +673,8 @@ impl From<Action> for Item {
             Action::Info => Item::Info,
             Action::Immediate(reply) => Item::Now(reply),
             Action::Quit => Item::Now(Reply::ok()),
+            // The connection answers AUTH itself (`Connection::admit`); never a run's item.
+            Action::Auth(_) => Item::Now(internal_error()),
         }
     }
 }
@@ -819,10 +955,8 @@ fn read_chunk(mut run: ReadRun) -> RunFuture {
         let chunk = match result {
             Ok(chunk) if chunk.over_hard_limit => {
                 return RunOutput {
-                    replies: Vec::new(),
-                    counted: 0,
-                    rest: None,
                     over_hard_limit: true,
+                    ..RunOutput::complete(Vec::new())
                 };
             }
             Ok(chunk) => chunk,
@@ -864,10 +998,9 @@ fn read_chunk(mut run: ReadRun) -> RunFuture {
             Some(read_chunk(run))
         };
         RunOutput {
-            replies,
             counted: chunk.bytes,
             rest,
-            over_hard_limit: false,
+            ..RunOutput::complete(replies)
         }
     }
     .boxed()
@@ -938,4 +1071,20 @@ pub(super) async fn refuse<S: AsyncWrite + Unpin>(mut stream: S) {
         .write_all(b"-ERR max number of clients reached\r\n")
         .await;
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_auths_after_the_third_wait_longer_and_longer() {
+        let base = Duration::from_millis(100);
+        let delays: Vec<u64> = (0..8)
+            .map(|failures| auth_delay(base, failures).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [0, 0, 0, 100, 200, 400, 800, 1600]);
+        assert_eq!(auth_delay(base, 40), AUTH_DELAY_MAX);
+        assert_eq!(auth_delay(base, u32::MAX), AUTH_DELAY_MAX);
+    }
 }
