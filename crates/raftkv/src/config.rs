@@ -1095,6 +1095,53 @@ mod tests {
     }
 
     #[test]
+    fn users_and_the_admin_token_come_from_the_file() {
+        let hash = crate::auth::hash_password(b"pw").unwrap();
+        let token = AdminTokenHash::of("t").to_config_string();
+        let text = format!(
+            "admin_token_hash = \"{token}\"\nadmin_open_reads = false\n{FILE}\n\
+             [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nrole = \"read-write\"\n\
+             keys = [\"app:*\"]\n"
+        );
+        let config = RawConfig::from_toml(&text).unwrap().validate().unwrap();
+        assert!(config.auth_configured());
+        assert!(!config.admin_open_reads);
+        assert!(config.admin_token.as_ref().unwrap().matches("t"));
+        let alice = config.users.get("alice").unwrap();
+        assert_eq!(alice.role, crate::auth::Role::ReadWrite);
+        assert!(alice.may_access(b"app:1") && !alice.may_access(b"cfg:1"));
+        assert!(!RawConfig::from_toml(FILE)
+            .unwrap()
+            .validate()
+            .unwrap()
+            .auth_configured());
+        // A plaintext password, a bad role, a malformed token, closed reads without a token.
+        let plain = format!(
+            "{FILE}\n[[users]]\nname = \"a\"\npassword_hash = \"secret\"\nrole = \"admin\"\n"
+        );
+        assert!(matches!(
+            RawConfig::from_toml(&plain).unwrap().validate(),
+            Err(ConfigError::Auth(
+                crate::auth::AuthError::BadPasswordHash { .. }
+            ))
+        ));
+        let role = format!(
+            "{FILE}\n[[users]]\nname = \"a\"\npassword_hash = \"{hash}\"\nrole = \"root\"\n"
+        );
+        assert!(RawConfig::from_toml(&role).is_err());
+        let bad_token = format!("admin_token_hash = \"sha256:12\"\n{FILE}");
+        assert!(matches!(
+            RawConfig::from_toml(&bad_token).unwrap().validate(),
+            Err(ConfigError::Auth(crate::auth::AuthError::BadTokenHash))
+        ));
+        let closed = format!("admin_open_reads = false\n{FILE}");
+        assert_eq!(
+            RawConfig::from_toml(&closed).unwrap().validate(),
+            Err(ConfigError::ClosedReadsWithoutToken)
+        );
+    }
+
+    #[test]
     fn election_ranges_parse() {
         assert_eq!(
             "150..300".parse::<ElectionRange>(),
