@@ -58,6 +58,11 @@ impl Default for RespLimits {
     }
 }
 
+/// A partial request this small is not charged to the [`BufferBudget`]: every connection's read
+/// buffer starts this large anyway, so it costs nothing more, and an ordinary pipeline cut
+/// between two reads is never refused because stalled large requests spent the budget.
+pub const UNCHARGED_PARTIAL_BYTES: usize = 8 * 1024;
+
 /// A byte budget shared by every connection of a server: the bytes held for requests that have
 /// started to arrive but are not complete. One connection is bounded by
 /// [`RespLimits::max_request_len`]; this bounds them all together, so many stalled large
@@ -436,7 +441,7 @@ impl RespCodec {
         let Some(budget) = &self.budget else {
             return Ok(());
         };
-        if bytes <= self.charged {
+        if bytes <= self.charged || (self.charged == 0 && bytes <= UNCHARGED_PARTIAL_BYTES) {
             return Ok(());
         }
         let more = bytes - self.charged;

@@ -20,6 +20,18 @@
 //! handed over its writes, or when the read run before it is finished. Replies go back in request
 //! order (`FuturesOrdered` over runs), every reply already available in one flush.
 //!
+//! # Limits and authentication
+//!
+//! Partially received requests are charged to the server-wide
+//! [`BufferBudget`](crate::resp::BufferBudget) (a request that does not fit is refused and the
+//! connection closed). Read replies are counted as unsent output until written: above the soft
+//! limit the connection executes nothing more, a read run is served in chunks that fit under it,
+//! a reply beyond the hard limit closes the connection, and so does a socket that takes none of
+//! the output for the write timeout. One timer per connection enforces the idle and read
+//! timeouts. When users are configured, each request is checked against the connection's user
+//! ([`crate::auth::authorize`]) before it is classified; an `AUTH` is verified on a blocking
+//! thread while the requests after it wait unread.
+//!
 //! The connection ends when the client closes (after the replies to everything it sent, so a
 //! half-closed client gets its answers), after `QUIT`'s `+OK`, or after a protocol error's error
 //! reply (the byte stream can no longer be framed).
