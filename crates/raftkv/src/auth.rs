@@ -73,12 +73,31 @@ pub enum AuthError {
 }
 
 /// A validated user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     pub role: Role,
     password_hash: String,
     keys: Vec<Vec<u8>>,
+}
+
+/// Without the password hash: a configuration printed for debugging must not hand out material
+/// for an offline guessing attack.
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field(
+                "keys",
+                &self
+                    .keys
+                    .iter()
+                    .map(|k| String::from_utf8_lossy(k))
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl User {

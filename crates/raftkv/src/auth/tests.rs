@@ -115,6 +115,20 @@ fn bad_user_settings_are_refused() {
 }
 
 #[test]
+fn debug_output_leaves_the_password_hash_out() {
+    let hash = hash_password(b"pw").unwrap();
+    let users = Users::from_specs(&[UserSpec {
+        name: "alice".into(),
+        password_hash: hash.clone(),
+        role: Role::Admin,
+        keys: vec![],
+    }])
+    .unwrap();
+    let text = format!("{users:?}");
+    assert!(text.contains("alice") && !text.contains(&hash), "{text}");
+}
+
+#[test]
 fn admin_tokens_are_kept_as_sha256_digests() {
     let hash = AdminTokenHash::of("token-1");
     let text = hash.to_config_string();
