@@ -54,7 +54,8 @@ check() { # check NAME EXPECTED ACTUAL
     fi
 }
 
-# Nine ports nobody listens on: raft, client and admin for each node. They are taken below the
+# Twelve ports nobody listens on: raft, client and admin for each node (and for the node with
+# users, started last). They are taken below the
 # kernel's ephemeral range (32768 and up by default): a node dialing a peer that is not up yet
 # gets a local port from that range, which could be one of ours.
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -62,7 +63,7 @@ pick_base() {
     local base port tries
     for tries in $(seq 1 50); do
         base=$((20000 + RANDOM % 12000))
-        for port in $(seq "$base" $((base + 8))); do
+        for port in $(seq "$base" $((base + 11))); do
             if port_in_use "$port"; then continue 2; fi
         done
         echo "$base"
@@ -147,6 +148,71 @@ for i in 0 1 2; do
     wait "${PIDS[$i]}" || status=$?
     check "node $((i + 1)) exits 0 on SIGTERM" "0" "$status"
 done
+PIDS=()
+
+# A node with users and an admin token: redis-cli's --user/--pass, roles and key patterns.
+SECURE_RAFT=$((BASE + 9)); SECURE_CLIENT=$((BASE + 10)); SECURE_ADMIN=$((BASE + 11))
+ALICE_HASH="$(printf 'alice-pw\n' | "$BIN" passwd)"
+READER_HASH="$("$BIN" passwd --password reader-pw)"
+ADMIN_TOKEN="smoke-admin-token"
+cat >"$TMP/secure.toml" <<TOML
+id = 1
+data_dir = "$TMP/secure"
+admin = "127.0.0.1:$SECURE_ADMIN"
+admin_token_hash = "$("$BIN" passwd --admin-token --password "$ADMIN_TOKEN")"
+
+[[nodes]]
+id = 1
+raft = "127.0.0.1:$SECURE_RAFT"
+client = "127.0.0.1:$SECURE_CLIENT"
+
+[[users]]
+name = "alice"
+password_hash = "$ALICE_HASH"
+role = "read-write"
+keys = ["app:*"]
+
+[[users]]
+name = "reader"
+password_hash = "$READER_HASH"
+role = "read-only"
+keys = ["app:*", "cfg:*"]
+TOML
+RAFTKV_LOG=info "$BIN" serve --config "$TMP/secure.toml" >"$TMP/node-secure.out" 2>"$TMP/node-secure.log" &
+PIDS+=($!)
+for _ in $(seq 1 200); do
+    grep -q "^raftkv node 1 ready: " "$TMP/node-secure.out" && break
+    sleep 0.1
+done
+S="$SECURE_CLIENT"
+as_alice() { redis-cli -p "$S" --user alice --pass alice-pw --no-auth-warning "$@" 2>&1; }
+as_reader() { redis-cli -p "$S" --user reader --pass reader-pw --no-auth-warning "$@" 2>&1; }
+# The single node elects itself; until then writes answer TRYAGAIN.
+for _ in $(seq 1 200); do
+    [[ "$(as_alice set app:1 v1)" == "OK" ]] && break
+    sleep 0.1
+done
+check "AUTH: alice sets her key" "OK" "$(as_alice set app:1 v2)"
+check "AUTH: alice reads it" "v2" "$(as_alice get app:1)"
+check "AUTH: no credentials" "NOAUTH Authentication required." "$(redis-cli -p "$S" get app:1 2>&1)"
+WRONG="$(redis-cli -p "$S" --user alice --pass wrong --no-auth-warning get app:1 2>&1)"
+check "AUTH: wrong password refused" "yes" "$(grep -q WRONGPASS <<<"$WRONG" && echo yes || echo "no: $WRONG")"
+check "AUTH: read-only user reads" "v2" "$(as_reader get app:1)"
+check "AUTH: read-only user cannot SET" "NOPERM User reader has no permissions to run a write command" \
+    "$(as_reader set app:1 x)"
+check "AUTH: key pattern enforced" "NOPERM No permissions to access a key" "$(as_alice set cfg:1 x)"
+check "AUTH: the value is unchanged" "v2" "$(as_alice get app:1)"
+SNAPSHOT_STATUS=0
+"$BIN" cluster --admin "127.0.0.1:$SECURE_ADMIN" snapshot >/dev/null 2>&1 || SNAPSHOT_STATUS=$?
+check "admin: snapshot without the token refused" "1" "$SNAPSHOT_STATUS"
+SNAPSHOT_STATUS=0
+RAFTKV_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN" cluster --admin "127.0.0.1:$SECURE_ADMIN" snapshot >/dev/null 2>&1 \
+    || SNAPSHOT_STATUS=$?
+check "admin: snapshot with the token" "0" "$SNAPSHOT_STATUS"
+kill -TERM "${PIDS[0]}"
+status=0
+wait "${PIDS[0]}" || status=$?
+check "the node with users exits 0 on SIGTERM" "0" "$status"
 PIDS=()
 
 echo "redis-cli smoke: $passed passed, $failed failed"

@@ -231,7 +231,28 @@ pub async fn raw(
     request: &ClusterRequest,
     timeout: Duration,
 ) -> Result<(u16, String), AdminClientError> {
+    raw_with_token(addr, request, timeout, None).await
+}
+
+/// [`raw`], sending `token` as `Authorization: Bearer <token>` when given.
+pub async fn raw_with_token(
+    addr: &str,
+    request: &ClusterRequest,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<(u16, String), AdminClientError> {
     let (method, path) = request.target();
+    // A token with a line break would end the header early and inject others.
+    let authorization = match token {
+        Some(token) if token.contains(['\r', '\n']) => {
+            return Err(AdminClientError::Malformed {
+                addr: addr.to_owned(),
+                reason: "the admin token contains a line break".into(),
+            })
+        }
+        Some(token) => format!("Authorization: Bearer {token}\r\n"),
+        None => String::new(),
+    };
     let exchange = async {
         let mut stream =
             TcpStream::connect(addr)
@@ -241,7 +262,7 @@ pub async fn raw(
                     reason: e.to_string(),
                 })?;
         let head = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
         );
         let malformed = |reason: String| AdminClientError::Malformed {
             addr: addr.to_owned(),
@@ -287,7 +308,17 @@ pub async fn send<T: for<'de> Deserialize<'de>>(
     request: &ClusterRequest,
     timeout: Duration,
 ) -> Result<T, AdminClientError> {
-    let (status, body) = raw(addr, request, timeout).await?;
+    send_with_token(addr, request, timeout, None).await
+}
+
+/// [`send`] with the admin token (see [`raw_with_token`]).
+pub async fn send_with_token<T: for<'de> Deserialize<'de>>(
+    addr: &str,
+    request: &ClusterRequest,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<T, AdminClientError> {
+    let (status, body) = raw_with_token(addr, request, timeout, token).await?;
     let malformed = |reason: String| AdminClientError::Malformed {
         addr: addr.to_owned(),
         reason,

@@ -23,7 +23,8 @@
 //! same log must hold the same state.
 
 use crate::admin_client::{
-    send, AdminClientError, ChecksumView, ClusterRequest, ClusterView, SnapshotView, TransferView,
+    send, send_with_token, AdminClientError, ChecksumView, ClusterRequest, ClusterView,
+    SnapshotView, TransferView,
 };
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
@@ -31,6 +32,9 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// The environment variable holding the admin token when `--token` is not given.
+pub const ADMIN_TOKEN_ENV: &str = "RAFTKV_ADMIN_TOKEN";
 
 /// `raftkv cluster`'s options.
 #[derive(Debug, Clone, Args)]
@@ -50,6 +54,10 @@ pub struct ClusterArgs {
     /// Print the node's answer as JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The admin token (sent as `Authorization: Bearer`), for nodes with admin_token_hash set
+    /// [default: $RAFTKV_ADMIN_TOKEN]. Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, value_name = "TOKEN", global = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: ClusterCommand,
 }
@@ -171,16 +179,22 @@ pub async fn run(args: &ClusterArgs) -> Result<String, ClusterCliError> {
     }
     let timeout = Duration::from_secs_f64(args.timeout);
     let request = args.command.request();
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var(ADMIN_TOKEN_ENV).ok())
+        .filter(|token| !token.is_empty());
+    let token = token.as_deref();
     match &args.command {
         ClusterCommand::Check => check(&args.admins, args.json, timeout).await,
         ClusterCommand::TransferLeader { .. } => {
-            let (at, view) = ask::<TransferView>(&args.admins, &request, timeout).await?;
+            let (at, view) = ask::<TransferView>(&args.admins, &request, timeout, token).await?;
             Ok(render(args.json, &view, || {
                 format!("node {} leads now (asked {at})\n", view.leader)
             }))
         }
         ClusterCommand::Snapshot => {
-            let (at, view) = ask::<SnapshotView>(&args.admins, &request, timeout).await?;
+            let (at, view) = ask::<SnapshotView>(&args.admins, &request, timeout, token).await?;
             Ok(render(args.json, &view, || {
                 format!(
                     "{at}: snapshot taken through log index {}; the log before it is compacted\n",
@@ -189,7 +203,7 @@ pub async fn run(args: &ClusterArgs) -> Result<String, ClusterCliError> {
             }))
         }
         command => {
-            let (_, view) = ask::<ClusterView>(&args.admins, &request, timeout).await?;
+            let (_, view) = ask::<ClusterView>(&args.admins, &request, timeout, token).await?;
             let headline = match command {
                 ClusterCommand::AddLearner { id, .. } => format!("node {id} added as a learner"),
                 ClusterCommand::Add { id, .. } => format!("node {id} is a voter"),
@@ -217,6 +231,7 @@ async fn ask<T: DeserializeOwned>(
     admins: &[String],
     request: &ClusterRequest,
     timeout: Duration,
+    token: Option<&str>,
 ) -> Result<(String, T), AdminClientError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = None;
@@ -224,7 +239,7 @@ async fn ask<T: DeserializeOwned>(
         let mut answered = false;
         for addr in admins {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match send::<T>(addr, request, left).await {
+            match send_with_token::<T>(addr, request, left, token).await {
                 Ok(answer) => return Ok((addr.clone(), answer)),
                 Err(
                     error @ (AdminClientError::Unreachable { .. }
@@ -585,6 +600,7 @@ mod tests {
             admins,
             timeout,
             json: false,
+            token: None,
             command: ClusterCommand::Show,
         };
         assert!(matches!(

@@ -23,6 +23,8 @@
 //! | `SELECT 0` | immediate | `+OK`; any other database is out of range |
 //! | `CLIENT SETNAME/SETINFO/GETNAME` | immediate | `+OK` / null |
 //! | `QUIT` | [`Action::Quit`] | `+OK`, then close |
+//! | `AUTH [user] password` | [`Action::Auth`] | `+OK` or `-WRONGPASS ...` (see [`crate::auth`]) |
+//! | `HELLO [2 [AUTH user password] [SETNAME name]]` | immediate, or [`Action::Auth`] with AUTH | server fields; `-NOPROTO` for any protocol but 2 |
 //!
 //! `CAS` is raftkv's own command: `CAS key expected new` sets `key` to `new` only if it currently
 //! holds exactly `expected`. Absence is not spelled inside `CAS` (the empty string is a real value,
@@ -31,7 +33,7 @@
 
 use crate::kv::{KvCommand, KvOutput, KvStore, NOT_AN_INTEGER};
 use crate::parse_integer;
-use crate::resp::Reply;
+use crate::resp::{bulk_encoded_len, encoded_len, Reply};
 use bytes::Bytes;
 use raftengine::ApplyError;
 
@@ -49,6 +51,19 @@ pub enum Action {
     Immediate(Reply),
     /// Answer `+OK`, then close the connection.
     Quit,
+    /// Log in (`AUTH`, or `HELLO ... AUTH user password`); answered by the connection, which
+    /// knows the users.
+    Auth(AuthRequest),
+}
+
+/// The credentials of an `AUTH` or `HELLO ... AUTH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRequest {
+    /// `None`: the `default` user (`AUTH password`).
+    pub user: Option<Bytes>,
+    pub password: Bytes,
+    /// Answer with [`hello_reply`] instead of `+OK` (it was a HELLO).
+    pub hello: bool,
 }
 
 /// How a write's [`KvOutput`] becomes a reply.
@@ -159,6 +174,20 @@ pub fn parse_request(words: &[Bytes]) -> Action {
         }),
         b"info" => Action::Info,
         b"quit" => Action::Quit,
+        b"auth" => match args {
+            [password] => Action::Auth(AuthRequest {
+                user: None,
+                password: password.clone(),
+                hello: false,
+            }),
+            [user, password] => Action::Auth(AuthRequest {
+                user: Some(user.clone()),
+                password: password.clone(),
+                hello: false,
+            }),
+            _ => Action::Immediate(wrong_arity(command)),
+        },
+        b"hello" => parse_hello(args),
         b"select" => arity(n == 1, |args| {
             Action::Immediate(match parse_integer(&args[0]) {
                 Some(0) => Reply::ok(),
@@ -171,6 +200,56 @@ pub fn parse_request(words: &[Bytes]) -> Action {
         b"client" => arity(n >= 1, |args| Action::Immediate(client_command(args))),
         _ => Action::Immediate(unknown_command(name, args)),
     }
+}
+
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`: only RESP2 is spoken.
+fn parse_hello(args: &[Bytes]) -> Action {
+    let Some((version, mut options)) = args.split_first() else {
+        return Action::Immediate(hello_reply());
+    };
+    if parse_integer(version) != Some(2) {
+        return Action::Immediate(error("NOPROTO unsupported protocol version"));
+    }
+    let mut auth = None;
+    while let Some((option, rest)) = options.split_first() {
+        match (option.to_ascii_lowercase().as_slice(), rest) {
+            (b"auth", [user, password, rest @ ..]) => {
+                auth = Some(AuthRequest {
+                    user: Some(user.clone()),
+                    password: password.clone(),
+                    hello: true,
+                });
+                options = rest;
+            }
+            (b"setname", [_, rest @ ..]) => options = rest,
+            _ => {
+                return Action::Immediate(Reply::Error(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    quoted_prefix(option, QUOTED_LIMIT)
+                )))
+            }
+        }
+    }
+    match auth {
+        Some(auth) => Action::Auth(auth),
+        None => Action::Immediate(hello_reply()),
+    }
+}
+
+/// HELLO's answer in RESP2: a flat array of field names and values.
+pub fn hello_reply() -> Reply {
+    Reply::array(vec![
+        Reply::bulk("server"),
+        Reply::bulk("raftkv"),
+        Reply::bulk("version"),
+        Reply::bulk(env!("CARGO_PKG_VERSION")),
+        Reply::bulk("proto"),
+        Reply::Integer(2),
+        Reply::bulk("mode"),
+        Reply::bulk("cluster"),
+        Reply::bulk("modules"),
+        Reply::array(vec![]),
+    ])
 }
 
 fn parse_set(args: &[Bytes]) -> Action {
@@ -346,6 +425,22 @@ pub fn read_reply(op: &ReadOp, store: &KvStore) -> Reply {
                 .collect(),
         ),
         ReadOp::DbSize => Reply::Integer(i64::try_from(store.len()).unwrap_or(i64::MAX)),
+    }
+}
+
+/// The encoded size of [`read_reply`]`(op, store)`, found without copying any value: the
+/// server checks it against its output limits before it makes the reply.
+pub fn read_reply_len(op: &ReadOp, store: &KvStore) -> usize {
+    let bulk_or_null = |value: Option<&[u8]>| value.map_or(5, |v| bulk_encoded_len(v.len()));
+    match op {
+        ReadOp::Get(key) => bulk_or_null(store.get(key)),
+        ReadOp::MGet(keys) => {
+            let header = encoded_len(&Reply::Integer(keys.len() as i64));
+            keys.iter().fold(header, |total, key| {
+                total.saturating_add(bulk_or_null(store.get(key)))
+            })
+        }
+        ReadOp::Exists(_) | ReadOp::DbSize => encoded_len(&read_reply(op, store)),
     }
 }
 

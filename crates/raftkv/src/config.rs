@@ -37,6 +37,9 @@
 //! checks it all and resolves addresses into a [`ServerConfig`], or says precisely what is wrong
 //! with a [`ConfigError`].
 
+use crate::auth::{AdminTokenHash, AuthError, UserSpec, Users};
+use crate::resp::RespLimits;
+use crate::server::ServerLimits;
 use clap::Args;
 use raftengine::NodeId;
 use raftnet::runtime::NodeConfig;
@@ -64,6 +67,9 @@ const MAX_TICK_MS: u64 = 1_000;
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
 pub const DEFAULT_THREADS: usize = 1;
 const MAX_THREADS: usize = 1024;
+/// Smallest request size limit and request buffer budget accepted: below it ordinary commands
+/// would not fit.
+pub const MIN_REQUEST_BYTES: usize = 1024;
 /// Smallest log segment file accepted (the log's own lower bound).
 pub const MIN_SEGMENT_BYTES: u64 = 4096;
 
@@ -160,6 +166,34 @@ pub struct RawConfig {
     /// Leaders serve reads on a lease instead of a confirmation round (Raft thesis §6.4.1);
     /// correct only while clocks drift less than the lease allows. Default: off.
     pub lease_reads: Option<bool>,
+    /// Open client connections; one more is answered `-ERR max number of clients reached` (default 10000).
+    pub max_connections: Option<usize>,
+    /// Open admin HTTP connections; more are closed at once (default 64).
+    pub max_admin_connections: Option<usize>,
+    /// Requests of one client connection served at once; reading pauses beyond it (default 1024).
+    pub max_pipelined_requests: Option<usize>,
+    /// Largest request, headers included (default 256 MiB).
+    pub max_request_bytes: Option<usize>,
+    /// Bytes held for partially received requests across all client connections; a request that would pass it is refused with `-ERR server busy` and its connection closed (default 256 MiB).
+    pub request_buffer_budget_bytes: Option<usize>,
+    /// Unsent reply bytes of one connection above which it stops executing further pipelined requests until the client reads (default 8 MiB).
+    pub output_soft_limit_bytes: Option<usize>,
+    /// Unsent reply bytes (or one reply) that close a connection (default 128 MiB).
+    pub output_hard_limit_bytes: Option<usize>,
+    /// Seconds a client may read none of its pending replies before its connection is closed (default 60).
+    pub write_timeout_secs: Option<u64>,
+    /// Seconds without a request after which a client connection is closed; 0: never (default 300).
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a started request may take to arrive whole; 0: no limit (default 30).
+    pub read_timeout_secs: Option<u64>,
+    /// Users of the RESP port; none: every client may do everything (no AUTH needed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserSpec>,
+    /// `sha256:<hex>` of the admin port's bearer token; required for its cluster changes once
+    /// set (see `raftkv passwd --admin-token`).
+    pub admin_token_hash: Option<String>,
+    /// GET /status, /metrics and /cluster answer without the token (default true).
+    pub admin_open_reads: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSpec>,
 }
@@ -209,6 +243,30 @@ impl RawConfig {
                 (file, flags) => flags.or(file),
             },
             lease_reads: over.lease_reads.or(self.lease_reads),
+            max_connections: over.max_connections.or(self.max_connections),
+            max_admin_connections: over.max_admin_connections.or(self.max_admin_connections),
+            max_pipelined_requests: over.max_pipelined_requests.or(self.max_pipelined_requests),
+            max_request_bytes: over.max_request_bytes.or(self.max_request_bytes),
+            request_buffer_budget_bytes: over
+                .request_buffer_budget_bytes
+                .or(self.request_buffer_budget_bytes),
+            output_soft_limit_bytes: over
+                .output_soft_limit_bytes
+                .or(self.output_soft_limit_bytes),
+            output_hard_limit_bytes: over
+                .output_hard_limit_bytes
+                .or(self.output_hard_limit_bytes),
+            write_timeout_secs: over.write_timeout_secs.or(self.write_timeout_secs),
+            idle_timeout_secs: over.idle_timeout_secs.or(self.idle_timeout_secs),
+            read_timeout_secs: over.read_timeout_secs.or(self.read_timeout_secs),
+            // Users are a list like nodes: given at all, they replace the file's.
+            users: if over.users.is_empty() {
+                self.users
+            } else {
+                over.users
+            },
+            admin_token_hash: over.admin_token_hash.or(self.admin_token_hash),
+            admin_open_reads: over.admin_open_reads.or(self.admin_open_reads),
             nodes: if over.nodes.is_empty() {
                 self.nodes
             } else {
@@ -329,6 +387,16 @@ impl RawConfig {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("./raft-data/node-{id}")));
+        let limits = self.limits()?;
+        let users = Users::from_specs(&self.users).map_err(ConfigError::Auth)?;
+        let admin_token = match self.admin_token_hash.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(AdminTokenHash::parse(text).map_err(ConfigError::Auth)?),
+        };
+        let admin_open_reads = self.admin_open_reads.unwrap_or(true);
+        if !admin_open_reads && admin_token.is_none() {
+            return Err(ConfigError::ClosedReadsWithoutToken);
+        }
         Ok(ServerConfig {
             id,
             cluster_id: self.cluster_id.unwrap_or(DEFAULT_CLUSTER_ID),
@@ -348,7 +416,97 @@ impl RawConfig {
             peer_source_ip: self.peer_source_ip,
             tls,
             lease_reads: self.lease_reads.unwrap_or(false),
+            limits,
+            users,
+            admin_token,
+            admin_open_reads,
         })
+    }
+
+    /// The client and admin ports' limits: the defaults with the given settings over them.
+    fn limits(&self) -> Result<ServerLimits, ConfigError> {
+        let defaults = ServerLimits::default();
+        let at_least =
+            |name: &'static str, value: Option<usize>, min: usize, default: usize| match value {
+                Some(value) if value < min => Err(ConfigError::BadLimit(format!(
+                    "{name} must be at least {min}, not {value}"
+                ))),
+                Some(value) => Ok(value),
+                None => Ok(default),
+            };
+        // 0 turns a timeout off.
+        let optional_secs = |value: Option<u64>, default: Option<Duration>| match value {
+            Some(0) => None,
+            Some(secs) => Some(Duration::from_secs(secs)),
+            None => default,
+        };
+        let max_request_len = at_least(
+            "max_request_bytes",
+            self.max_request_bytes,
+            MIN_REQUEST_BYTES,
+            defaults.resp.max_request_len,
+        )?;
+        let limits = ServerLimits {
+            max_in_flight: at_least(
+                "max_pipelined_requests",
+                self.max_pipelined_requests,
+                1,
+                defaults.max_in_flight,
+            )?,
+            max_connections: at_least(
+                "max_connections",
+                self.max_connections,
+                1,
+                defaults.max_connections,
+            )?,
+            max_admin_connections: at_least(
+                "max_admin_connections",
+                self.max_admin_connections,
+                1,
+                defaults.max_admin_connections,
+            )?,
+            resp: RespLimits {
+                max_request_len,
+                ..defaults.resp
+            },
+            request_buffer_budget: at_least(
+                "request_buffer_budget_bytes",
+                self.request_buffer_budget_bytes,
+                MIN_REQUEST_BYTES,
+                defaults.request_buffer_budget,
+            )?,
+            output_soft_limit: at_least(
+                "output_soft_limit_bytes",
+                self.output_soft_limit_bytes,
+                1,
+                defaults.output_soft_limit,
+            )?,
+            output_hard_limit: at_least(
+                "output_hard_limit_bytes",
+                self.output_hard_limit_bytes,
+                1,
+                defaults.output_hard_limit,
+            )?,
+            output_write_timeout: match self.write_timeout_secs {
+                Some(0) => {
+                    return Err(ConfigError::BadLimit(
+                        "write_timeout_secs must be at least 1".to_owned(),
+                    ))
+                }
+                Some(secs) => Duration::from_secs(secs),
+                None => defaults.output_write_timeout,
+            },
+            idle_timeout: optional_secs(self.idle_timeout_secs, defaults.idle_timeout),
+            read_timeout: optional_secs(self.read_timeout_secs, defaults.read_timeout),
+            ..defaults
+        };
+        if limits.output_hard_limit < limits.output_soft_limit {
+            return Err(ConfigError::BadLimit(format!(
+                "output_hard_limit_bytes ({}) is below output_soft_limit_bytes ({})",
+                limits.output_hard_limit, limits.output_soft_limit
+            )));
+        }
+        Ok(limits)
     }
 }
 
@@ -527,6 +685,14 @@ pub struct ServerConfig {
     pub tls: Option<TlsSettings>,
     /// Leaders serve reads on a lease (the core's `Config::lease_reads`).
     pub lease_reads: bool,
+    /// Bounds of the client and admin ports.
+    pub limits: ServerLimits,
+    /// Users of the RESP port; empty: no authentication.
+    pub users: Users,
+    /// The admin port's bearer token (its digest); `None`: the admin port asks for none.
+    pub admin_token: Option<AdminTokenHash>,
+    /// The admin port's reads (status, metrics, cluster view) need no token.
+    pub admin_open_reads: bool,
 }
 
 impl ServerConfig {
@@ -559,7 +725,17 @@ impl ServerConfig {
             peer_source_ip: None,
             tls: None,
             lease_reads: false,
+            limits: ServerLimits::default(),
+            users: Users::default(),
+            admin_token: None,
+            admin_open_reads: true,
         }
+    }
+
+    /// Whether clients must authenticate anywhere: users on the RESP port or a token on the
+    /// admin port.
+    pub fn auth_configured(&self) -> bool {
+        !self.users.is_empty() || self.admin_token.is_some()
     }
 
     /// This node's own addresses.
@@ -647,6 +823,12 @@ pub enum ConfigError {
     BadSegmentBytes(u64),
     #[error("[tls] needs ca, cert and key (or --tls-dir); missing: {0}")]
     IncompleteTls(String),
+    #[error("bad limit: {0}")]
+    BadLimit(String),
+    #[error("{0}")]
+    Auth(AuthError),
+    #[error("admin_open_reads = false needs admin_token_hash: without a token nobody could read the admin port")]
+    ClosedReadsWithoutToken,
 }
 
 /// `raftkv serve`'s flags. Each overrides the same setting of the config file.
@@ -730,6 +912,44 @@ pub struct ServeArgs {
     /// Client certificates on the client and admin ports [default: optional].
     #[arg(long, value_name = "WHEN")]
     pub tls_client_certificates: Option<ClientCertificates>,
+    /// Open client connections; one more is answered -ERR max number of clients reached [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Open admin HTTP connections; more are closed at once [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_admin_connections: Option<usize>,
+    /// Requests of one client connection served at once; reading pauses beyond it [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_pipelined_requests: Option<usize>,
+    /// Largest client request, headers included [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Bytes held for partially received requests across all client connections; a request past it is refused (-ERR server busy) and its connection closed [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    pub request_buffer_budget_bytes: Option<usize>,
+    /// Unsent reply bytes of a connection above which its further pipelined requests wait until the client reads [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub output_soft_limit_bytes: Option<usize>,
+    /// Unsent reply bytes (or one reply) that close a client connection [default: 134217728].
+    #[arg(long, value_name = "BYTES")]
+    pub output_hard_limit_bytes: Option<usize>,
+    /// Seconds a client may read none of its pending replies before it is disconnected [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub write_timeout_secs: Option<u64>,
+    /// Seconds without a request before a client connection is closed; 0: never [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds a started request may take to arrive whole; 0: no limit [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub read_timeout_secs: Option<u64>,
+    /// sha256:<hex> of the admin port's bearer token (`raftkv passwd --admin-token`); cluster
+    /// changes then need `Authorization: Bearer <token>`. Users of the RESP port are set in the
+    /// config file only ([[users]]).
+    #[arg(long, value_name = "sha256:HEX")]
+    pub admin_token_hash: Option<String>,
+    /// GET /status, /metrics and /cluster need the admin token too (they are open by default).
+    #[arg(long)]
+    pub admin_closed_reads: bool,
 }
 
 impl ServeArgs {
@@ -766,6 +986,19 @@ impl ServeArgs {
             peer_source_ip: self.peer_source_ip,
             tls: self.tls_layer(),
             lease_reads: self.lease_reads.then_some(true),
+            max_connections: self.max_connections,
+            max_admin_connections: self.max_admin_connections,
+            max_pipelined_requests: self.max_pipelined_requests,
+            max_request_bytes: self.max_request_bytes,
+            request_buffer_budget_bytes: self.request_buffer_budget_bytes,
+            output_soft_limit_bytes: self.output_soft_limit_bytes,
+            output_hard_limit_bytes: self.output_hard_limit_bytes,
+            write_timeout_secs: self.write_timeout_secs,
+            idle_timeout_secs: self.idle_timeout_secs,
+            read_timeout_secs: self.read_timeout_secs,
+            users: Vec::new(),
+            admin_token_hash: self.admin_token_hash.clone(),
+            admin_open_reads: self.admin_closed_reads.then_some(false),
             nodes: self.nodes.clone(),
         }
     }
@@ -961,6 +1194,98 @@ mod tests {
         let config = raw.validate().unwrap();
         assert_eq!(config.nodes.len(), 1);
         assert!(config.node_config().peers.is_empty());
+    }
+
+    #[test]
+    fn limits_come_from_the_file_and_flags_with_defaults() {
+        let plain = RawConfig::from_toml(FILE).unwrap().validate().unwrap();
+        assert_eq!(plain.limits, ServerLimits::default());
+        let text = format!(
+            "max_connections = 50\nmax_pipelined_requests = 8\nmax_request_bytes = 4096\n\
+             request_buffer_budget_bytes = 65536\noutput_soft_limit_bytes = 1000\n\
+             output_hard_limit_bytes = 2000\nwrite_timeout_secs = 5\nidle_timeout_secs = 0\n\
+             read_timeout_secs = 7\nmax_admin_connections = 3\n{FILE}"
+        );
+        let args = ServeArgs {
+            max_connections: Some(60),
+            ..ServeArgs::default()
+        };
+        let config = RawConfig::from_toml(&text)
+            .unwrap()
+            .merge(args.to_raw())
+            .validate()
+            .unwrap();
+        let limits = config.limits;
+        assert_eq!(limits.max_connections, 60);
+        assert_eq!(limits.max_admin_connections, 3);
+        assert_eq!(limits.max_in_flight, 8);
+        assert_eq!(limits.resp.max_request_len, 4096);
+        assert_eq!(limits.request_buffer_budget, 65536);
+        assert_eq!(limits.output_soft_limit, 1000);
+        assert_eq!(limits.output_hard_limit, 2000);
+        assert_eq!(limits.output_write_timeout, Duration::from_secs(5));
+        assert_eq!(limits.idle_timeout, None);
+        assert_eq!(limits.read_timeout, Some(Duration::from_secs(7)));
+        for bad in [
+            "max_connections = 0",
+            "max_pipelined_requests = 0",
+            "max_request_bytes = 10",
+            "write_timeout_secs = 0",
+            "output_soft_limit_bytes = 10\noutput_hard_limit_bytes = 5",
+        ] {
+            let raw = RawConfig::from_toml(&format!("{bad}\n{FILE}")).unwrap();
+            assert!(
+                matches!(raw.validate(), Err(ConfigError::BadLimit(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn users_and_the_admin_token_come_from_the_file() {
+        let hash = crate::auth::hash_password(b"pw").unwrap();
+        let token = AdminTokenHash::of("t").to_config_string();
+        let text = format!(
+            "admin_token_hash = \"{token}\"\nadmin_open_reads = false\n{FILE}\n\
+             [[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nrole = \"read-write\"\n\
+             keys = [\"app:*\"]\n"
+        );
+        let config = RawConfig::from_toml(&text).unwrap().validate().unwrap();
+        assert!(config.auth_configured());
+        assert!(!config.admin_open_reads);
+        assert!(config.admin_token.as_ref().unwrap().matches("t"));
+        let alice = config.users.get("alice").unwrap();
+        assert_eq!(alice.role, crate::auth::Role::ReadWrite);
+        assert!(alice.may_access(b"app:1") && !alice.may_access(b"cfg:1"));
+        assert!(!RawConfig::from_toml(FILE)
+            .unwrap()
+            .validate()
+            .unwrap()
+            .auth_configured());
+        // A plaintext password, a bad role, a malformed token, closed reads without a token.
+        let plain = format!(
+            "{FILE}\n[[users]]\nname = \"a\"\npassword_hash = \"secret\"\nrole = \"admin\"\n"
+        );
+        assert!(matches!(
+            RawConfig::from_toml(&plain).unwrap().validate(),
+            Err(ConfigError::Auth(
+                crate::auth::AuthError::BadPasswordHash { .. }
+            ))
+        ));
+        let role = format!(
+            "{FILE}\n[[users]]\nname = \"a\"\npassword_hash = \"{hash}\"\nrole = \"root\"\n"
+        );
+        assert!(RawConfig::from_toml(&role).is_err());
+        let bad_token = format!("admin_token_hash = \"sha256:12\"\n{FILE}");
+        assert!(matches!(
+            RawConfig::from_toml(&bad_token).unwrap().validate(),
+            Err(ConfigError::Auth(crate::auth::AuthError::BadTokenHash))
+        ));
+        let closed = format!("admin_open_reads = false\n{FILE}");
+        assert_eq!(
+            RawConfig::from_toml(&closed).unwrap().validate(),
+            Err(ConfigError::ClosedReadsWithoutToken)
+        );
     }
 
     #[test]

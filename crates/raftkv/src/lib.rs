@@ -18,11 +18,14 @@
 //!   reply the connection can send at once. Helpers turn the state machine's results back into
 //!   replies with Redis's wording.
 //!
+//! - [`auth`]: users with roles and key patterns for the RESP port, and the admin port's token.
+//!
 //! A server loop therefore looks like: decode a request, `parse_request` it, and then either
 //! propose `KvCommand::encode()` to Raft and answer with [`command::reply_for_apply`] when it
 //! commits, or wait for a read barrier and answer with [`command::read_reply`].
 
 pub mod admin_client;
+pub mod auth;
 pub mod bench;
 pub mod certs;
 pub mod cli_client;

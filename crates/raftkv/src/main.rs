@@ -32,7 +32,7 @@ enum Command {
     /// (filter: RAFTKV_LOG, default info). SIGTERM or Ctrl-C stops it gracefully. Exits with
     /// 3 if the node stopped on its own (a failed disk, state machine or task; the reason is
     /// logged), 2 for a bad configuration, 1 for other failures.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a local 3-node cluster (three processes, durable data in a fresh directory), run a
     /// workload, kill the leader, restart it, add a 4th node, remove the old leader, and check
     /// that no acknowledged write was lost.
@@ -55,6 +55,13 @@ enum Command {
         #[command(subcommand)]
         command: raftkv::certs::CertsCommand,
     },
+    /// Hash a password for a [[users]] table's password_hash (argon2id PHC string), or an admin
+    /// token for admin_token_hash (sha256:HEX).
+    ///
+    /// The password (or token) is the first line of stdin unless --password is given (a flag
+    /// shows in `ps` and the shell history: prefer stdin). With --new-admin-token, a random
+    /// token is made and printed with its hash.
+    Passwd(PasswdArgs),
     /// Remove the BROKEN marker a fatal error left in a stopped node's data directory (after
     /// checking the data), so the node may start again. The same as `raftwal clear-broken`.
     /// I/O failures (a full disk, a failed sync) leave no marker: the log recovers by itself.
@@ -63,6 +70,19 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: std::path::PathBuf,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct PasswdArgs {
+    /// The password or token to hash [default: the first line of stdin].
+    #[arg(long, value_name = "TEXT")]
+    password: Option<String>,
+    /// Hash an admin token (sha256:HEX for admin_token_hash) instead of a user's password.
+    #[arg(long)]
+    admin_token: bool,
+    /// Make a random admin token; print it and the admin_token_hash line.
+    #[arg(long, conflicts_with_all = ["password", "admin_token"])]
+    new_admin_token: bool,
 }
 
 /// Exit code for an unusable configuration (the same as clap's for bad flags).
@@ -76,7 +96,7 @@ const EXIT_NODE_STOPPED: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Demo(args) => raftkv::demo::run_cli(args),
         Command::Bench(args) => raftkv::bench::run_cli(args),
         Command::Get(args) => {
@@ -90,7 +110,57 @@ fn main() -> ExitCode {
         }
         Command::Cluster(args) => raftkv::cluster_cli::run_cli(args),
         Command::Certs { command } => raftkv::certs::run_cli(command),
+        Command::Passwd(args) => passwd(&args),
         Command::ClearBroken { data_dir } => clear_broken(&data_dir),
+    }
+}
+
+fn passwd(args: &PasswdArgs) -> ExitCode {
+    use raftkv::auth::{hash_password, new_admin_token, AdminTokenHash};
+    if args.new_admin_token {
+        return match new_admin_token() {
+            Ok(token) => {
+                println!("token: {token}");
+                println!(
+                    "admin_token_hash = \"{}\"",
+                    AdminTokenHash::of(&token).to_config_string()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("raftkv passwd: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    }
+    let secret = match &args.password {
+        Some(password) => password.clone(),
+        None => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("raftkv passwd: cannot read stdin: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if secret.is_empty() {
+        eprintln!("raftkv passwd: the password is empty");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if args.admin_token {
+        println!("{}", AdminTokenHash::of(&secret).to_config_string());
+        return ExitCode::SUCCESS;
+    }
+    match hash_password(secret.as_bytes()) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("raftkv passwd: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

@@ -22,6 +22,8 @@
 use crate::parse_integer;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use thiserror::Error;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -53,6 +55,52 @@ impl Default for RespLimits {
             max_request_len: 256 * 1024 * 1024,
             max_reply_depth: 32,
         }
+    }
+}
+
+/// A partial request this small is not charged to the [`BufferBudget`]: every connection's read
+/// buffer starts this large anyway, so it costs nothing more, and an ordinary pipeline cut
+/// between two reads is never refused because stalled large requests spent the budget.
+pub const UNCHARGED_PARTIAL_BYTES: usize = 8 * 1024;
+
+/// A byte budget shared by every connection of a server: the bytes held for requests that have
+/// started to arrive but are not complete. One connection is bounded by
+/// [`RespLimits::max_request_len`]; this bounds them all together, so many stalled large
+/// requests cannot take the node's memory.
+#[derive(Debug)]
+pub struct BufferBudget {
+    limit: usize,
+    in_use: AtomicUsize,
+}
+
+impl BufferBudget {
+    pub fn new(limit: usize) -> Arc<BufferBudget> {
+        Arc::new(BufferBudget {
+            limit,
+            in_use: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes taken now.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` if they fit under the limit.
+    fn try_take(&self, bytes: usize) -> bool {
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.in_use.fetch_sub(bytes, Ordering::AcqRel);
     }
 }
 
@@ -91,6 +139,10 @@ pub enum RespError {
     ReplyTooDeep { max: usize },
     #[error("Protocol error: connection closed in the middle of a request")]
     UnexpectedEof,
+    /// The server-wide [`BufferBudget`] for partially received requests is spent: the request is
+    /// refused (and the connection closed) rather than buffered.
+    #[error("server busy: partially received requests already hold the server's buffer budget of {limit} bytes; retry later")]
+    BudgetExhausted { limit: usize },
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
 }
@@ -161,6 +213,35 @@ pub fn encode_reply(reply: &Reply, dst: &mut BytesMut) {
             }
         }
     }
+}
+
+/// How many bytes [`encode_reply`] appends for `reply`.
+pub fn encoded_len(reply: &Reply) -> usize {
+    // Type byte, digits, CRLF.
+    let line = |n: usize| 1 + decimal_digits(n as u64) + 2;
+    match reply {
+        Reply::Simple(text) | Reply::Error(text) => text.len() + 3,
+        Reply::Integer(n) => 3 + usize::from(*n < 0) + decimal_digits(n.unsigned_abs()),
+        Reply::Bulk(None) | Reply::Array(None) => 5,
+        Reply::Bulk(Some(data)) => bulk_encoded_len(data.len()),
+        Reply::Array(Some(items)) => {
+            line(items.len()) + items.iter().map(encoded_len).sum::<usize>()
+        }
+    }
+}
+
+/// Encoded length of a bulk string of `len` bytes: `$len\r\n`, the bytes, `\r\n`.
+pub fn bulk_encoded_len(len: usize) -> usize {
+    1 + decimal_digits(len as u64) + 2 + len + 2
+}
+
+fn decimal_digits(mut n: u64) -> usize {
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits
 }
 
 /// Appends a request, an array of bulk strings, to `dst`: what a client sends.
@@ -257,6 +338,10 @@ pub struct RespCodec {
     /// The array request being received, kept between calls so that its finished elements are not
     /// parsed again (a large pipelined request arrives over many reads).
     partial: Option<PartialRequest>,
+    /// The server-wide budget the partial request is charged to, if any.
+    budget: Option<Arc<BufferBudget>>,
+    /// Bytes of `budget` this codec holds for `partial`.
+    charged: usize,
 }
 
 #[derive(Debug)]
@@ -318,11 +403,65 @@ impl RespCodec {
         RespCodec {
             limits,
             partial: None,
+            budget: None,
+            charged: 0,
+        }
+    }
+
+    /// A codec whose partially received requests are charged to `budget`: a request that would
+    /// take more than is left fails with [`RespError::BudgetExhausted`] before its bytes are
+    /// buffered.
+    pub fn with_budget(limits: RespLimits, budget: Arc<BufferBudget>) -> Self {
+        RespCodec {
+            limits,
+            partial: None,
+            budget: Some(budget),
+            charged: 0,
         }
     }
 
     pub fn limits(&self) -> &RespLimits {
         &self.limits
+    }
+
+    /// Whether a request has started to arrive and is not complete yet (bytes still in the read
+    /// buffer also count; the caller sees those).
+    pub fn in_progress(&self) -> bool {
+        self.partial.is_some()
+    }
+
+    /// Bytes this codec holds of the shared budget now.
+    pub fn charged(&self) -> usize {
+        self.charged
+    }
+
+    /// Makes sure `bytes` of the budget are held for the partial request (more is never
+    /// returned until the request ends).
+    fn charge(&mut self, bytes: usize) -> Result<(), RespError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        if bytes <= self.charged || (self.charged == 0 && bytes <= UNCHARGED_PARTIAL_BYTES) {
+            return Ok(());
+        }
+        let more = bytes - self.charged;
+        if !budget.try_take(more) {
+            return Err(RespError::BudgetExhausted {
+                limit: budget.limit(),
+            });
+        }
+        self.charged = bytes;
+        Ok(())
+    }
+
+    /// Gives the budget held for a finished (or abandoned) request back.
+    fn release(&mut self) {
+        if let Some(budget) = &self.budget {
+            if self.charged > 0 {
+                budget.give_back(self.charged);
+            }
+        }
+        self.charged = 0;
     }
 
     fn decode_request(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, RespError> {
@@ -337,6 +476,7 @@ impl RespCodec {
                 },
             };
             if self.fill_array(&mut partial, buf)? {
+                self.release();
                 return Ok(Some(partial.words));
             }
             self.partial = Some(partial);
@@ -373,7 +513,7 @@ impl RespCodec {
 
     /// Consumes as many elements of `partial` as `buf` holds; returns whether it is complete.
     fn fill_array(
-        &self,
+        &mut self,
         partial: &mut PartialRequest,
         buf: &mut BytesMut,
     ) -> Result<bool, RespError> {
@@ -382,6 +522,8 @@ impl RespCodec {
                 Some(len) => len,
                 None => {
                     let Some(len) = self.read_bulk_header(partial, buf)? else {
+                        // The words received so far (and the header's first bytes) stay held.
+                        self.charge(partial.consumed.saturating_add(buf.len()))?;
                         return Ok(false);
                     };
                     len
@@ -393,6 +535,9 @@ impl RespCodec {
                 if buf.len() > len && buf[len] != b'\r' {
                     return Err(RespError::MissingCrlf);
                 }
+                // Everything this request will hold once the string is in, charged before the
+                // room is made: a refused request never gets its buffer.
+                self.charge(partial.consumed.saturating_add(framed_len))?;
                 // The header told us how much is coming: make room once, not per read.
                 buf.reserve(framed_len - buf.len());
                 return Ok(false);
@@ -490,6 +635,7 @@ impl Decoder for RespCodec {
         if decoded.is_err() {
             // The stream cannot be framed any more; drop the half request rather than keep it.
             self.partial = None;
+            self.release();
         }
         decoded
     }
@@ -500,9 +646,17 @@ impl Decoder for RespCodec {
             None if buf.is_empty() && self.partial.is_none() => Ok(None),
             None => {
                 self.partial = None;
+                self.release();
                 Err(RespError::UnexpectedEof)
             }
         }
+    }
+}
+
+impl Drop for RespCodec {
+    /// A connection that goes away in the middle of a request gives its budget back.
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

@@ -16,9 +16,10 @@
 mod admin;
 mod connection;
 
+use crate::auth::Users;
 use crate::config::ServerConfig;
 use crate::kv::KvStore;
-use crate::resp::{Reply, RespLimits};
+use crate::resp::{BufferBudget, Reply, RespLimits};
 use raftnet::runtime::{ClientError, Node, NodeError, NodeHandle};
 use raftnet::tls::{PeerTls, ServerTls};
 use raftnet::transport::TransportStats;
@@ -55,10 +56,11 @@ pub enum ServerError {
     Tls(#[from] raftnet::tls::TlsError),
 }
 
-/// Per-connection and per-server bounds.
+/// Per-connection and per-server bounds. Every one is a `raftkv serve` setting (see
+/// [`crate::config`]); `docs/security-auth-limits.md` lists them with their defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
-    /// Requests of one connection being served at once; reading pauses beyond it.
+    /// Requests of one connection being served at once (pipelining); reading pauses beyond it.
     pub max_in_flight: usize,
     /// Open client connections; one more is answered `-ERR max number of clients reached`.
     pub max_connections: usize,
@@ -69,19 +71,61 @@ pub struct ServerLimits {
     pub request_timeout: Duration,
     /// How long an admin client may take to send its request headers.
     pub admin_header_timeout: Duration,
-    /// The RESP decoder's bounds.
+    /// The RESP decoder's bounds (one request).
     pub resp: RespLimits,
+    /// Bytes held for partially received requests across all client connections. A request
+    /// that would take more is refused with `-ERR server busy ...` and its connection closed.
+    pub request_buffer_budget: usize,
+    /// Unsent reply bytes of one connection above which it stops executing its further
+    /// pipelined requests until the client has read them (Redis's soft
+    /// `client-output-buffer-limit`).
+    pub output_soft_limit: usize,
+    /// Unsent reply bytes of one connection that close it (counted and logged): a single reply
+    /// larger than this, or output that piles up beyond it.
+    pub output_hard_limit: usize,
+    /// How long the socket may accept none of a connection's pending output (the client does
+    /// not read) before the connection is closed.
+    pub output_write_timeout: Duration,
+    /// A connection with nothing in progress that sends no request for this long is closed.
+    /// `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// A request that started to arrive must be complete within this long (checked every
+    /// `read_timeout`, so a stalled request is cut between one and two of it). `None`: never.
+    pub read_timeout: Option<Duration>,
+    /// The wait before verifying the 4th failed AUTH of a connection, doubled for each later
+    /// one (at most 10 s); the first three are answered at once.
+    pub auth_failure_delay: Duration,
 }
+
+/// The defaults, also those of the config file and flags.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_ADMIN_CONNECTIONS: usize = 64;
+pub const DEFAULT_REQUEST_BUFFER_BUDGET: usize = 256 * 1024 * 1024;
+pub const DEFAULT_OUTPUT_SOFT_LIMIT: usize = 8 * 1024 * 1024;
+/// Above the largest value (64 MiB by default), so any single GET can be answered.
+pub const DEFAULT_OUTPUT_HARD_LIMIT: usize = 128 * 1024 * 1024;
+pub const DEFAULT_OUTPUT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_AUTH_FAILURE_DELAY: Duration = Duration::from_millis(100);
 
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
-            max_in_flight: 1024,
-            max_connections: 10_000,
-            max_admin_connections: 64,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_admin_connections: DEFAULT_MAX_ADMIN_CONNECTIONS,
             request_timeout: Duration::from_secs(10),
             admin_header_timeout: Duration::from_secs(10),
             resp: RespLimits::default(),
+            request_buffer_budget: DEFAULT_REQUEST_BUFFER_BUDGET,
+            output_soft_limit: DEFAULT_OUTPUT_SOFT_LIMIT,
+            output_hard_limit: DEFAULT_OUTPUT_HARD_LIMIT,
+            output_write_timeout: DEFAULT_OUTPUT_WRITE_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            read_timeout: Some(DEFAULT_READ_TIMEOUT),
+            auth_failure_delay: DEFAULT_AUTH_FAILURE_DELAY,
         }
     }
 }
@@ -147,11 +191,42 @@ pub struct ServerStats {
     pub connections_refused: AtomicU64,
     pub commands: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Requests refused because the server-wide request buffer budget was spent.
+    pub request_budget_refusals: AtomicU64,
+    /// Connections closed because their unsent output passed the hard limit.
+    pub output_limit_closes: AtomicU64,
+    /// Connections closed because the client read none of its output for the write timeout.
+    pub output_stall_closes: AtomicU64,
+    /// Reply bytes produced and not yet handed to the socket, all connections together.
+    pub output_buffered_bytes: AtomicU64,
+    /// The most `output_buffered_bytes` has been.
+    pub output_buffered_bytes_peak: AtomicU64,
+    pub idle_timeouts: AtomicU64,
+    pub read_timeouts: AtomicU64,
+    pub admin_connections_refused: AtomicU64,
+    /// Failed AUTHs on the client port.
+    pub auth_failures: AtomicU64,
+    /// Admin requests refused for a missing or wrong bearer token.
+    pub admin_unauthorized: AtomicU64,
 }
 
 impl ServerStats {
+    /// Counts `bytes` more of unsent output.
+    pub(crate) fn output_grew(&self, bytes: usize) {
+        let now = self
+            .output_buffered_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed)
+            + bytes as u64;
+        self.output_buffered_bytes_peak
+            .fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn output_sent(&self, bytes: usize) {
+        self.output_buffered_bytes
+            .fetch_sub(bytes as u64, Ordering::Relaxed);
+    }
+
     fn render(&self, out: &mut String) {
-        use std::fmt::Write;
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let rows = [
             (
@@ -184,12 +259,141 @@ impl ServerStats {
                 "Client connections closed for malformed input.",
                 get(&self.protocol_errors),
             ),
+            (
+                "raftkv_request_budget_refusals_total",
+                "counter",
+                "Client requests refused (and connections closed) because partially received requests held the whole request buffer budget.",
+                get(&self.request_budget_refusals),
+            ),
+            (
+                "raftkv_output_limit_closes_total",
+                "counter",
+                "Client connections closed because their unsent output passed the hard limit.",
+                get(&self.output_limit_closes),
+            ),
+            (
+                "raftkv_output_stall_closes_total",
+                "counter",
+                "Client connections closed because the client read none of its output for the write timeout.",
+                get(&self.output_stall_closes),
+            ),
+            (
+                "raftkv_output_buffered_bytes",
+                "gauge",
+                "Reply bytes produced and not yet written to client sockets.",
+                get(&self.output_buffered_bytes),
+            ),
+            (
+                "raftkv_output_buffered_bytes_peak",
+                "gauge",
+                "The most reply bytes ever waiting to be written to client sockets at once.",
+                get(&self.output_buffered_bytes_peak),
+            ),
+            (
+                "raftkv_idle_timeouts_total",
+                "counter",
+                "Client connections closed after the idle timeout.",
+                get(&self.idle_timeouts),
+            ),
+            (
+                "raftkv_read_timeouts_total",
+                "counter",
+                "Client connections closed because a started request did not complete within the read timeout.",
+                get(&self.read_timeouts),
+            ),
+            (
+                "raftkv_admin_connections_refused_total",
+                "counter",
+                "Admin connections closed at once because too many were open.",
+                get(&self.admin_connections_refused),
+            ),
+            (
+                "raftkv_auth_failures_total",
+                "counter",
+                "Failed AUTH attempts on the client port.",
+                get(&self.auth_failures),
+            ),
+            (
+                "raftkv_admin_unauthorized_total",
+                "counter",
+                "Admin requests refused (401) for a missing or wrong bearer token.",
+                get(&self.admin_unauthorized),
+            ),
         ];
         for (name, kind, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            render_metric(out, name, kind, help, value);
+        }
+    }
+}
+
+fn render_metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// Lets one log line through per interval and counts the rest, so a flood of refusals or
+/// failures costs one line a second (with the count) instead of one line each.
+#[derive(Debug)]
+pub(crate) struct LogThrottle {
+    interval: Duration,
+    state: Mutex<ThrottleState>,
+}
+
+#[derive(Debug, Default)]
+struct ThrottleState {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    pub(crate) fn per_second() -> LogThrottle {
+        LogThrottle {
+            interval: Duration::from_secs(1),
+            state: Mutex::new(ThrottleState::default()),
+        }
+    }
+
+    /// `Some(n)` when a line may be logged now, `n` being how many events went unlogged since
+    /// the last line; `None` when this event should only be counted.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match state.last {
+            Some(last) if now.duration_since(last) < self.interval => {
+                state.suppressed += 1;
+                None
+            }
+            _ => {
+                state.last = Some(now);
+                Some(std::mem::take(&mut state.suppressed))
+            }
+        }
+    }
+}
+
+/// The throttled log lines of one server.
+#[derive(Debug)]
+pub(crate) struct Throttles {
+    pub refused_client: LogThrottle,
+    pub refused_admin: LogThrottle,
+    pub request_budget: LogThrottle,
+    pub output_limit: LogThrottle,
+    pub auth_failure: LogThrottle,
+    pub admin_unauthorized: LogThrottle,
+}
+
+impl Default for Throttles {
+    fn default() -> Self {
+        Throttles {
+            refused_client: LogThrottle::per_second(),
+            refused_admin: LogThrottle::per_second(),
+            request_budget: LogThrottle::per_second(),
+            output_limit: LogThrottle::per_second(),
+            auth_failure: LogThrottle::per_second(),
+            admin_unauthorized: LogThrottle::per_second(),
         }
     }
 }
@@ -201,6 +405,11 @@ pub(crate) struct Shared {
     pub handle: NodeHandle<KvStore>,
     pub limits: ServerLimits,
     pub stats: ServerStats,
+    /// Bytes of partially received requests, all client connections together.
+    pub request_budget: Arc<BufferBudget>,
+    pub throttles: Throttles,
+    /// The RESP port's users (shared with the threads that verify passwords).
+    pub users: Arc<Users>,
     /// The node, taken out at shutdown; the admin port reads its transport stats.
     pub node: Mutex<Option<Node<KvStore>>>,
     pub tls: LoadedTls,
@@ -268,6 +477,20 @@ impl Shared {
     fn render_metrics(&self) -> String {
         let mut out = self.handle.metrics().render();
         self.stats.render(&mut out);
+        render_metric(
+            &mut out,
+            "raftkv_request_buffer_bytes",
+            "gauge",
+            "Bytes held for partially received client requests, all connections together.",
+            self.request_budget.in_use() as u64,
+        );
+        render_metric(
+            &mut out,
+            "raftkv_request_buffer_budget_bytes",
+            "gauge",
+            "The limit of raftkv_request_buffer_bytes.",
+            self.request_budget.limit() as u64,
+        );
         out
     }
 }
@@ -320,14 +543,17 @@ pub struct Server {
 impl Server {
     /// Starts the Raft node on `listeners.raft` and serves clients on the others.
     pub async fn start(config: ServerConfig, listeners: Listeners) -> Result<Server, ServerError> {
-        Server::start_with_limits(config, listeners, ServerLimits::default()).await
+        let limits = config.limits;
+        Server::start_with_limits(config, listeners, limits).await
     }
 
+    /// [`Server::start`] with `limits` in place of the configuration's.
     pub async fn start_with_limits(
-        config: ServerConfig,
+        mut config: ServerConfig,
         listeners: Listeners,
         limits: ServerLimits,
     ) -> Result<Server, ServerError> {
+        config.limits = limits;
         let Some(me) = config.me().copied() else {
             return Err(ServerError::NotAMember(config.id));
         };
@@ -350,12 +576,16 @@ impl Server {
         let mut node_config = config.node_config();
         node_config.peer_tls = tls.peer.clone();
         let node = Node::start(node_config, listeners.raft, KvStore::new()).await?;
+        let users = Arc::new(config.users.clone());
         let shared = Arc::new(Shared {
             handle: node.handle(),
             config,
             addrs,
             limits,
             stats: ServerStats::default(),
+            request_budget: BufferBudget::new(limits.request_buffer_budget),
+            throttles: Throttles::default(),
+            users,
             node: Mutex::new(Some(node)),
             tls,
         });
@@ -412,6 +642,16 @@ impl Server {
         &self.shared.stats
     }
 
+    /// Bytes held now for partially received client requests (the request buffer budget in use).
+    pub fn request_buffer_bytes(&self) -> usize {
+        self.shared.request_budget.in_use()
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        self.shared.render_metrics()
+    }
+
     /// Resolves when the Raft node stopped by itself (a fatal error), with the reason.
     pub fn stopped(&self) -> impl Future<Output = String> + Send + 'static {
         let handle = self.shared.handle.clone();
@@ -460,6 +700,13 @@ async fn accept_clients(listener: TcpListener, shared: Arc<Shared>, cancel: Canc
                     .stats
                     .connections_refused
                     .fetch_add(1, Ordering::Relaxed);
+                if let Some(unlogged) = shared.throttles.refused_client.allow() {
+                    tracing::warn!(
+                        %peer,
+                        "refusing a client connection: {} open (the limit); {unlogged} more refused since the last such line",
+                        shared.limits.max_connections
+                    );
+                }
                 tokio::spawn(connection::refuse(stream));
                 return;
             };
@@ -484,7 +731,7 @@ async fn accept_clients(listener: TcpListener, shared: Arc<Shared>, cancel: Canc
 
 /// Accepts connections until cancelled, backing off when accepting fails (out of file
 /// descriptors and the like) rather than spinning. Each connection comes with a permit from
-/// `slots`, or `None` (logged) when that many are open already.
+/// `slots`, or `None` when that many are open already (the caller counts and logs it).
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     what: &'static str,
@@ -504,9 +751,6 @@ pub(crate) async fn accept_loop(
         match next {
             Ok((stream, peer)) => {
                 let permit = slots.clone().try_acquire_owned().ok();
-                if permit.is_none() {
-                    tracing::warn!(%peer, "refusing a {what} connection: too many open");
-                }
                 accepted(stream, peer, permit);
             }
             Err(e) => {

@@ -27,6 +27,7 @@ fn check_args(cluster: &TestCluster) -> ClusterArgs {
             .collect(),
         timeout: WAIT.as_secs_f64(),
         json: false,
+        token: None,
         command: ClusterCommand::Check,
     }
 }

@@ -69,8 +69,45 @@ impl Harness {
             Action::Info => info_reply(&info_fields()),
             Action::Immediate(reply) => reply,
             Action::Quit => Reply::ok(),
+            Action::Auth(_) => Reply::Error("AUTH is the connection's business".into()),
         }
     }
+}
+
+#[test]
+fn auth_and_hello_parse_into_credentials() {
+    let auth = |user: Option<&str>, password: &str, hello: bool| {
+        Action::Auth(AuthRequest {
+            user: user.map(|u| Bytes::copy_from_slice(u.as_bytes())),
+            password: Bytes::copy_from_slice(password.as_bytes()),
+            hello,
+        })
+    };
+    assert_eq!(parse(&["AUTH", "pw"]), auth(None, "pw", false));
+    assert_eq!(
+        parse(&["auth", "alice", "pw"]),
+        auth(Some("alice"), "pw", false)
+    );
+    assert_eq!(
+        parse(&["AUTH"]),
+        Action::Immediate(Reply::Error(
+            "ERR wrong number of arguments for 'auth' command".into()
+        ))
+    );
+    assert_eq!(
+        parse(&["HELLO", "2", "AUTH", "alice", "pw", "SETNAME", "x"]),
+        auth(Some("alice"), "pw", true)
+    );
+    assert_eq!(parse(&["HELLO"]), Action::Immediate(hello_reply()));
+    assert_eq!(parse(&["HELLO", "2"]), Action::Immediate(hello_reply()));
+    assert_eq!(
+        parse(&["HELLO", "3"]),
+        Action::Immediate(Reply::Error("NOPROTO unsupported protocol version".into()))
+    );
+    assert!(matches!(
+        parse(&["HELLO", "2", "AUTH", "alice"]),
+        Action::Immediate(Reply::Error(e)) if e.starts_with("ERR Syntax error in HELLO")
+    ));
 }
 
 #[test]

@@ -501,6 +501,68 @@ fn request_strategy() -> impl Strategy<Value = Vec<Vec<u8>>> {
     prop::collection::vec(prop::collection::vec(any::<u8>(), 0..20), 1..6)
 }
 
+#[test]
+fn partial_requests_are_charged_to_the_shared_budget_and_given_back() {
+    let budget = BufferBudget::new(100_000);
+    let mut first = RespCodec::with_budget(RespLimits::default(), budget.clone());
+    let mut second = RespCodec::with_budget(RespLimits::default(), budget.clone());
+    // A complete request takes nothing, nor does a small one cut between two reads.
+    let mut buf = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\n"[..]);
+    assert_eq!(first.decode(&mut buf).unwrap(), Some(words(&["PING"])));
+    assert_eq!(first.decode(&mut buf).unwrap(), None);
+    assert_eq!(budget.in_use(), 0);
+    buf.extend_from_slice(b"k\r\n");
+    assert_eq!(first.decode(&mut buf).unwrap(), Some(words(&["GET", "k"])));
+    // A SET whose value is announced but not sent: the whole request is charged at its header,
+    // before any room is made for the value.
+    let mut stalled = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$60000\r\nab"[..]);
+    assert_eq!(first.decode(&mut stalled).unwrap(), None);
+    let held = first.charged();
+    assert!((60_000..60_100).contains(&held), "{held}");
+    assert_eq!(budget.in_use(), held);
+    // The second connection's request does not fit beside it.
+    let mut refused = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$60000\r\n"[..]);
+    assert!(matches!(
+        second.decode(&mut refused),
+        Err(RespError::BudgetExhausted { limit: 100_000 })
+    ));
+    assert_eq!(second.charged(), 0);
+    assert_eq!(budget.in_use(), held);
+    // Completing the request gives its share back; so does dropping a codec mid-request.
+    stalled.extend_from_slice(&[b'x'; 59_998]);
+    stalled.extend_from_slice(b"\r\n");
+    assert_eq!(
+        first.decode(&mut stalled).unwrap().map(|w| w.len()),
+        Some(3)
+    );
+    assert_eq!(budget.in_use(), 0);
+    let mut again = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$50000\r\n"[..]);
+    assert_eq!(second.decode(&mut again).unwrap(), None);
+    assert!(budget.in_use() > 50_000);
+    drop(second);
+    assert_eq!(budget.in_use(), 0);
+}
+
+#[test]
+fn encoded_len_is_the_length_encode_reply_writes() {
+    let replies = [
+        Reply::ok(),
+        Reply::Error("ERR x".into()),
+        Reply::Integer(0),
+        Reply::Integer(-1234567),
+        Reply::Integer(i64::MIN),
+        Reply::null(),
+        Reply::Array(None),
+        Reply::bulk(vec![7u8; 12345]),
+        Reply::array(vec![Reply::bulk("a"), Reply::null(), Reply::Integer(10)]),
+    ];
+    for reply in replies {
+        let mut out = BytesMut::new();
+        encode_reply(&reply, &mut out);
+        assert_eq!(encoded_len(&reply), out.len(), "{reply:?}");
+    }
+}
+
 proptest! {
     #[test]
     fn random_bytes_never_panic_the_server_codec(

@@ -3,6 +3,10 @@
 //! `POST /snapshot`, `GET /checksum`; documented with its types in [`crate::admin_client`]).
 //! Parameters go in the query string; bodies are ignored.
 //!
+//! Once `admin_token_hash` is configured, the cluster changes (POST) need `Authorization: Bearer
+//! <token>`, and so do the reads when `admin_open_reads` is false; a request without it gets
+//! 401 with `WWW-Authenticate: Bearer` (counted in `raftkv_admin_unauthorized_total`).
+//!
 //! HTTP/1.1 through hyper, one task per connection. hyper answers or closes malformed requests by
 //! itself; a client that is slow to send its headers is cut off after
 //! [`ServerLimits::admin_header_timeout`](super::ServerLimits), and at most
@@ -17,7 +21,7 @@ use crate::kv::{DigestUnavailable, DIGEST_CHECKPOINT_INTERVAL};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
@@ -48,6 +52,16 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Ca
         cancel,
         move |stream, peer, permit| {
             let Some(permit) = permit else {
+                shared
+                    .stats
+                    .admin_connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(unlogged) = shared.throttles.refused_admin.allow() {
+                    tracing::warn!(
+                        %peer,
+                        "refusing an admin connection: too many open; {unlogged} more refused since the last such line"
+                    );
+                }
                 return;
             };
             let shared = shared.clone();
@@ -58,11 +72,20 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Ca
                     service_fn(move |request: Request<Incoming>| {
                         let shared = shared.clone();
                         let (method, uri) = (request.method().clone(), request.uri().clone());
-                        async move { Ok::<_, Infallible>(respond(&shared, &method, &uri).await) }
+                        let authorization = request.headers().get(AUTHORIZATION).cloned();
+                        async move {
+                            let response =
+                                respond(&shared, &method, &uri, authorization.as_ref()).await;
+                            Ok::<_, Infallible>(response)
+                        }
                     })
                 };
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
+                    // A client that sends its request and then shuts its write side (`curl`
+                    // does not, but scripts with `nc -N` and probes do) still gets the answer;
+                    // without it hyper takes the EOF as the connection's end.
+                    .half_close(true)
                     .header_read_timeout(shared.limits.admin_header_timeout)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
@@ -141,7 +164,54 @@ impl Route {
     }
 }
 
-async fn respond(shared: &Shared, method: &Method, uri: &Uri) -> Response<Full<Bytes>> {
+/// Whether the request carries the admin token, when the route needs it: cluster changes
+/// always (once a token is configured), reads unless `admin_open_reads`.
+fn authorized(shared: &Shared, route: Route, authorization: Option<&HeaderValue>) -> bool {
+    let Some(token_hash) = &shared.config.admin_token else {
+        return true;
+    };
+    if route.reads() && shared.config.admin_open_reads {
+        return true;
+    }
+    let token = authorization
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    token.is_some_and(|token| token_hash.matches(token))
+}
+
+fn unauthorized(shared: &Shared) -> Response<Full<Bytes>> {
+    shared
+        .stats
+        .admin_unauthorized
+        .fetch_add(1, Ordering::Relaxed);
+    if let Some(unlogged) = shared.throttles.admin_unauthorized.allow() {
+        tracing::warn!(
+            "refused an admin request without a valid bearer token; {unlogged} more refused since the last such line"
+        );
+    }
+    let mut response = json(
+        StatusCode::UNAUTHORIZED,
+        &ErrorView {
+            error: "this request needs the admin token: Authorization: Bearer <token>".to_owned(),
+            leader: None,
+        },
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"raftkv admin\""),
+    );
+    response
+}
+
+async fn respond(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    authorization: Option<&HeaderValue>,
+) -> Response<Full<Bytes>> {
     let Some(route) = Route::of(uri.path()) else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
@@ -157,6 +227,9 @@ async fn respond(shared: &Shared, method: &Method, uri: &Uri) -> Response<Full<B
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static(allow));
         return response;
+    }
+    if !authorized(shared, route, authorization) {
+        return unauthorized(shared);
     }
     match route {
         Route::Status => status(shared),

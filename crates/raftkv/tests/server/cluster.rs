@@ -157,6 +157,11 @@ impl Conn {
         self.framed.send(words).await.expect("send a request");
     }
 
+    /// Sends one request of binary words.
+    pub async fn send_bytes(&mut self, words: &[&[u8]]) {
+        self.framed.send(words).await.expect("send a request");
+    }
+
     pub async fn reply(&mut self) -> Reply {
         tokio::time::timeout(WAIT, self.framed.next())
             .await
