@@ -20,12 +20,16 @@
 //! `leader` names it), 503 no leader ready or the outcome is unknown (retry after reading
 //! `GET /cluster`), 504 the new node did not catch up or the leader did not move in time.
 
+use raftnet::tls::Stream;
+use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// The configuration as one node sees it (`GET /cluster`, and the answer to a change).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +228,37 @@ impl AdminClientError {
 /// Largest answer read (a cluster view is a few hundred bytes).
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
+/// How a tool reaches an admin port: TLS (trusting the cluster's CA, optionally presenting a
+/// client certificate, which authorizes cluster changes like the token) and the bearer token.
+/// The default is plain HTTP without a token.
+#[derive(Clone, Default)]
+pub struct AdminAccess {
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminAccess {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAccess")
+            .field("tls", &self.tls.is_some())
+            .field("token", &self.token.is_some())
+            .finish()
+    }
+}
+
+/// The name a server's certificate must carry for `addr` (`host:port`): its IP address or
+/// its DNS name.
+fn server_name(addr: &str) -> Option<ServerName<'static>> {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(ServerName::IpAddress(ip.into())),
+        Err(_) => ServerName::try_from(host.to_owned()).ok(),
+    }
+}
+
 /// Sends `request` to the admin port at `addr` and returns the status and body of the answer
 /// (any status). `timeout` bounds the whole exchange.
 pub async fn raw(
@@ -231,19 +266,19 @@ pub async fn raw(
     request: &ClusterRequest,
     timeout: Duration,
 ) -> Result<(u16, String), AdminClientError> {
-    raw_with_token(addr, request, timeout, None).await
+    raw_with(addr, request, timeout, &AdminAccess::default()).await
 }
 
-/// [`raw`], sending `token` as `Authorization: Bearer <token>` when given.
-pub async fn raw_with_token(
+/// [`raw`] over TLS and with the token, as `access` says.
+pub async fn raw_with(
     addr: &str,
     request: &ClusterRequest,
     timeout: Duration,
-    token: Option<&str>,
+    access: &AdminAccess,
 ) -> Result<(u16, String), AdminClientError> {
     let (method, path) = request.target();
     // A token with a line break would end the header early and inject others.
-    let authorization = match token {
+    let authorization = match access.token.as_deref() {
         Some(token) if token.contains(['\r', '\n']) => {
             return Err(AdminClientError::Malformed {
                 addr: addr.to_owned(),
@@ -254,13 +289,25 @@ pub async fn raw_with_token(
         None => String::new(),
     };
     let exchange = async {
-        let mut stream =
-            TcpStream::connect(addr)
-                .await
-                .map_err(|e| AdminClientError::Unreachable {
-                    addr: addr.to_owned(),
-                    reason: e.to_string(),
-                })?;
+        let unreachable = |reason: String| AdminClientError::Unreachable {
+            addr: addr.to_owned(),
+            reason,
+        };
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut stream = match &access.tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => {
+                let name = server_name(addr)
+                    .ok_or_else(|| unreachable("not a host name or address to verify".into()))?;
+                let tls = TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| unreachable(format!("TLS handshake: {e}")))?;
+                Stream::Dialed(Box::new(tls))
+            }
+        };
         let head = format!(
             "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
         );
@@ -308,17 +355,17 @@ pub async fn send<T: for<'de> Deserialize<'de>>(
     request: &ClusterRequest,
     timeout: Duration,
 ) -> Result<T, AdminClientError> {
-    send_with_token(addr, request, timeout, None).await
+    send_with(addr, request, timeout, &AdminAccess::default()).await
 }
 
-/// [`send`] with the admin token (see [`raw_with_token`]).
-pub async fn send_with_token<T: for<'de> Deserialize<'de>>(
+/// [`send`] over TLS and with the token, as `access` says.
+pub async fn send_with<T: for<'de> Deserialize<'de>>(
     addr: &str,
     request: &ClusterRequest,
     timeout: Duration,
-    token: Option<&str>,
+    access: &AdminAccess,
 ) -> Result<T, AdminClientError> {
-    let (status, body) = raw_with_token(addr, request, timeout, token).await?;
+    let (status, body) = raw_with(addr, request, timeout, access).await?;
     let malformed = |reason: String| AdminClientError::Malformed {
         addr: addr.to_owned(),
         reason,

@@ -92,18 +92,38 @@ impl fmt::Debug for Security {
     }
 }
 
+/// The TLS flags of every tool that talks to a node's client or admin port.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsArgs {
+    /// TLS: the CA certificate the nodes' certificates chain to (turns TLS on).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: a client certificate to present (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the client certificate's key.
+    #[arg(long, value_name = "FILE", requires = "tls_cert", global = true)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client configuration the flags ask for (`None`: plain TCP); reads the files.
+    pub fn client_config(
+        &self,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, raftnet::tls::TlsError> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        Ok(Some(Arc::new(raftnet::tls::client_config(ca, identity)?)))
+    }
+}
+
 /// The flags of every tool that talks to the client port: TLS and `AUTH`.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecurityArgs {
-    /// TLS: the CA certificate the nodes' certificates chain to (turns TLS on).
-    #[arg(long, value_name = "FILE")]
-    pub tls_ca: Option<PathBuf>,
-    /// TLS: a client certificate to present (with --tls-key).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS: the client certificate's key.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// AUTH as this user [default: the `default` user].
     #[arg(long)]
     pub user: Option<String>,
@@ -115,13 +135,7 @@ pub struct SecurityArgs {
 impl SecurityArgs {
     /// What the flags ask for; reads the TLS files.
     pub fn security(&self) -> Result<Security, raftnet::tls::TlsError> {
-        let tls = match &self.tls_ca {
-            None => None,
-            Some(ca) => {
-                let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
-                Some(Arc::new(raftnet::tls::client_config(ca, identity)?))
-            }
-        };
+        let tls = self.tls.client_config()?;
         let credentials = self.password.as_ref().map(|password| Credentials {
             user: self.user.clone(),
             password: password.clone(),

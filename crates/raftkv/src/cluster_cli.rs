@@ -23,9 +23,10 @@
 //! same log must hold the same state.
 
 use crate::admin_client::{
-    send, send_with_token, AdminClientError, ChecksumView, ClusterRequest, ClusterView,
+    send_with, AdminAccess, AdminClientError, ChecksumView, ClusterRequest, ClusterView,
     SnapshotView, TransferView,
 };
+use crate::client::TlsArgs;
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -58,6 +59,8 @@ pub struct ClusterArgs {
     /// [default: $RAFTKV_ADMIN_TOKEN]. Prefer the environment variable: a flag shows in `ps`.
     #[arg(long, value_name = "TOKEN", global = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(subcommand)]
     pub command: ClusterCommand,
 }
@@ -129,6 +132,8 @@ pub enum ClusterCliError {
     BadTimeout(f64),
     #[error(transparent)]
     Admin(#[from] AdminClientError),
+    #[error(transparent)]
+    Tls(#[from] raftnet::tls::TlsError),
     /// Some nodes could not be brought to one index they all answer for.
     #[error("the nodes cannot be compared: {0}")]
     NotComparable(String),
@@ -141,7 +146,9 @@ impl ClusterCliError {
     fn exit_code(&self) -> ExitCode {
         match self {
             ClusterCliError::NoAdmin | ClusterCliError::BadTimeout(_) => ExitCode::from(2),
-            ClusterCliError::Admin(_) | ClusterCliError::NotComparable(_) => ExitCode::FAILURE,
+            ClusterCliError::Admin(_)
+            | ClusterCliError::NotComparable(_)
+            | ClusterCliError::Tls(_) => ExitCode::FAILURE,
             ClusterCliError::Diverged { .. } => ExitCode::from(3),
         }
     }
@@ -184,17 +191,20 @@ pub async fn run(args: &ClusterArgs) -> Result<String, ClusterCliError> {
         .clone()
         .or_else(|| std::env::var(ADMIN_TOKEN_ENV).ok())
         .filter(|token| !token.is_empty());
-    let token = token.as_deref();
+    let access = AdminAccess {
+        tls: args.tls.client_config()?,
+        token,
+    };
     match &args.command {
-        ClusterCommand::Check => check(&args.admins, args.json, timeout).await,
+        ClusterCommand::Check => check(&args.admins, args.json, timeout, &access).await,
         ClusterCommand::TransferLeader { .. } => {
-            let (at, view) = ask::<TransferView>(&args.admins, &request, timeout, token).await?;
+            let (at, view) = ask::<TransferView>(&args.admins, &request, timeout, &access).await?;
             Ok(render(args.json, &view, || {
                 format!("node {} leads now (asked {at})\n", view.leader)
             }))
         }
         ClusterCommand::Snapshot => {
-            let (at, view) = ask::<SnapshotView>(&args.admins, &request, timeout, token).await?;
+            let (at, view) = ask::<SnapshotView>(&args.admins, &request, timeout, &access).await?;
             Ok(render(args.json, &view, || {
                 format!(
                     "{at}: snapshot taken through log index {}; the log before it is compacted\n",
@@ -203,7 +213,7 @@ pub async fn run(args: &ClusterArgs) -> Result<String, ClusterCliError> {
             }))
         }
         command => {
-            let (_, view) = ask::<ClusterView>(&args.admins, &request, timeout, token).await?;
+            let (_, view) = ask::<ClusterView>(&args.admins, &request, timeout, &access).await?;
             let headline = match command {
                 ClusterCommand::AddLearner { id, .. } => format!("node {id} added as a learner"),
                 ClusterCommand::Add { id, .. } => format!("node {id} is a voter"),
@@ -231,7 +241,7 @@ async fn ask<T: DeserializeOwned>(
     admins: &[String],
     request: &ClusterRequest,
     timeout: Duration,
-    token: Option<&str>,
+    access: &AdminAccess,
 ) -> Result<(String, T), AdminClientError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = None;
@@ -239,7 +249,7 @@ async fn ask<T: DeserializeOwned>(
         let mut answered = false;
         for addr in admins {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match send_with_token::<T>(addr, request, left, token).await {
+            match send_with::<T>(addr, request, left, access).await {
                 Ok(answer) => return Ok((addr.clone(), answer)),
                 Err(
                     error @ (AdminClientError::Unreachable { .. }
@@ -283,10 +293,11 @@ async fn check(
     admins: &[String],
     as_json: bool,
     timeout: Duration,
+    access: &AdminAccess,
 ) -> Result<String, ClusterCliError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let report = loop {
-        let why = match compare_once(admins, deadline).await {
+        let why = match compare_once(admins, deadline, access).await {
             Ok(report) => break report,
             Err(why) => why,
         };
@@ -341,13 +352,14 @@ enum Attempt {
 async fn compare_once(
     admins: &[String],
     deadline: tokio::time::Instant,
+    access: &AdminAccess,
 ) -> Result<CheckReport, Attempt> {
     let ask_all = |index: Option<u64>| async move {
         let mut views = Vec::with_capacity(admins.len());
         for addr in admins {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let request = ClusterRequest::Checksum { index };
-            views.push(send::<ChecksumView>(addr, &request, left).await);
+            views.push(send_with::<ChecksumView>(addr, &request, left, access).await);
         }
         views
     };
@@ -601,6 +613,7 @@ mod tests {
             timeout,
             json: false,
             token: None,
+            tls: Default::default(),
             command: ClusterCommand::Show,
         };
         assert!(matches!(

@@ -277,6 +277,7 @@ async fn cluster_changes_need_the_admin_token() {
         timeout: 20.0,
         json: false,
         token: token.map(str::to_owned),
+        tls: Default::default(),
         command: ClusterCommand::Snapshot,
     };
     assert!(cluster_cli::run(&args(None)).await.is_err());
@@ -295,11 +296,15 @@ async fn closed_reads_need_the_token_too() {
         assert_eq!(http(admin, "GET", path, None).await.0, 401, "{path}");
         assert_eq!(http(admin, "GET", path, Some(TOKEN)).await.0, 200, "{path}");
     }
-    let view = admin_client::send_with_token::<serde_json::Value>(
+    let access = admin_client::AdminAccess {
+        token: Some(TOKEN.to_owned()),
+        ..Default::default()
+    };
+    let view = admin_client::send_with::<serde_json::Value>(
         &admin.to_string(),
         &ClusterRequest::Show,
         WAIT,
-        Some(TOKEN),
+        &access,
     )
     .await
     .unwrap();

@@ -28,6 +28,7 @@ fn check_args(cluster: &TestCluster) -> ClusterArgs {
         timeout: WAIT.as_secs_f64(),
         json: false,
         token: None,
+        tls: Default::default(),
         command: ClusterCommand::Check,
     }
 }
