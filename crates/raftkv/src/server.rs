@@ -21,7 +21,7 @@ use crate::config::ServerConfig;
 use crate::kv::KvStore;
 use crate::resp::{BufferBudget, Reply, RespLimits};
 use raftnet::runtime::{ClientError, Node, NodeError, NodeHandle};
-use raftnet::tls::{PeerTls, ServerTls};
+use raftnet::tls::{PeerTls, ServerTls, Stream};
 use raftnet::transport::TransportStats;
 use std::future::Future;
 use std::io::Write as _;
@@ -71,6 +71,8 @@ pub struct ServerLimits {
     pub request_timeout: Duration,
     /// How long an admin client may take to send its request headers.
     pub admin_header_timeout: Duration,
+    /// How long a client or admin connection may take to complete its TLS handshake.
+    pub tls_handshake_timeout: Duration,
     /// The RESP decoder's bounds (one request).
     pub resp: RespLimits,
     /// Bytes held for partially received requests across all client connections. A request
@@ -118,6 +120,7 @@ impl Default for ServerLimits {
             max_admin_connections: DEFAULT_MAX_ADMIN_CONNECTIONS,
             request_timeout: Duration::from_secs(10),
             admin_header_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
             resp: RespLimits::default(),
             request_buffer_budget: DEFAULT_REQUEST_BUFFER_BUDGET,
             output_soft_limit: DEFAULT_OUTPUT_SOFT_LIMIT,
@@ -208,6 +211,8 @@ pub struct ServerStats {
     pub auth_failures: AtomicU64,
     /// Admin requests refused for a missing or wrong bearer token.
     pub admin_unauthorized: AtomicU64,
+    /// Client and admin connections whose TLS handshake failed or timed out.
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl ServerStats {
@@ -314,6 +319,12 @@ impl ServerStats {
                 get(&self.auth_failures),
             ),
             (
+                "raftkv_tls_handshake_failures_total",
+                "counter",
+                "Client and admin connections closed because their TLS handshake failed or timed out.",
+                get(&self.tls_handshake_failures),
+            ),
+            (
                 "raftkv_admin_unauthorized_total",
                 "counter",
                 "Admin requests refused (401) for a missing or wrong bearer token.",
@@ -383,6 +394,7 @@ pub(crate) struct Throttles {
     pub output_limit: LogThrottle,
     pub auth_failure: LogThrottle,
     pub admin_unauthorized: LogThrottle,
+    pub tls_failure: LogThrottle,
 }
 
 impl Default for Throttles {
@@ -394,6 +406,7 @@ impl Default for Throttles {
             output_limit: LogThrottle::per_second(),
             auth_failure: LogThrottle::per_second(),
             admin_unauthorized: LogThrottle::per_second(),
+            tls_failure: LogThrottle::per_second(),
         }
     }
 }
@@ -717,7 +730,10 @@ async fn accept_clients(listener: TcpListener, shared: Arc<Shared>, cancel: Canc
                     .stats
                     .connections_open
                     .fetch_add(1, Ordering::Relaxed);
-                connection::serve(stream, peer, shared.clone(), cancel).await;
+                let tls = shared.tls.client.as_deref();
+                if let Some(stream) = accept_tls(stream, peer, tls, "client", &shared).await {
+                    connection::serve(stream, peer, shared.clone(), cancel).await;
+                }
                 shared
                     .stats
                     .connections_open
@@ -727,6 +743,45 @@ async fn accept_clients(listener: TcpListener, shared: Arc<Shared>, cancel: Canc
         },
     )
     .await;
+}
+
+/// The connection as it will be served: plain, or after a TLS handshake when `tls` is set.
+/// A failed or slow handshake is counted, logged at a bounded rate and closes the connection.
+pub(crate) async fn accept_tls(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<&ServerTls>,
+    what: &'static str,
+    shared: &Shared,
+) -> Option<Stream> {
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Some(Stream::Plain(stream));
+    };
+    let why = match tokio::time::timeout(
+        shared.limits.tls_handshake_timeout,
+        tls.acceptor().accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => return Some(Stream::Accepted(Box::new(stream))),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!(
+            "no handshake within {:?}",
+            shared.limits.tls_handshake_timeout
+        ),
+    };
+    shared
+        .stats
+        .tls_handshake_failures
+        .fetch_add(1, Ordering::Relaxed);
+    if let Some(unlogged) = shared.throttles.tls_failure.allow() {
+        tracing::warn!(
+            %peer,
+            "refusing a {what} connection: TLS handshake failed: {why}; {unlogged} more since the last such line"
+        );
+    }
+    None
 }
 
 /// Accepts connections until cancelled, backing off when accepting fails (out of file

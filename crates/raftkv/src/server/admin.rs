@@ -35,6 +35,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use raftnet::tls::ClientAuth;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -67,15 +68,25 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Ca
             let shared = shared.clone();
             let cancel = conn_cancel.clone();
             tokio::spawn(async move {
+                let tls = shared.tls.admin.as_deref();
+                let Some(stream) = super::accept_tls(stream, peer, tls, "admin", &shared).await
+                else {
+                    return;
+                };
+                // Verified against the CA by the handshake: it authorizes like the token.
+                let certified = stream.peer_certificate().is_some();
                 let service = {
                     let shared = shared.clone();
                     service_fn(move |request: Request<Incoming>| {
                         let shared = shared.clone();
                         let (method, uri) = (request.method().clone(), request.uri().clone());
                         let authorization = request.headers().get(AUTHORIZATION).cloned();
+                        let credentials = Credentials {
+                            authorization,
+                            certified,
+                        };
                         async move {
-                            let response =
-                                respond(&shared, &method, &uri, authorization.as_ref()).await;
+                            let response = respond(&shared, &method, &uri, &credentials).await;
                             Ok::<_, Infallible>(response)
                         }
                     })
@@ -166,14 +177,27 @@ impl Route {
 
 /// Whether the request carries the admin token, when the route needs it: cluster changes
 /// always (once a token is configured), reads unless `admin_open_reads`.
-fn authorized(shared: &Shared, route: Route, authorization: Option<&HeaderValue>) -> bool {
-    let Some(token_hash) = &shared.config.admin_token else {
+fn authorized(shared: &Shared, route: Route, credentials: &Credentials) -> bool {
+    let checks_certificates = shared
+        .tls
+        .admin
+        .as_ref()
+        .is_some_and(|tls| tls.client_auth() != ClientAuth::None);
+    if shared.config.admin_token.is_none() && !checks_certificates {
         return true;
-    };
+    }
     if route.reads() && shared.config.admin_open_reads {
         return true;
     }
-    let token = authorization
+    if credentials.certified {
+        return true;
+    }
+    let Some(token_hash) = &shared.config.admin_token else {
+        return false;
+    };
+    let token = credentials
+        .authorization
+        .as_ref()
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
             let (scheme, token) = value.trim().split_once(' ')?;
@@ -206,11 +230,19 @@ fn unauthorized(shared: &Shared) -> Response<Full<Bytes>> {
     response
 }
 
+/// What a request proves of its sender.
+struct Credentials {
+    /// The `Authorization` header.
+    authorization: Option<HeaderValue>,
+    /// The connection presented a client certificate from the cluster's CA.
+    certified: bool,
+}
+
 async fn respond(
     shared: &Shared,
     method: &Method,
     uri: &Uri,
-    authorization: Option<&HeaderValue>,
+    credentials: &Credentials,
 ) -> Response<Full<Bytes>> {
     let Some(route) = Route::of(uri.path()) else {
         return text(StatusCode::NOT_FOUND, "not found\n");
@@ -228,7 +260,7 @@ async fn respond(
             .insert(ALLOW, HeaderValue::from_static(allow));
         return response;
     }
-    if !authorized(shared, route, authorization) {
+    if !authorized(shared, route, credentials) {
         return unauthorized(shared);
     }
     match route {

@@ -54,7 +54,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -69,18 +68,8 @@ const READ_TIMED_OUT: &str = "TRYAGAIN read timed out";
 /// so an idle connection does not keep a large allocation.
 const KEPT_OUTPUT_CAPACITY: usize = 64 * 1024;
 
-pub(super) async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    serve_stream(stream, peer, shared, cancel).await;
-}
-
-/// Serves one connection over any byte stream (TCP here; the same loop suits a TLS stream).
-async fn serve_stream<S>(
+/// Serves one connection over any byte stream (plain TCP or TLS, see `server::accept_tls`).
+pub(super) async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     shared: Arc<Shared>,
