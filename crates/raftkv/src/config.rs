@@ -194,6 +194,8 @@ pub struct RawConfig {
     pub admin_token_hash: Option<String>,
     /// GET /status, /metrics and /cluster answer without the token (default true).
     pub admin_open_reads: Option<bool>,
+    /// Serve beyond loopback without TLS and authentication (see [`ServerConfig::exposed`]).
+    pub insecure: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeSpec>,
 }
@@ -267,6 +269,7 @@ impl RawConfig {
             },
             admin_token_hash: over.admin_token_hash.or(self.admin_token_hash),
             admin_open_reads: over.admin_open_reads.or(self.admin_open_reads),
+            insecure: over.insecure.or(self.insecure),
             nodes: if over.nodes.is_empty() {
                 self.nodes
             } else {
@@ -397,7 +400,7 @@ impl RawConfig {
         if !admin_open_reads && admin_token.is_none() {
             return Err(ConfigError::ClosedReadsWithoutToken);
         }
-        Ok(ServerConfig {
+        let config = ServerConfig {
             id,
             cluster_id: self.cluster_id.unwrap_or(DEFAULT_CLUSTER_ID),
             nodes,
@@ -420,7 +423,13 @@ impl RawConfig {
             users,
             admin_token,
             admin_open_reads,
-        })
+            insecure: self.insecure.unwrap_or(false),
+        };
+        let exposed = config.exposed();
+        if !exposed.is_empty() && !config.insecure {
+            return Err(ConfigError::Exposed(exposed.join("; ")));
+        }
+        Ok(config)
     }
 
     /// The client and admin ports' limits: the defaults with the given settings over them.
@@ -693,6 +702,8 @@ pub struct ServerConfig {
     pub admin_token: Option<AdminTokenHash>,
     /// The admin port's reads (status, metrics, cluster view) need no token.
     pub admin_open_reads: bool,
+    /// Ports listed by [`ServerConfig::exposed`] are allowed (and warned about at start).
+    pub insecure: bool,
 }
 
 impl ServerConfig {
@@ -729,6 +740,7 @@ impl ServerConfig {
             users: Users::default(),
             admin_token: None,
             admin_open_reads: true,
+            insecure: false,
         }
     }
 
@@ -736,6 +748,60 @@ impl ServerConfig {
     /// admin port.
     pub fn auth_configured(&self) -> bool {
         !self.users.is_empty() || self.admin_token.is_some()
+    }
+
+    /// This node's ports that listen beyond loopback without protection, each with why: the
+    /// raft port without mutual TLS; the client port without TLS or without users; the admin
+    /// port without TLS, or without a token or client certificates. Validation refuses them
+    /// unless `insecure` is set: anyone who can reach such a port can read and write every key,
+    /// change the membership, or pose as a node.
+    pub fn exposed(&self) -> Vec<String> {
+        let Some(me) = self.me() else {
+            return Vec::new();
+        };
+        let tls = self.tls.as_ref();
+        let mut exposed = Vec::new();
+        let mut check = |what: &str, addr: SocketAddr, missing: Vec<&str>| {
+            if !addr.ip().is_loopback() && !missing.is_empty() {
+                exposed.push(format!("{what} port {addr} has no {}", missing.join(" and no ")));
+            }
+        };
+        let peer_tls = tls.is_some_and(|t| t.peer);
+        check(
+            "raft",
+            self.raft_listen.unwrap_or(me.raft),
+            [(!peer_tls).then_some("peer TLS")].into_iter().flatten().collect(),
+        );
+        let client_tls = tls.is_some_and(|t| t.client);
+        check(
+            "client",
+            me.client,
+            [
+                (!client_tls).then_some("TLS"),
+                self.users.is_empty().then_some("users ([[users]])"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        );
+        if let Some(admin) = self.admin {
+            let admin_tls = tls.is_some_and(|t| t.admin);
+            let certificates =
+                admin_tls && tls.is_some_and(|t| t.client_certificates != ClientCertificates::None);
+            check(
+                "admin",
+                admin,
+                [
+                    (!admin_tls).then_some("TLS"),
+                    (self.admin_token.is_none() && !certificates)
+                        .then_some("admin token or client certificates"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            );
+        }
+        exposed
     }
 
     /// This node's own addresses.
@@ -823,6 +889,8 @@ pub enum ConfigError {
     BadSegmentBytes(u64),
     #[error("[tls] needs ca, cert and key (or --tls-dir); missing: {0}")]
     IncompleteTls(String),
+    #[error("refusing to serve beyond loopback unprotected: {0}. Configure [tls] (raftkv certs init), [[users]] and admin_token_hash, bind 127.0.0.1, or pass --insecure to accept the risk")]
+    Exposed(String),
     #[error("bad limit: {0}")]
     BadLimit(String),
     #[error("{0}")]
@@ -950,6 +1018,10 @@ pub struct ServeArgs {
     /// GET /status, /metrics and /cluster need the admin token too (they are open by default).
     #[arg(long)]
     pub admin_closed_reads: bool,
+    /// Serve on addresses beyond loopback without TLS and authentication (anyone who reaches
+    /// a port can then read and write every key or change the cluster); logged as a warning.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl ServeArgs {
@@ -999,6 +1071,7 @@ impl ServeArgs {
             users: Vec::new(),
             admin_token_hash: self.admin_token_hash.clone(),
             admin_open_reads: self.admin_closed_reads.then_some(false),
+            insecure: self.insecure.then_some(true),
             nodes: self.nodes.clone(),
         }
     }
@@ -1072,6 +1145,38 @@ mod tests {
         assert!(!node.join);
         assert_eq!(config.threads, 1);
         node.raft.validate().unwrap();
+    }
+
+    /// Beyond loopback, every port needs its protection, or --insecure.
+    #[test]
+    fn unprotected_ports_beyond_loopback_are_refused_unless_insecure() {
+        let public = FILE
+            .replace("127.0.0.1:7102", "0.0.0.0:7102")
+            .replace("127.0.0.1:6102", "0.0.0.0:6102")
+            .replace("127.0.0.1:9102", "0.0.0.0:9102");
+        let error = RawConfig::from_toml(&public).unwrap().validate().unwrap_err();
+        let ConfigError::Exposed(text) = &error else {
+            panic!("{error}");
+        };
+        for port in ["raft port", "client port", "admin port"] {
+            assert!(text.contains(port), "{text}");
+        }
+        let insecure = format!("insecure = true\n{public}");
+        let config = RawConfig::from_toml(&insecure).unwrap().validate().unwrap();
+        assert_eq!(config.exposed().len(), 3);
+
+        // TLS alone is not enough for the client port: it also needs users.
+        let tls = format!("[tls]\ndir = \"/certs\"\n");
+        let with_tls = public.replacen("[[nodes]]", &format!("{tls}\n[[nodes]]"), 1);
+        let error = RawConfig::from_toml(&with_tls).unwrap().validate().unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::Exposed(text) if !text.contains("raft port")
+                && text.contains("client port 0.0.0.0:6102 has no users")
+                && !text.contains("admin port")),
+            "{error}"
+        );
+        // Loopback stays open without any of it.
+        assert!(RawConfig::from_toml(FILE).unwrap().validate().is_ok());
     }
 
     #[test]

@@ -585,6 +585,9 @@ impl Server {
                 None => None,
             },
         };
+        for port in config.exposed() {
+            tracing::warn!("--insecure: {port}; anyone who can reach it is trusted");
+        }
         let tls = LoadedTls::load(&config)?;
         let mut node_config = config.node_config();
         node_config.peer_tls = tls.peer.clone();
