@@ -763,14 +763,20 @@ impl ServerConfig {
         let mut exposed = Vec::new();
         let mut check = |what: &str, addr: SocketAddr, missing: Vec<&str>| {
             if !addr.ip().is_loopback() && !missing.is_empty() {
-                exposed.push(format!("{what} port {addr} has no {}", missing.join(" and no ")));
+                exposed.push(format!(
+                    "{what} port {addr} has no {}",
+                    missing.join(" and no ")
+                ));
             }
         };
         let peer_tls = tls.is_some_and(|t| t.peer);
         check(
             "raft",
             self.raft_listen.unwrap_or(me.raft),
-            [(!peer_tls).then_some("peer TLS")].into_iter().flatten().collect(),
+            [(!peer_tls).then_some("peer TLS")]
+                .into_iter()
+                .flatten()
+                .collect(),
         );
         let client_tls = tls.is_some_and(|t| t.client);
         check(
@@ -1154,7 +1160,10 @@ mod tests {
             .replace("127.0.0.1:7102", "0.0.0.0:7102")
             .replace("127.0.0.1:6102", "0.0.0.0:6102")
             .replace("127.0.0.1:9102", "0.0.0.0:9102");
-        let error = RawConfig::from_toml(&public).unwrap().validate().unwrap_err();
+        let error = RawConfig::from_toml(&public)
+            .unwrap()
+            .validate()
+            .unwrap_err();
         let ConfigError::Exposed(text) = &error else {
             panic!("{error}");
         };
@@ -1168,7 +1177,10 @@ mod tests {
         // TLS alone is not enough for the client port: it also needs users.
         let tls = format!("[tls]\ndir = \"/certs\"\n");
         let with_tls = public.replacen("[[nodes]]", &format!("{tls}\n[[nodes]]"), 1);
-        let error = RawConfig::from_toml(&with_tls).unwrap().validate().unwrap_err();
+        let error = RawConfig::from_toml(&with_tls)
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(
             matches!(&error, ConfigError::Exposed(text) if !text.contains("raft port")
                 && text.contains("client port 0.0.0.0:6102 has no users")
