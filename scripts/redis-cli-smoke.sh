@@ -150,7 +150,9 @@ for i in 0 1 2; do
 done
 PIDS=()
 
-# A node with users and an admin token: redis-cli's --user/--pass, roles and key patterns.
+# A node with TLS on every port, users and an admin token: redis-cli's --tls, --user/--pass,
+# roles and key patterns.
+"$BIN" certs init "$TMP/certs" --nodes 1 >/dev/null
 SECURE_RAFT=$((BASE + 9)); SECURE_CLIENT=$((BASE + 10)); SECURE_ADMIN=$((BASE + 11))
 ALICE_HASH="$(printf 'alice-pw\n' | "$BIN" passwd)"
 READER_HASH="$("$BIN" passwd --password reader-pw)"
@@ -160,6 +162,9 @@ id = 1
 data_dir = "$TMP/secure"
 admin = "127.0.0.1:$SECURE_ADMIN"
 admin_token_hash = "$("$BIN" passwd --admin-token --password "$ADMIN_TOKEN")"
+
+[tls]
+dir = "$TMP/certs"
 
 [[nodes]]
 id = 1
@@ -185,8 +190,9 @@ for _ in $(seq 1 200); do
     sleep 0.1
 done
 S="$SECURE_CLIENT"
-as_alice() { redis-cli -p "$S" --user alice --pass alice-pw --no-auth-warning "$@" 2>&1; }
-as_reader() { redis-cli -p "$S" --user reader --pass reader-pw --no-auth-warning "$@" 2>&1; }
+TLS=(--tls --cacert "$TMP/certs/ca.pem")
+as_alice() { redis-cli -p "$S" "${TLS[@]}" --user alice --pass alice-pw --no-auth-warning "$@" 2>&1; }
+as_reader() { redis-cli -p "$S" "${TLS[@]}" --user reader --pass reader-pw --no-auth-warning "$@" 2>&1; }
 # The single node elects itself; until then writes answer TRYAGAIN.
 for _ in $(seq 1 200); do
     [[ "$(as_alice set app:1 v1)" == "OK" ]] && break
@@ -194,8 +200,14 @@ for _ in $(seq 1 200); do
 done
 check "AUTH: alice sets her key" "OK" "$(as_alice set app:1 v2)"
 check "AUTH: alice reads it" "v2" "$(as_alice get app:1)"
-check "AUTH: no credentials" "NOAUTH Authentication required." "$(redis-cli -p "$S" get app:1 2>&1)"
-WRONG="$(redis-cli -p "$S" --user alice --pass wrong --no-auth-warning get app:1 2>&1)"
+check "AUTH: no credentials" "NOAUTH Authentication required." "$(redis-cli -p "$S" "${TLS[@]}" get app:1 2>&1)"
+PLAIN="$(timeout 10 redis-cli -p "$S" --user alice --pass alice-pw --no-auth-warning get app:1 2>&1 || true)"
+check "TLS: a plaintext client gets no answer" "yes" \
+    "$(grep -q -e v2 -e NOAUTH <<<"$PLAIN" && echo "no: $PLAIN" || echo yes)"
+check "TLS: a client certificate works too" "v2" \
+    "$(redis-cli -p "$S" "${TLS[@]}" --cert "$TMP/certs/client.pem" --key "$TMP/certs/client-key.pem" \
+        --user alice --pass alice-pw --no-auth-warning get app:1 2>&1)"
+WRONG="$(redis-cli -p "$S" "${TLS[@]}" --user alice --pass wrong --no-auth-warning get app:1 2>&1)"
 check "AUTH: wrong password refused" "yes" "$(grep -q WRONGPASS <<<"$WRONG" && echo yes || echo "no: $WRONG")"
 check "AUTH: read-only user reads" "v2" "$(as_reader get app:1)"
 check "AUTH: read-only user cannot SET" "NOPERM User reader has no permissions to run a write command" \
@@ -203,12 +215,30 @@ check "AUTH: read-only user cannot SET" "NOPERM User reader has no permissions t
 check "AUTH: key pattern enforced" "NOPERM No permissions to access a key" "$(as_alice set cfg:1 x)"
 check "AUTH: the value is unchanged" "v2" "$(as_alice get app:1)"
 SNAPSHOT_STATUS=0
-"$BIN" cluster --admin "127.0.0.1:$SECURE_ADMIN" snapshot >/dev/null 2>&1 || SNAPSHOT_STATUS=$?
+"$BIN" cluster --admin "127.0.0.1:$SECURE_ADMIN" --tls-ca "$TMP/certs/ca.pem" snapshot >/dev/null 2>&1 \
+    || SNAPSHOT_STATUS=$?
 check "admin: snapshot without the token refused" "1" "$SNAPSHOT_STATUS"
 SNAPSHOT_STATUS=0
-RAFTKV_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN" cluster --admin "127.0.0.1:$SECURE_ADMIN" snapshot >/dev/null 2>&1 \
-    || SNAPSHOT_STATUS=$?
+RAFTKV_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN" cluster --admin "127.0.0.1:$SECURE_ADMIN" \
+    --tls-ca "$TMP/certs/ca.pem" snapshot >/dev/null 2>&1 || SNAPSHOT_STATUS=$?
 check "admin: snapshot with the token" "0" "$SNAPSHOT_STATUS"
+SNAPSHOT_STATUS=0
+"$BIN" cluster --admin "127.0.0.1:$SECURE_ADMIN" --tls-ca "$TMP/certs/ca.pem" \
+    --tls-cert "$TMP/certs/client.pem" --tls-key "$TMP/certs/client-key.pem" snapshot >/dev/null 2>&1 \
+    || SNAPSHOT_STATUS=$?
+check "admin: snapshot with a client certificate" "0" "$SNAPSHOT_STATUS"
+SNAPSHOT_STATUS=0
+kill -HUP "${PIDS[0]}"
+for _ in $(seq 1 50); do
+    grep -q "TLS certificates reloaded" "$TMP/node-secure.log" && break
+    sleep 0.1
+done
+check "SIGHUP reloads the certificates" "yes" \
+    "$(grep -q "TLS certificates reloaded" "$TMP/node-secure.log" && echo yes || echo no)"
+check "served after the reload" "v2" "$(as_alice get app:1)"
+RAFTKV_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN" cluster --admin "127.0.0.1:$SECURE_ADMIN" \
+    --tls-ca "$TMP/certs/ca.pem" snapshot >/dev/null 2>&1 || SNAPSHOT_STATUS=$?
+check "admin: snapshot with the token after the reload" "0" "$SNAPSHOT_STATUS"
 kill -TERM "${PIDS[0]}"
 status=0
 wait "${PIDS[0]}" || status=$?

@@ -1175,7 +1175,7 @@ mod tests {
         assert_eq!(config.exposed().len(), 3);
 
         // TLS alone is not enough for the client port: it also needs users.
-        let tls = format!("[tls]\ndir = \"/certs\"\n");
+        let tls = "[tls]\ndir = \"/certs\"\n";
         let with_tls = public.replacen("[[nodes]]", &format!("{tls}\n[[nodes]]"), 1);
         let error = RawConfig::from_toml(&with_tls)
             .unwrap()
