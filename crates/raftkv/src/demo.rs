@@ -27,8 +27,8 @@
 //! acknowledged write, so any of them is allowed. Reads during the workload are checked the same
 //! way: a read that returns something else is stale, and a failure.
 
-use crate::admin_client::{self, AdminClientError, ClusterRequest, ClusterView};
-use crate::client::{Client, ClientConfig, ClientError, NodeInfo};
+use crate::admin_client::{self, AdminAccess, AdminClientError, ClusterRequest, ClusterView};
+use crate::client::{Client, ClientConfig, ClientError, Credentials, NodeInfo, Security};
 use crate::resp::Reply;
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -65,6 +65,8 @@ pub struct LocalClusterOptions {
     pub ready_timeout: Duration,
     /// Extra arguments for every `serve`.
     pub extra_args: Vec<String>,
+    /// Plain TCP and no credentials, or everything secured.
+    pub protection: Protection,
 }
 
 impl Default for LocalClusterOptions {
@@ -75,8 +77,85 @@ impl Default for LocalClusterOptions {
             server_bin: None,
             ready_timeout: Duration::from_secs(20),
             extra_args: Vec::new(),
+            protection: Protection::Plain,
         }
     }
+}
+
+/// How a [`LocalCluster`]'s ports are protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protection {
+    /// Plain TCP, no users, no admin token (fine on loopback, for tests and benchmarks).
+    #[default]
+    Plain,
+    /// What a deployment runs: mutual TLS between the nodes (a development CA made by
+    /// `raftkv certs init` in the cluster's directory), TLS and users on the client port
+    /// (`writer`: read-write; `operator`: admin, for `INFO`), TLS and a token on the admin
+    /// port. The passwords and the token are drawn at random when the cluster starts.
+    Secure,
+}
+
+/// The credentials of a [`Protection::Secure`] cluster, for its clients.
+#[derive(Clone)]
+struct Secrets {
+    tls: Arc<rustls::ClientConfig>,
+    writer: Credentials,
+    operator: Credentials,
+    admin_token: String,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets")
+    }
+}
+
+/// Node certificates are made up front for every id a local cluster can have, so nodes added
+/// later find theirs.
+fn secure(dir: &Path) -> Result<(Secrets, PathBuf), ClusterError> {
+    let certs = dir.join("certs");
+    let setup = |what: &str, reason: String| ClusterError::Security(format!("{what}: {reason}"));
+    crate::certs::init(&crate::certs::CertsInitArgs {
+        dir: certs.clone(),
+        nodes: (1..=MAX_LOCAL_NODES as u64).collect(),
+        hosts: Vec::new(),
+        force: false,
+    })
+    .map_err(|e| setup("certificates", e.to_string()))?;
+    let secret = || crate::auth::new_admin_token().map_err(|e| setup("random", e.to_string()));
+    let (writer, operator, admin_token) = (secret()?, secret()?, secret()?);
+    let hash = |password: &str| {
+        crate::auth::hash_password(password.as_bytes()).map_err(|e| setup("hash", e.to_string()))
+    };
+    let config = format!(
+        "# Written by raftkv's LocalCluster: TLS everywhere, two users, an admin token.\n\
+         admin_token_hash = \"{token}\"\n\n\
+         [tls]\ndir = \"{certs}\"\n\n\
+         [[users]]\nname = \"writer\"\npassword_hash = \"{writer_hash}\"\nrole = \"read-write\"\nkeys = [\"*\"]\n\n\
+         [[users]]\nname = \"operator\"\npassword_hash = \"{operator_hash}\"\nrole = \"admin\"\nkeys = [\"*\"]\n",
+        token = crate::auth::AdminTokenHash::of(&admin_token).to_config_string(),
+        certs = certs.display(),
+        writer_hash = hash(&writer)?,
+        operator_hash = hash(&operator)?,
+    );
+    let config_path = dir.join("security.toml");
+    std::fs::write(&config_path, config).map_err(|source| ClusterError::Io {
+        path: config_path.clone(),
+        source,
+    })?;
+    let tls = raftnet::tls::client_config(&certs.join("ca.pem"), None)
+        .map_err(|e| setup("TLS", e.to_string()))?;
+    let credentials = |user: &str, password: String| Credentials {
+        user: Some(user.to_owned()),
+        password,
+    };
+    let secrets = Secrets {
+        tls: Arc::new(tls),
+        writer: credentials("writer", writer),
+        operator: credentials("operator", operator),
+        admin_token,
+    };
+    Ok((secrets, config_path))
 }
 
 /// Why a local cluster could not be started or driven.
@@ -112,6 +191,8 @@ pub enum ClusterError {
     },
     #[error("no leader within {timeout:?} ({last})")]
     NoLeader { timeout: Duration, last: String },
+    #[error("cannot set up the cluster's security: {0}")]
+    Security(String),
 }
 
 /// Most nodes a [`LocalCluster`] starts: a demo or benchmark, not a deployment.
@@ -162,6 +243,8 @@ pub struct LocalCluster {
     dir: PathBuf,
     temp: Option<TempDir>,
     nodes: Vec<LocalNode>,
+    /// With [`Protection::Secure`]: what clients need, and the config file every node reads.
+    secrets: Option<(Secrets, PathBuf)>,
 }
 
 impl LocalCluster {
@@ -176,6 +259,10 @@ impl LocalCluster {
             None => std::env::current_exe().map_err(ClusterError::Executable)?,
         };
         let (dir, temp) = fresh_dir(options.dir)?;
+        let secrets = match options.protection {
+            Protection::Plain => None,
+            Protection::Secure => Some(secure(&dir)?),
+        };
         let ports = free_ports(options.nodes * 3).map_err(ClusterError::Ports)?;
         let initial: Vec<u64> = (1..=options.nodes as u64).collect();
         let nodes = (0..options.nodes)
@@ -198,6 +285,7 @@ impl LocalCluster {
             dir,
             temp,
             nodes,
+            secrets,
         };
         let mut waiting = Vec::new();
         for index in 0..cluster.nodes.len() {
@@ -216,6 +304,38 @@ impl LocalCluster {
     /// The directory holding every node's data and log.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// TLS and the read-write user's credentials, for a workload's clients (nothing for a
+    /// plain cluster).
+    pub fn client_security(&self) -> Security {
+        self.security_of(|secrets| &secrets.writer)
+    }
+
+    /// TLS and the admin user's credentials (for `INFO`).
+    pub fn operator_security(&self) -> Security {
+        self.security_of(|secrets| &secrets.operator)
+    }
+
+    fn security_of(&self, user: impl Fn(&Secrets) -> &Credentials) -> Security {
+        match &self.secrets {
+            None => Security::default(),
+            Some((secrets, _)) => Security {
+                tls: Some(secrets.tls.clone()),
+                credentials: Some(user(secrets).clone()),
+            },
+        }
+    }
+
+    /// TLS and the token for the admin ports.
+    pub fn admin_access(&self) -> AdminAccess {
+        match &self.secrets {
+            None => AdminAccess::default(),
+            Some((secrets, _)) => AdminAccess {
+                tls: Some(secrets.tls.clone()),
+                token: Some(secrets.admin_token.clone()),
+            },
+        }
     }
 
     /// Client addresses of all nodes, running or not, in id order.
@@ -350,8 +470,8 @@ impl LocalCluster {
             deadline: Duration::from_millis(800),
             ..ClientConfig::default()
         };
-        let mut client = Client::new(vec![self.nodes[index].client_addr], config)?;
-        client.info().await
+        let client = Client::new(vec![self.nodes[index].client_addr], config)?;
+        client.with_security(self.operator_security()).info().await
     }
 
     /// Polls the running nodes until one other than `exclude` reports itself leader in a term of
@@ -433,6 +553,9 @@ impl LocalCluster {
         for member in self.nodes.iter().filter(|m| node.listed.contains(&m.id)) {
             let spec = format!("{}={},{}", member.id, member.raft_addr, member.client_addr);
             command.args(["--node", &spec]);
+        }
+        if let Some((_, config)) = &self.secrets {
+            command.arg("--config").arg(config);
         }
         command
             .arg("--data-dir")
@@ -629,6 +752,10 @@ pub struct DemoArgs {
     /// The raftkv executable to run `serve` with. Default: this executable.
     #[arg(long, hide = true)]
     pub server_bin: Option<PathBuf>,
+    /// Run the nodes without TLS, users or an admin token (by default the demo runs them as a
+    /// deployment should: see `Protection::Secure`).
+    #[arg(long)]
+    pub plain: bool,
 }
 
 impl Default for DemoArgs {
@@ -642,6 +769,7 @@ impl Default for DemoArgs {
             keys: 64,
             no_progress: false,
             server_bin: None,
+            plain: false,
         }
     }
 }
@@ -725,14 +853,31 @@ pub async fn run(args: DemoArgs) -> Result<DemoSummary, DemoError> {
     validate(&args)?;
     let started = Instant::now();
     let out = Narrator::new(args.no_progress);
-    out.step("starting 3 nodes");
+    let protection = match args.plain {
+        true => Protection::Plain,
+        false => Protection::Secure,
+    };
+    out.step(match protection {
+        Protection::Plain => "starting 3 nodes (plain TCP, no authentication)",
+        Protection::Secure => {
+            "starting 3 nodes (mutual TLS between nodes; TLS and users on the client ports; TLS \
+             and a token on the admin ports)"
+        }
+    });
     let mut cluster = LocalCluster::start(LocalClusterOptions {
         dir: args.dir.clone(),
         server_bin: args.server_bin.clone(),
+        protection,
         ..LocalClusterOptions::default()
     })
     .await?;
     out.say(format!("cluster directory: {}", cluster.dir().display()));
+    if protection == Protection::Secure {
+        out.say(format!(
+            "certificates in {0}/certs, users and token hash in {0}/security.toml",
+            cluster.dir().display()
+        ));
+    }
     for node in cluster.nodes() {
         out.say(format!(
             "node {}: client {} raft {} (log {})",
@@ -835,7 +980,7 @@ async fn scenario(
     out.say(format!("node {leader_id} leads (term {})", info.term));
 
     out.step("workload");
-    let workload = Workload::start(args, cluster.client_addrs());
+    let workload = Workload::start(args, cluster.client_addrs(), cluster.client_security());
     let progress = workload.report_progress(out.bar.clone());
     sleep(Duration::from_secs_f64(args.before_kill)).await;
 
@@ -998,7 +1143,10 @@ async fn change_membership(
 ) -> Result<ClusterView, AdminClientError> {
     let mut last = None;
     for admin in running_admins(cluster) {
-        match admin_client::send::<ClusterView>(&admin, &request, CHANGE_TIMEOUT).await {
+        let access = cluster.admin_access();
+        match admin_client::send_with::<ClusterView>(&admin, &request, CHANGE_TIMEOUT, &access)
+            .await
+        {
             Ok(view) => return Ok(view),
             Err(
                 error @ (AdminClientError::Unreachable { .. } | AdminClientError::Timeout { .. }),
@@ -1112,9 +1260,10 @@ async fn verify(
             deadline: Duration::from_secs(10),
             ..ClientConfig::default()
         };
-        let Ok(mut client) = Client::new(vec![node.client_addr], config) else {
+        let Ok(client) = Client::new(vec![node.client_addr], config) else {
             continue;
         };
+        let mut client = client.with_security(cluster.client_security());
         for chunk in keys.chunks(BATCH) {
             let requests: Vec<[&[u8]; 2]> = chunk
                 .iter()
@@ -1371,7 +1520,7 @@ const STALE_SHOWN: usize = 10;
 const ERROR_SAMPLES: usize = 5;
 
 impl Workload {
-    fn start(args: &DemoArgs, nodes: Vec<SocketAddr>) -> Workload {
+    fn start(args: &DemoArgs, nodes: Vec<SocketAddr>, security: Security) -> Workload {
         let shared = Arc::new(Shared::default());
         let tasks = (0..args.clients)
             .map(|client| {
@@ -1379,7 +1528,14 @@ impl Workload {
                 let mut nodes = nodes.clone();
                 let first = client % nodes.len();
                 nodes.rotate_left(first);
-                tokio::spawn(workload_client(client, args.keys, nodes, shared.clone()))
+                let security = security.clone();
+                tokio::spawn(workload_client(
+                    client,
+                    args.keys,
+                    nodes,
+                    security,
+                    shared.clone(),
+                ))
             })
             .collect();
         Workload { shared, tasks }
@@ -1422,6 +1578,7 @@ async fn workload_client(
     client: usize,
     key_count: usize,
     nodes: Vec<SocketAddr>,
+    security: Security,
     shared: Arc<Shared>,
 ) -> Vec<KeyHistory> {
     let mut keys: Vec<KeyHistory> = (0..key_count)
@@ -1437,9 +1594,10 @@ async fn workload_client(
         deadline: Duration::from_secs(5),
         ..ClientConfig::default()
     };
-    let Ok(mut conn) = Client::new(nodes, config) else {
+    let Ok(conn) = Client::new(nodes, config) else {
         return keys;
     };
+    let mut conn = conn.with_security(security);
     let mut rng = fastrand::Rng::with_seed(client as u64);
     let mut sequence = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
