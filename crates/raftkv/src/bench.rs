@@ -29,7 +29,7 @@
 use crate::client::{
     resolve_nodes, Client, ClientConfig, ClientError, NodeInfo, Security, SecurityArgs,
 };
-use crate::demo::{ClusterError, LocalCluster, LocalClusterOptions};
+use crate::demo::{ClusterError, LocalCluster, LocalClusterOptions, Protection};
 use crate::resp::Reply;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// temporary directory) and benchmark it instead of --nodes.
     #[arg(long)]
     pub local: bool,
+    /// With --local: secure the cluster as the demo does (mutual TLS, TLS and users on the
+    /// client ports); the clients then speak TLS and authenticate.
+    #[arg(long, requires = "local")]
+    pub secure: bool,
     /// Concurrent clients, one connection each; one row per value.
     #[arg(long, value_delimiter = ',', default_value = "1,64,256,1024")]
     pub clients: Vec<usize>,
@@ -133,6 +137,7 @@ impl Default for BenchArgs {
         BenchArgs {
             nodes: vec!["127.0.0.1:6379".to_owned()],
             local: false,
+            secure: false,
             clients: vec![1, 64, 256, 1024],
             modes: vec![BenchMode::Set],
             duration: 10.0,
@@ -274,21 +279,28 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         let local = LocalCluster::start(LocalClusterOptions {
             dir: args.data_dir.clone(),
             server_bin: args.server_bin.clone(),
+            protection: match args.secure {
+                true => Protection::Secure,
+                false => Protection::Plain,
+            },
             ..LocalClusterOptions::default()
         })
         .await?;
         local
             .wait_for_leader(None, 0, Duration::from_secs(10))
             .await?;
-        let addrs = local.client_addrs();
+        // The admin user: `INFO` finds the leader, and every key is allowed.
+        let target = (local.client_addrs(), local.operator_security());
         cluster = Some(local);
-        addrs
+        target
     } else {
-        resolve_nodes(&args.nodes)
+        let nodes = resolve_nodes(&args.nodes)
             .await
-            .map_err(client_error("--nodes"))?
+            .map_err(client_error("--nodes"))?;
+        (nodes, args.security.security()?)
     };
-    let result = run_on(&args, nodes).await;
+    let (nodes, security) = nodes;
+    let result = run_on(&args, nodes, security).await;
     if let Some(mut local) = cluster {
         local.shutdown(Duration::from_secs(5)).await;
     }
@@ -366,8 +378,11 @@ fn raise_open_file_limit() {
     }
 }
 
-async fn run_on(args: &BenchArgs, nodes: Vec<SocketAddr>) -> Result<BenchReport, BenchError> {
-    let security = args.security.security()?;
+async fn run_on(
+    args: &BenchArgs,
+    nodes: Vec<SocketAddr>,
+    security: Security,
+) -> Result<BenchReport, BenchError> {
     let nodes = match args.connect {
         ConnectTo::Leader => {
             let (nodes, found) = leader_first(nodes, &security).await?;
