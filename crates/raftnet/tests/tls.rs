@@ -194,6 +194,65 @@ async fn a_node_without_tls_is_refused() {
     assert!(rx1.try_recv().is_none());
 }
 
+/// A log sink for the refusal messages (the tests run on one thread, so a thread-local
+/// subscriber sees every task's events).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Each refusal names its reason in the log: another CA, or a certificate naming another node.
+#[tokio::test]
+async fn refusals_are_logged_with_their_reason() {
+    let log = Captured::default();
+    let sink = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other) = (
+        Authority::new("cluster CA").unwrap(),
+        Authority::new("other CA").unwrap(),
+    );
+    let l1 = bind().await;
+    let a1 = l1.local_addr().unwrap();
+    let (t1, _rx1, _) = tls_node(dir.path(), &ca, 1, &[], l1);
+    let (foreign, _rx, _) = tls_node(dir.path(), &other, 2, &[(1, a1)], bind().await);
+    foreign.send(msg(2, 1, 1));
+    let stolen = PeerTls::load(write_node_files(dir.path(), &ca, 3)).unwrap();
+    let (impostor, _rx) =
+        Transport::start(config(4, &[(1, a1)], Some(stolen)), bind().await).unwrap();
+    impostor.send(msg(4, 1, 1));
+    wait_until("both refusals logged", || {
+        let text = log.text();
+        text.contains("TLS handshake failed") && text.contains("does not name raft-node-4")
+    })
+    .await;
+    let text = log.text();
+    assert!(
+        text.contains("UnknownIssuer") || text.contains("unknown issuer"),
+        "{text}"
+    );
+    assert!(t1.stats().tls_failures >= 2);
+}
+
 #[test]
 fn missing_or_mismatched_files_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
