@@ -54,8 +54,8 @@ check() { # check NAME EXPECTED ACTUAL
     fi
 }
 
-# Twelve ports nobody listens on: raft, client and admin for each node (and for the node with
-# users, started last). They are taken below the
+# Nine ports nobody listens on: raft, client and admin for each node (the secured cluster,
+# started second, takes them again). They are taken below the
 # kernel's ephemeral range (32768 and up by default): a node dialing a peer that is not up yet
 # gets a local port from that range, which could be one of ours.
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -63,7 +63,7 @@ pick_base() {
     local base port tries
     for tries in $(seq 1 50); do
         base=$((20000 + RANDOM % 12000))
-        for port in $(seq "$base" $((base + 11))); do
+        for port in $(seq "$base" $((base + 8))); do
             if port_in_use "$port"; then continue 2; fi
         done
         echo "$base"
@@ -150,26 +150,40 @@ for i in 0 1 2; do
 done
 PIDS=()
 
-# A node with TLS on every port, users and an admin token: redis-cli's --tls, --user/--pass,
-# roles and key patterns.
-"$BIN" certs init "$TMP/certs" --nodes 1 >/dev/null
-SECURE_RAFT=$((BASE + 9)); SECURE_CLIENT=$((BASE + 10)); SECURE_ADMIN=$((BASE + 11))
+# A 3-node cluster with mutual TLS between the nodes, TLS and users on the client ports, TLS and
+# a token on the admin ports (on the ports the first cluster used): redis-cli's --tls,
+# --user/--pass, roles and key patterns.
+"$BIN" certs init "$TMP/certs" --nodes 1,2,3 >/dev/null
 ALICE_HASH="$(printf 'alice-pw\n' | "$BIN" passwd)"
 READER_HASH="$("$BIN" passwd --password reader-pw)"
 ADMIN_TOKEN="smoke-admin-token"
-cat >"$TMP/secure.toml" <<TOML
-id = 1
-data_dir = "$TMP/secure"
-admin = "127.0.0.1:$SECURE_ADMIN"
-admin_token_hash = "$("$BIN" passwd --admin-token --password "$ADMIN_TOKEN")"
+TOKEN_HASH="$("$BIN" passwd --admin-token --password "$ADMIN_TOKEN")"
+SECURE_PIDS=()
+for id in 1 2 3; do
+    cat >"$TMP/secure-$id.toml" <<TOML
+id = $id
+data_dir = "$TMP/secure-$id"
+admin = "127.0.0.1:$(admin_port "$id")"
+admin_token_hash = "$TOKEN_HASH"
+election_ms = [150, 300]
 
 [tls]
 dir = "$TMP/certs"
 
 [[nodes]]
 id = 1
-raft = "127.0.0.1:$SECURE_RAFT"
-client = "127.0.0.1:$SECURE_CLIENT"
+raft = "127.0.0.1:$(raft_port 1)"
+client = "127.0.0.1:$(client_port 1)"
+
+[[nodes]]
+id = 2
+raft = "127.0.0.1:$(raft_port 2)"
+client = "127.0.0.1:$(client_port 2)"
+
+[[nodes]]
+id = 3
+raft = "127.0.0.1:$(raft_port 3)"
+client = "127.0.0.1:$(client_port 3)"
 
 [[users]]
 name = "alice"
@@ -183,20 +197,31 @@ password_hash = "$READER_HASH"
 role = "read-only"
 keys = ["app:*", "cfg:*"]
 TOML
-RAFTKV_LOG=info "$BIN" serve --config "$TMP/secure.toml" >"$TMP/node-secure.out" 2>"$TMP/node-secure.log" &
-PIDS+=($!)
-for _ in $(seq 1 200); do
-    grep -q "^raftkv node 1 ready: " "$TMP/node-secure.out" && break
-    sleep 0.1
+    RAFTKV_LOG=info "$BIN" serve --config "$TMP/secure-$id.toml" \
+        >"$TMP/node-secure-$id.out" 2>"$TMP/node-secure-$id.log" &
+    PIDS+=($!)
+    SECURE_PIDS+=($!)
 done
+for id in 1 2 3; do
+    for _ in $(seq 1 200); do
+        grep -q "^raftkv node $id ready: " "$TMP/node-secure-$id.out" && break
+        sleep 0.1
+    done
+done
+SECURE_ADMIN="$(admin_port 1)"
+SECURE_CLIENT="$(client_port 1)"
 S="$SECURE_CLIENT"
 TLS=(--tls --cacert "$TMP/certs/ca.pem")
 as_alice() { redis-cli -p "$S" "${TLS[@]}" --user alice --pass alice-pw --no-auth-warning "$@" 2>&1; }
 as_reader() { redis-cli -p "$S" "${TLS[@]}" --user reader --pass reader-pw --no-auth-warning "$@" 2>&1; }
-# The single node elects itself; until then writes answer TRYAGAIN.
+# Until the nodes have elected a leader over mutual TLS, writes answer TRYAGAIN.
 for _ in $(seq 1 200); do
     [[ "$(as_alice set app:1 v1)" == "OK" ]] && break
     sleep 0.1
+done
+for id in 2 3; do
+    check "TLS: node $id serves the write made at node 1" "v1" \
+        "$(redis-cli -p "$(client_port "$id")" "${TLS[@]}" --user alice --pass alice-pw --no-auth-warning get app:1 2>&1)"
 done
 check "AUTH: alice sets her key" "OK" "$(as_alice set app:1 v2)"
 check "AUTH: alice reads it" "v2" "$(as_alice get app:1)"
@@ -228,21 +253,25 @@ SNAPSHOT_STATUS=0
     || SNAPSHOT_STATUS=$?
 check "admin: snapshot with a client certificate" "0" "$SNAPSHOT_STATUS"
 SNAPSHOT_STATUS=0
-kill -HUP "${PIDS[0]}"
-for _ in $(seq 1 50); do
-    grep -q "TLS certificates reloaded" "$TMP/node-secure.log" && break
-    sleep 0.1
+kill -HUP "${SECURE_PIDS[@]}"
+for id in 1 2 3; do
+    for _ in $(seq 1 50); do
+        grep -q "TLS certificates reloaded" "$TMP/node-secure-$id.log" && break
+        sleep 0.1
+    done
+    check "SIGHUP reloads node $id's certificates" "yes" \
+        "$(grep -q "TLS certificates reloaded" "$TMP/node-secure-$id.log" && echo yes || echo no)"
 done
-check "SIGHUP reloads the certificates" "yes" \
-    "$(grep -q "TLS certificates reloaded" "$TMP/node-secure.log" && echo yes || echo no)"
 check "served after the reload" "v2" "$(as_alice get app:1)"
 RAFTKV_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN" cluster --admin "127.0.0.1:$SECURE_ADMIN" \
     --tls-ca "$TMP/certs/ca.pem" snapshot >/dev/null 2>&1 || SNAPSHOT_STATUS=$?
 check "admin: snapshot with the token after the reload" "0" "$SNAPSHOT_STATUS"
-kill -TERM "${PIDS[0]}"
-status=0
-wait "${PIDS[0]}" || status=$?
-check "the node with users exits 0 on SIGTERM" "0" "$status"
+kill -TERM "${SECURE_PIDS[@]}"
+for i in 0 1 2; do
+    status=0
+    wait "${SECURE_PIDS[$i]}" || status=$?
+    check "secured node $((i + 1)) exits 0 on SIGTERM" "0" "$status"
+done
 PIDS=()
 
 echo "redis-cli smoke: $passed passed, $failed failed"
