@@ -65,7 +65,7 @@ async fn forge(
     cluster_id: u64,
     claimed: u64,
     message: &Message,
-) -> Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec> {
+) -> Framed<TcpStream, raftnet::transport::wire::FrameCodec> {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let mut framed = Framed::new(stream, wire::codec(1 << 20));
     let hello = Hello::on(cluster_id, NodeId(claimed), Lane::Bulk);

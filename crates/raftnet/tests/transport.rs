@@ -6,6 +6,7 @@
 use futures_util::{SinkExt, StreamExt};
 use raftengine::{Entry, EntryPayload, LogIndex, Message, MessageBody, NodeId, Term};
 use raftnet::inbox::Inbox;
+use raftnet::transport::wire::FrameCodec;
 use raftnet::transport::wire::{self, Hello, HelloReply};
 use raftnet::transport::{Transport, TransportConfig, TransportError};
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::Framed;
 
 const LIMIT: Duration = Duration::from_secs(10);
 const CLUSTER: u64 = 7;
@@ -95,17 +96,14 @@ fn start(config: TransportConfig, listener: TcpListener) -> (Transport, Inbox) {
 }
 
 /// A raw framed client for speaking (or abusing) the protocol by hand.
-async fn raw_connect(addr: SocketAddr) -> Framed<TcpStream, LengthDelimitedCodec> {
+async fn raw_connect(addr: SocketAddr) -> Framed<TcpStream, FrameCodec> {
     let stream = bounded("connect", TcpStream::connect(addr))
         .await
         .expect("connect");
     Framed::new(stream, wire::codec(64 * 1024 * 1024))
 }
 
-async fn raw_hello(
-    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
-    hello: &Hello,
-) -> HelloReply {
+async fn raw_hello(framed: &mut Framed<TcpStream, FrameCodec>, hello: &Hello) -> HelloReply {
     let payload = wire::encode(hello).expect("encode hello");
     bounded("sending hello", framed.send(payload))
         .await
@@ -118,7 +116,7 @@ async fn raw_hello(
 }
 
 /// A raw client that completed a good handshake as `node`.
-async fn raw_peer(addr: SocketAddr, node: u64) -> Framed<TcpStream, LengthDelimitedCodec> {
+async fn raw_peer(addr: SocketAddr, node: u64) -> Framed<TcpStream, FrameCodec> {
     let mut framed = raw_connect(addr).await;
     let reply = raw_hello(&mut framed, &Hello::new(CLUSTER, NodeId(node))).await;
     assert_eq!(reply, HelloReply::Welcome);

@@ -3,6 +3,7 @@
 //! [`super`]).
 
 use super::stats::{bump, Counters};
+use super::wire::FrameCodec;
 use super::wire::{self, Frame, HelloReply, Lane, HANDSHAKE_MAX_FRAME_BYTES};
 use super::PeerTable;
 use crate::tls::{certificate_names_node, node_name, PeerTls, Stream};
@@ -16,7 +17,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -354,7 +355,7 @@ async fn handle(
 
 /// Reads and delivers frames until the connection ends, fails, idles or is replaced.
 async fn read_frames(
-    framed: &mut Framed<Stream, LengthDelimitedCodec>,
+    framed: &mut Framed<Stream, FrameCodec>,
     from: NodeId,
     lane: Lane,
     ctx: &InboundCtx,
@@ -421,7 +422,7 @@ async fn read_frames(
 /// With TLS, `certificate` is the dialer's (verified against the CA by the TLS handshake) and
 /// must name the node id the hello claims.
 async fn handshake(
-    framed: &mut Framed<Stream, LengthDelimitedCodec>,
+    framed: &mut Framed<Stream, FrameCodec>,
     addr: SocketAddr,
     ctx: &InboundCtx,
     slots: &Slots,
@@ -474,7 +475,7 @@ async fn handshake(
 /// Sends a handshake reply, bounded by the handshake timeout (a dialer that does not read must
 /// not hold the task).
 async fn reply(
-    framed: &mut Framed<Stream, LengthDelimitedCodec>,
+    framed: &mut Framed<Stream, FrameCodec>,
     ctx: &InboundCtx,
     reply: HelloReply,
 ) -> Result<(), super::ConnError> {

@@ -1,6 +1,7 @@
 //! The sending side: per peer and per lane, one bounded queue and one dialing task.
 
 use super::stats::{bump, PeerCounters};
+use super::wire::FrameCodec;
 use super::wire::{self, Hello, HelloReply, Lane, HANDSHAKE_MAX_FRAME_BYTES};
 use super::ConnError;
 use crate::tls::{server_name_of, PeerTls, Stream};
@@ -14,7 +15,7 @@ use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::timeout;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::Framed;
 
 /// A message waiting in a queue, with its frame's ordering number and its counted size.
 #[derive(Debug)]
@@ -224,7 +225,7 @@ async fn connect(
     peer: &Peer,
     lane: Lane,
     settings: &DialSettings,
-) -> Result<Framed<Stream, LengthDelimitedCodec>, ConnError> {
+) -> Result<Framed<Stream, FrameCodec>, ConnError> {
     let limit = settings.handshake_timeout;
     // A connect to an unreachable host can take minutes; bound it like the handshake.
     let stream = timeout(limit, dial(peer.addr.as_str(), settings.source_ip))
@@ -363,7 +364,7 @@ async fn stream(
     peer: &Peer,
     lane: Lane,
     settings: &DialSettings,
-    mut framed: Framed<Stream, LengthDelimitedCodec>,
+    mut framed: Framed<Stream, FrameCodec>,
 ) -> Result<(), ConnError> {
     let queue = &peer.queues[lane.index()];
     let mut batch = VecDeque::new();

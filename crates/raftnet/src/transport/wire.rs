@@ -1,7 +1,8 @@
 //! The wire format of the transport, public so that other implementations (and tests) can speak it.
 //!
-//! Every frame is a 4-byte big-endian length followed by that many payload bytes
-//! (`tokio_util::codec::LengthDelimitedCodec` with its defaults). Payloads are postcard-encoded.
+//! Every frame is a 4-byte big-endian length followed by that many payload bytes ([`FrameCodec`];
+//! the same bytes as `tokio_util::codec::LengthDelimitedCodec` with its defaults). Payloads are
+//! postcard-encoded. With TLS configured, all of it travels inside a TLS 1.3 session.
 //!
 //! A connection goes one way: the dialer sends, the acceptor reads. Each node dials each peer
 //! twice, once per [`Lane`].
@@ -20,7 +21,6 @@
 use bytes::Bytes;
 use raftengine::{Message, MessageBody, NodeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use tokio_util::codec::LengthDelimitedCodec;
 
 /// The first 8 bytes of every [`Hello`] payload: rejects connections from something that is not
 /// a raftnet transport (a port scanner, an HTTP client) before anything else is looked at.
@@ -252,15 +252,139 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// The frame codec with a given payload limit.
-pub fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(max_frame_bytes)
-        .new_codec()
+pub fn codec(max_frame_bytes: usize) -> FrameCodec {
+    FrameCodec {
+        max_frame_bytes,
+        announced: None,
+    }
+}
+
+/// Most buffer space reserved ahead of a frame's arriving payload: a length header alone must not
+/// make the node set aside its announced size (up to `max_frame_bytes`); the buffer grows as the
+/// bytes come in.
+pub const MAX_EAGER_RESERVE: usize = 64 * 1024;
+
+/// Frames: a 4-byte big-endian payload length, then the payload. A payload longer than the
+/// limit is an error (the stream cannot be resynchronised, so the connection ends). Unlike
+/// tokio-util's length-delimited codec it never reserves more than [`MAX_EAGER_RESERVE`] ahead
+/// of the bytes received, so a peer announcing a large frame and sending nothing holds no memory.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    max_frame_bytes: usize,
+    /// The length of the frame whose header was read and whose payload is awaited.
+    announced: Option<usize>,
+}
+
+/// The length header's size.
+const LENGTH_BYTES: usize = 4;
+
+impl FrameCodec {
+    /// Changes the payload limit (raised once a dialer's hello is accepted).
+    pub fn set_max_frame_length(&mut self, max_frame_bytes: usize) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
+    fn too_long(&self, bytes: usize) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "frame of {bytes} bytes exceeds the limit of {} bytes",
+                self.max_frame_bytes
+            ),
+        )
+    }
+}
+
+impl tokio_util::codec::Decoder for FrameCodec {
+    type Item = bytes::BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        let length = match self.announced {
+            Some(length) => length,
+            None => {
+                let Some(header) = src.get(..LENGTH_BYTES) else {
+                    return Ok(None);
+                };
+                // The slice is exactly LENGTH_BYTES long.
+                let length = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
+                if length > self.max_frame_bytes {
+                    return Err(self.too_long(length));
+                }
+                bytes::Buf::advance(src, LENGTH_BYTES);
+                self.announced = Some(length);
+                length
+            }
+        };
+        if src.len() < length {
+            src.reserve((length - src.len()).min(MAX_EAGER_RESERVE));
+            return Ok(None);
+        }
+        self.announced = None;
+        Ok(Some(src.split_to(length)))
+    }
+}
+
+impl tokio_util::codec::Encoder<Bytes> for FrameCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, payload: Bytes, dst: &mut bytes::BytesMut) -> Result<(), Self::Error> {
+        if payload.len() > self.max_frame_bytes {
+            return Err(self.too_long(payload.len()));
+        }
+        dst.reserve(LENGTH_BYTES + payload.len());
+        // At most `max_frame_bytes`, which `TransportConfig` bounds by `u32::MAX`.
+        bytes::BufMut::put_u32(dst, payload.len() as u32);
+        dst.extend_from_slice(&payload);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header announcing a large frame reserves little; the payload still decodes whole, in
+    /// pieces; a frame over the limit is an error; what is encoded decodes back.
+    #[test]
+    fn frames_decode_in_pieces_without_reserving_the_announced_size() {
+        use tokio_util::codec::{Decoder, Encoder};
+        let mut codec = codec(64 * 1024 * 1024);
+        let mut buffer = bytes::BytesMut::new();
+        buffer.extend_from_slice(&(60u32 * 1024 * 1024).to_be_bytes());
+        assert!(codec.decode(&mut buffer).unwrap().is_none());
+        assert!(
+            buffer.capacity() <= 2 * MAX_EAGER_RESERVE,
+            "{}",
+            buffer.capacity()
+        );
+
+        let mut codec = super::codec(1000);
+        let mut wire = bytes::BytesMut::new();
+        codec
+            .encode(Bytes::from(vec![7u8; 600]), &mut wire)
+            .unwrap();
+        codec
+            .encode(Bytes::from_static(b"second"), &mut wire)
+            .unwrap();
+        let mut received = bytes::BytesMut::new();
+        let mut frames = Vec::new();
+        for chunk in wire.chunks(7) {
+            received.extend_from_slice(chunk);
+            while let Some(frame) = codec.decode(&mut received).unwrap() {
+                frames.push(frame);
+            }
+        }
+        assert_eq!(frames.len(), 2);
+        assert_eq!(&frames[0][..], &[7u8; 600][..]);
+        assert_eq!(&frames[1][..], b"second");
+
+        assert!(codec
+            .encode(Bytes::from(vec![0u8; 1001]), &mut wire)
+            .is_err());
+        let mut oversized = bytes::BytesMut::from(&1001u32.to_be_bytes()[..]);
+        assert!(codec.decode(&mut oversized).is_err());
+    }
 
     #[test]
     fn hello_round_trip_and_checks() {
