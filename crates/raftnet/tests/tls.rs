@@ -4,53 +4,21 @@
 //!
 //! Nothing here sleeps for correctness: every wait polls a condition under a 10 s bound.
 
-use raftengine::{Message, MessageBody, NodeId, Term};
+mod common;
+
+use raftengine::NodeId;
 use raftnet::inbox::Inbox;
 use raftnet::tls::dev::Authority;
 use raftnet::tls::{PeerTls, TlsError, TlsFiles};
 use raftnet::transport::{Transport, TransportConfig};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-const LIMIT: Duration = Duration::from_secs(10);
-const CLUSTER: u64 = 7;
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(LIMIT, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {LIMIT:?}: {what}"),
-    }
-}
-
-/// Polls `cond` until it holds (the 10 ms pause only paces the polling).
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    bounded(what, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-}
-
-fn msg(from: u64, to: u64, term: u64) -> Message {
-    Message {
-        from: NodeId(from),
-        to: NodeId(to),
-        term: Term(term),
-        body: MessageBody::VoteResponse { granted: true },
-    }
-}
+use common::init_tracing;
+use common::transport::{bind, msg, recv, wait_until};
 
 /// Writes node `id`'s files (CA, certificate, key) from `ca` into `dir`, as `node<id>.*`.
 fn write_node_files(dir: &Path, ca: &Authority, id: u64) -> TlsFiles {
@@ -66,23 +34,11 @@ fn write_node_files(dir: &Path, ca: &Authority, id: u64) -> TlsFiles {
     files
 }
 
+/// The shared test settings, with `tls`.
 fn config(node: u64, peers: &[(u64, SocketAddr)], tls: Option<Arc<PeerTls>>) -> TransportConfig {
-    let peers = peers.iter().map(|&(id, a)| (NodeId(id), a)).collect();
-    let mut c = TransportConfig::new(NodeId(node), CLUSTER, peers);
-    c.reconnect_backoff_max = Duration::from_millis(200);
-    c.handshake_timeout = Duration::from_millis(500);
+    let mut c = common::transport::config(node, peers);
     c.tls = tls;
     c
-}
-
-async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.expect("bind")
-}
-
-async fn recv(rx: &mut Inbox) -> Message {
-    bounded("receiving a message", rx.recv())
-        .await
-        .expect("inbound channel closed")
 }
 
 /// A TLS transport for node `id` sending to `peers`, with files from `ca`.
@@ -162,9 +118,10 @@ async fn a_node_cannot_claim_another_nodes_id() {
         Transport::start(config(3, &[(1, a1)], Some(stolen)), bind().await).unwrap();
     impostor.send(msg(3, 1, 5));
     // The acceptor counts its refusal before the impostor reads the reply: wait for both.
-    wait_until("node 1 refusing the impostor, and the impostor told so", || {
-        t1.stats().tls_failures >= 2 && impostor.stats().peers[&NodeId(1)].refused >= 1
-    })
+    wait_until(
+        "node 1 refusing the impostor, and the impostor told so",
+        || t1.stats().tls_failures >= 2 && impostor.stats().peers[&NodeId(1)].refused >= 1,
+    )
     .await;
     assert!(
         rx1.try_recv().is_none(),

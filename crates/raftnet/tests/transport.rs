@@ -3,97 +3,23 @@
 //! Nothing here sleeps for correctness: every wait polls a condition under a 10 s
 //! `tokio::time::timeout`, so a broken transport fails a test instead of hanging it.
 
+mod common;
+
 use futures_util::{SinkExt, StreamExt};
 use raftengine::{Entry, EntryPayload, LogIndex, Message, MessageBody, NodeId, Term};
 use raftnet::inbox::Inbox;
 use raftnet::transport::wire::FrameCodec;
 use raftnet::transport::wire::{self, Hello, HelloReply};
-use raftnet::transport::{Transport, TransportConfig, TransportError};
+use raftnet::transport::{Transport, TransportError};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
-const LIMIT: Duration = Duration::from_secs(10);
-const CLUSTER: u64 = 7;
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-fn msg(from: u64, to: u64, term: u64) -> Message {
-    Message {
-        from: NodeId(from),
-        to: NodeId(to),
-        term: Term(term),
-        body: MessageBody::VoteResponse { granted: true },
-    }
-}
-
-/// Runs `fut` under the global bound.
-async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(LIMIT, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {LIMIT:?}: {what}"),
-    }
-}
-
-/// Polls `cond` until it holds (the 10 ms pause only paces the polling).
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    bounded(what, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-}
-
-async fn recv(rx: &mut Inbox) -> Message {
-    bounded("receiving a message", rx.recv())
-        .await
-        .expect("inbound channel closed")
-}
-
-async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.expect("bind")
-}
-
-/// An address with nothing listening on it (bound then released), for a peer started later.
-async fn free_addr() -> SocketAddr {
-    bind().await.local_addr().expect("local_addr")
-}
-
-/// Binds exactly `addr`, retrying while the port is still being released.
-async fn bind_at(addr: SocketAddr) -> TcpListener {
-    bounded("rebinding a port", async {
-        loop {
-            match TcpListener::bind(addr).await {
-                Ok(l) => return l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    })
-    .await
-}
-
-/// Test defaults: shorter backoff cap and handshake timeout so failures recover quickly.
-fn config(node: u64, peers: &[(u64, SocketAddr)]) -> TransportConfig {
-    let peers = peers.iter().map(|&(id, a)| (NodeId(id), a)).collect();
-    let mut c = TransportConfig::new(NodeId(node), CLUSTER, peers);
-    c.reconnect_backoff_max = Duration::from_millis(200);
-    c.handshake_timeout = Duration::from_millis(500);
-    c
-}
-
-fn start(config: TransportConfig, listener: TcpListener) -> (Transport, Inbox) {
-    Transport::start(config, listener).expect("start transport")
-}
+use common::init_tracing;
+use common::transport::*;
 
 /// A raw framed client for speaking (or abusing) the protocol by hand.
 async fn raw_connect(addr: SocketAddr) -> Framed<TcpStream, FrameCodec> {

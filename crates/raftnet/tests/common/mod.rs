@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod scenarios;
+pub mod transport;
 
 use raftengine::{ApplyError, LogIndex, NodeId, StateMachine};
 use raftnet::runtime::{ClientError, Node, NodeConfig, NodeHandle, NodeStatus};
