@@ -367,6 +367,13 @@ impl LogThrottle {
         }
     }
 
+    /// Counts one event in `counter`, then [`LogThrottle::allow`]: every event is counted, a
+    /// line is logged at most once per interval.
+    pub(crate) fn count(&self, counter: &AtomicU64) -> Option<u64> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.allow()
+    }
+
     /// `Some(n)` when a line may be logged now, `n` being how many events went unlogged since
     /// the last line; `None` when this event should only be counted.
     pub(crate) fn allow(&self) -> Option<u64> {
@@ -712,11 +719,7 @@ async fn accept_clients(listener: TcpListener, shared: Arc<Shared>, cancel: Canc
                 .connections_accepted
                 .fetch_add(1, Ordering::Relaxed);
             let Some(permit) = permit else {
-                shared
-                    .stats
-                    .connections_refused
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(unlogged) = shared.throttles.refused_client.allow() {
+                if let Some(unlogged) = shared.throttles.refused_client.count(&shared.stats.connections_refused) {
                     tracing::warn!(
                         %peer,
                         "refusing a client connection: {} open (the limit); {unlogged} more refused since the last such line",
@@ -774,11 +777,11 @@ pub(crate) async fn accept_tls(
             shared.limits.tls_handshake_timeout
         ),
     };
-    shared
-        .stats
-        .tls_handshake_failures
-        .fetch_add(1, Ordering::Relaxed);
-    if let Some(unlogged) = shared.throttles.tls_failure.allow() {
+    if let Some(unlogged) = shared
+        .throttles
+        .tls_failure
+        .count(&shared.stats.tls_handshake_failures)
+    {
         tracing::warn!(
             %peer,
             "refusing a {what} connection: TLS handshake failed: {why}; {unlogged} more since the last such line"

@@ -53,11 +53,7 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Ca
         cancel,
         move |stream, peer, permit| {
             let Some(permit) = permit else {
-                shared
-                    .stats
-                    .admin_connections_refused
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(unlogged) = shared.throttles.refused_admin.allow() {
+                if let Some(unlogged) = shared.throttles.refused_admin.count(&shared.stats.admin_connections_refused) {
                     tracing::warn!(
                         %peer,
                         "refusing an admin connection: too many open; {unlogged} more refused since the last such line"
@@ -207,11 +203,11 @@ fn authorized(shared: &Shared, route: Route, credentials: &Credentials) -> bool 
 }
 
 fn unauthorized(shared: &Shared) -> Response<Full<Bytes>> {
-    shared
-        .stats
+    if let Some(unlogged) = shared
+        .throttles
         .admin_unauthorized
-        .fetch_add(1, Ordering::Relaxed);
-    if let Some(unlogged) = shared.throttles.admin_unauthorized.allow() {
+        .count(&shared.stats.admin_unauthorized)
+    {
         tracing::warn!(
             "refused an admin request without a valid bearer token; {unlogged} more refused since the last such line"
         );

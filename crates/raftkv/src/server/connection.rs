@@ -301,11 +301,11 @@ where
                     self.reading = false;
                 }
                 Some(Err(e @ RespError::BudgetExhausted { .. })) => {
-                    shared
-                        .stats
-                        .request_budget_refusals
-                        .fetch_add(1, Ordering::Relaxed);
-                    if let Some(unlogged) = shared.throttles.request_budget.allow() {
+                    if let Some(unlogged) = shared
+                        .throttles
+                        .request_budget
+                        .count(&shared.stats.request_budget_refusals)
+                    {
                         tracing::warn!(
                             %peer,
                             "refusing a client request: {e}; {unlogged} more refused since the last such line"
@@ -373,12 +373,13 @@ where
             }
             AuthOutcome::Failed => {
                 self.auth_failures += 1;
-                self.shared
-                    .stats
-                    .auth_failures
-                    .fetch_add(1, Ordering::Relaxed);
                 let closing = self.auth_failures >= AUTH_MAX_FAILURES;
-                if let Some(unlogged) = self.shared.throttles.auth_failure.allow() {
+                if let Some(unlogged) = self
+                    .shared
+                    .throttles
+                    .auth_failure
+                    .count(&self.shared.stats.auth_failures)
+                {
                     tracing::warn!(
                         peer = %self.peer,
                         failures = self.auth_failures,
@@ -439,11 +440,12 @@ where
             Ok(()) if close_after_write => Some(End::Done),
             Ok(()) => None,
             Err(WriteFailure::Stalled) => {
-                self.shared
-                    .stats
-                    .output_stall_closes
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(unlogged) = self.shared.throttles.output_limit.allow() {
+                if let Some(unlogged) = self
+                    .shared
+                    .throttles
+                    .output_limit
+                    .count(&self.shared.stats.output_stall_closes)
+                {
                     tracing::warn!(
                         peer = %self.peer,
                         "closing a client connection: it read none of its {} bytes of pending replies for {:?}; {unlogged} more closed for their output since the last such line",
@@ -458,11 +460,12 @@ where
     }
 
     fn close_over_output_limit(&self, what: &str) {
-        self.shared
-            .stats
-            .output_limit_closes
-            .fetch_add(1, Ordering::Relaxed);
-        if let Some(unlogged) = self.shared.throttles.output_limit.allow() {
+        if let Some(unlogged) = self
+            .shared
+            .throttles
+            .output_limit
+            .count(&self.shared.stats.output_limit_closes)
+        {
             tracing::warn!(
                 peer = %self.peer,
                 "closing a client connection: {what} would pass the output hard limit of {} bytes; {unlogged} more closed for their output since the last such line",
