@@ -311,28 +311,12 @@ where
                             "refusing a client request: {e}; {unlogged} more refused since the last such line"
                         );
                     }
-                    self.in_flight += 1;
-                    let reply = Item::Now(e.to_reply());
-                    runs.push(
-                        reply,
-                        &self.run_context(),
-                        &mut self.chain,
-                        &mut self.pending,
-                    );
-                    self.reading = false;
+                    self.answer_last(&mut runs, e.to_reply());
                 }
                 Some(Err(e)) => {
                     shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%peer, "closing a client connection: {e}");
-                    self.in_flight += 1;
-                    let reply = Item::Now(e.to_reply());
-                    runs.push(
-                        reply,
-                        &self.run_context(),
-                        &mut self.chain,
-                        &mut self.pending,
-                    );
-                    self.reading = false;
+                    self.answer_last(&mut runs, e.to_reply());
                 }
                 // The client closed its side: answer what it sent, then close.
                 None => self.reading = false,
@@ -390,6 +374,19 @@ where
                 closing
             }
         }
+    }
+
+    /// Answers `reply` after what was read before it, and reads no more: the request stream
+    /// cannot be trusted past a refused or malformed request.
+    fn answer_last(&mut self, runs: &mut Runs, reply: Reply) {
+        self.in_flight += 1;
+        runs.push(
+            Item::Now(reply),
+            &self.run_context(),
+            &mut self.chain,
+            &mut self.pending,
+        );
+        self.reading = false;
     }
 
     fn run_context(&self) -> RunContext {
