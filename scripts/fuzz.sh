@@ -45,7 +45,7 @@ build() {
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing" \
     cargo build --release --locked --manifest-path fuzz/Cargo.toml --target "$host" "$@"
 }
-bin_dir="fuzz/target/$host/release"
+bin_dir="${CARGO_TARGET_DIR:-fuzz/target}/$host/release"
 
 if [ "${1:-}" = "--write-seeds" ]; then
   build --example seeds
@@ -90,6 +90,8 @@ for t in "${targets[@]}"; do
   echo "$line"
   summary+=("$line")
 done
+# The wal target's scratch directories (emptied after every input; see fuzz/src/lib.rs).
+find /dev/shm -maxdepth 1 -type d -name 'raftengine-fuzz-*' -empty -delete 2>/dev/null || true
 
 echo "== fuzz summary"
 printf '%s\n' "${summary[@]}"
