@@ -532,6 +532,13 @@ fn resolve(text: &str, what: &str) -> Result<SocketAddr, ConfigError> {
     if !text.contains(':') {
         return Err(bad("expected HOST:PORT".into()));
     }
+    // The config_toml fuzz target must not send a DNS query for every name it invents.
+    #[cfg(fuzzing)]
+    if !text.starts_with("localhost:") {
+        return Err(bad(
+            "names other than localhost are not resolved in fuzzing builds".into(),
+        ));
+    }
     let mut addrs = text
         .to_socket_addrs()
         .map_err(|e| bad(e.to_string()))?

@@ -303,6 +303,10 @@ const MAX_INTEGER_DIGITS: usize = 20;
 /// us allocate memory the peer never sends.
 const MAX_PREALLOCATED_ELEMENTS: usize = 1024;
 
+/// Most bytes reserved ahead of a bulk string's data on the strength of its header alone: the
+/// header is the peer's word, the data is what it actually sent.
+const MAX_EAGER_RESERVE: usize = 64 * 1024;
+
 /// Parses `<type byte><integer>\r\n` at the start of `buf` (which must not be empty). Returns the
 /// integer and the line's length, or `None` when the line is not complete yet. Fails as soon as a
 /// byte cannot belong to an integer, so a garbage header is never buffered.
@@ -538,8 +542,10 @@ impl RespCodec {
                 // Everything this request will hold once the string is in, charged before the
                 // room is made: a refused request never gets its buffer.
                 self.charge(partial.consumed.saturating_add(framed_len))?;
-                // The header told us how much is coming: make room once, not per read.
-                buf.reserve(framed_len - buf.len());
+                // The header told us how much is coming: make room for it in steps of at most
+                // MAX_EAGER_RESERVE, so a few header bytes cannot make us allocate megabytes the
+                // peer never sends (the buffer's own doubling keeps large values linear).
+                buf.reserve((framed_len - buf.len()).min(MAX_EAGER_RESERVE));
                 return Ok(false);
             }
             if &buf[len..framed_len] != b"\r\n" {

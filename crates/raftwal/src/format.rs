@@ -63,6 +63,12 @@ pub const FRAME_ALIGN: usize = 8;
 pub const MAX_FRAME_BODY_BYTES: usize = u32::MAX as usize - FRAME_HEADER_BYTES - FRAME_ALIGN;
 // A frame of the largest body, header and padding included, fits the u32 lengths.
 const _: () = assert!(MAX_FRAME_BODY_BYTES + FRAME_HEADER_BYTES + FRAME_ALIGN <= u32::MAX as usize);
+/// The largest segment file: [`crate::WalOptions::segment_bytes`] may not exceed it, and a
+/// header recording a larger capacity is damaged. (The writer's segments are the configured size
+/// or, for one oversized frame, the frame's size: at most about 4 GiB.) Recovery trusts a
+/// header's capacity to give a cut-short newest segment its size back, so a capacity beyond any
+/// the writer makes must not get that far.
+pub const MAX_SEGMENT_BYTES: u64 = 64 << 30;
 /// The unit a disk writes atomically: a crash leaves each sector old or new, never a mix.
 pub const SECTOR_BYTES: usize = 512;
 const SEGMENT_MAGIC: &[u8; 8] = b"RAFTWAL\0";
@@ -167,8 +173,17 @@ impl SegmentHeader {
         if bytes[8] != FORMAT_VERSION {
             return HeaderAt::Damaged(format!("segment header of version {}", bytes[8]));
         }
+        let capacity = le_u64(&bytes[16..24]);
+        if capacity < SEGMENT_HEADER_BYTES as u64
+            || capacity > MAX_SEGMENT_BYTES
+            || !capacity.is_multiple_of(FRAME_ALIGN as u64)
+        {
+            return HeaderAt::Damaged(format!(
+                "segment header records a capacity of {capacity} bytes, which no segment has"
+            ));
+        }
         HeaderAt::Valid(SegmentHeader {
-            capacity: le_u64(&bytes[16..24]),
+            capacity,
             salt: le_u64(&bytes[24..32]),
         })
     }
@@ -543,6 +558,16 @@ mod tests {
             SegmentHeader::decode(&damaged),
             HeaderAt::Damaged(_)
         ));
+        // Found by the `wal` fuzz target: a header with a good checksum recording a capacity of
+        // 504 GiB; recovery grew the cut-short newest segment to that size, and the next open
+        // tried to read all of it into memory. Capacities no segment has are damage.
+        for capacity in [541_165_883_392, MAX_SEGMENT_BYTES + 8, 4097, 8, 0] {
+            let bytes = SegmentHeader { capacity, ..header }.encode();
+            assert!(
+                matches!(SegmentHeader::decode(&bytes), HeaderAt::Damaged(_)),
+                "capacity {capacity}"
+            );
+        }
         // A version-1 segment: a frame (len, crc, version 1, kind 1, 0, 0, body) at offset 0.
         let body = b"records";
         let mut v1 = (body.len() as u32).to_le_bytes().to_vec();

@@ -42,8 +42,8 @@ mod wal;
 
 pub use broken::{clear_broken, clear_broken_report};
 pub use error::{clear_broken_command, WalError, WalErrorKind};
-pub use format::{FORMAT_VERSION, MAX_FRAME_BODY_BYTES};
+pub use format::{FORMAT_VERSION, MAX_FRAME_BODY_BYTES, MAX_SEGMENT_BYTES};
 pub use group_commit::{Durable, GroupCommit};
 pub use recovery::{Cut, CutCause, FailedWrite, LossReason, RecoveryReport, SyncedDataLoss};
-pub use snapshot::{Snapshot, SnapshotStore};
+pub use snapshot::{decode_snapshot_file, encode_snapshot_file, Snapshot, SnapshotStore};
 pub use wal::{Wal, WalOptions};

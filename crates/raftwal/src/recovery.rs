@@ -686,6 +686,13 @@ fn replay_frames(
             offset: offset as u64,
             reason,
         };
+        // No writer numbers 2^64 - 1 frames; refusing that number keeps `number + 1` (here and
+        // for the next frame) from overflowing.
+        if number == u64::MAX {
+            return Err(corrupt(format!(
+                "frame number {number} is beyond any the log reaches"
+            )));
+        }
         if let Some(previous) = replay.last_frame.filter(|&p| number != p + 1) {
             return Err(corrupt(format!(
                 "frame number {number} follows frame {previous}: frames are missing"

@@ -133,7 +133,7 @@ impl Segment {
 
     /// The whole file as it is (its length may differ from the capacity).
     pub fn read_all(&self) -> Result<Vec<u8>, WalError> {
-        let mut data = vec![0; self.len()? as usize];
+        let mut data = zeroed(self.len()?).map_err(WalError::io(&self.path))?;
         self.file
             .read_exact_at(&mut data, 0)
             .map_err(WalError::io(&self.path))?;
@@ -157,6 +157,22 @@ impl Segment {
     pub fn sync_data(&self) -> Result<(), WalError> {
         self.file.sync_data().map_err(WalError::io(&self.path))
     }
+}
+
+/// `len` zero bytes, or an error (not an abort) when memory for them cannot be had: a file
+/// grown beyond reason reads as an error naming it.
+fn zeroed(len: u64) -> std::io::Result<Vec<u8>> {
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!("cannot hold the file's {len} bytes in memory"),
+        )
+    };
+    let len = usize::try_from(len).map_err(|_| too_large())?;
+    let mut data = Vec::new();
+    data.try_reserve_exact(len).map_err(|_| too_large())?;
+    data.resize(len, 0);
+    Ok(data)
 }
 
 /// How a new segment gets its space.

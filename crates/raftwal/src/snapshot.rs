@@ -63,27 +63,8 @@ impl SnapshotStore {
         );
         let temp = self.dir.join(format!("{name}.tmp"));
         let path = self.dir.join(format!("{name}{SUFFIX}"));
-        // Encoding plain data into a Vec cannot fail (no size limit, no custom serializer).
-        let membership = postcard::to_allocvec(membership).expect("membership encodes");
-        let mut body = Vec::with_capacity(32 + membership.len());
-        body.extend_from_slice(&last_included.index.0.to_le_bytes());
-        body.extend_from_slice(&last_included.term.0.to_le_bytes());
-        body.extend_from_slice(&(membership.len() as u64).to_le_bytes());
-        body.extend_from_slice(&(data.len() as u64).to_le_bytes());
-        body.extend_from_slice(&membership);
-        let mut crc = crc32c::crc32c(&body);
-        crc = crc32c::crc32c_append(crc, data);
-        write_atomically(
-            &path,
-            &temp,
-            &[
-                MAGIC.as_slice(),
-                &[VERSION, 0, 0, 0],
-                &crc.to_le_bytes(),
-                &body,
-                data,
-            ],
-        )?;
+        let header = encode_header(last_included, membership, data);
+        write_atomically(&path, &temp, &[&header, data])?;
         let mut all = list(&self.dir, SUFFIX)?;
         all.sort_by_key(|(_, id)| *id);
         let excess = all.len().saturating_sub(keep.max(1));
@@ -106,45 +87,81 @@ impl SnapshotStore {
             return Ok(None);
         };
         let bytes = fs::read(&path).map_err(WalError::io(&path))?;
-        let corrupt = |reason: &str| WalError::Corrupt {
-            path: path.clone(),
-            offset: 0,
-            reason: reason.to_string(),
-        };
-        if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
-            return Err(corrupt("not a snapshot file (bad magic or too short)"));
-        }
-        if bytes[8] != VERSION {
-            return Err(WalError::UnsupportedVersion {
-                path: path.clone(),
-                offset: 8,
-                found: bytes[8],
-                supported: VERSION,
-            });
-        }
-        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        let stored_crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
-        if crc32c::crc32c(&bytes[16..]) != stored_crc {
-            return Err(corrupt("snapshot checksum mismatch"));
-        }
-        let (membership_len, data_len) = (word(32), word(40));
-        let body_len = bytes.len() - HEADER_BYTES;
-        if membership_len.checked_add(data_len) != Some(body_len as u64) {
-            return Err(corrupt("snapshot length does not match its header"));
-        }
-        let data_start = HEADER_BYTES + membership_len as usize;
-        let membership = postcard::from_bytes(&bytes[HEADER_BYTES..data_start])
-            .map_err(|_| corrupt("snapshot membership does not decode"))?;
-        Ok(Some(Snapshot {
-            last_included: LogId {
-                index: LogIndex(word(16)),
-                term: Term(word(24)),
-            },
-            membership,
-            data: bytes[data_start..].to_vec(),
-            path,
-        }))
+        decode_snapshot_file(&path, &bytes).map(Some)
     }
+}
+
+/// Everything of a snapshot file before its data: magic, version, checksum, ids, lengths and
+/// the membership.
+fn encode_header(last_included: LogId, membership: &Membership, data: &[u8]) -> Vec<u8> {
+    // Encoding plain data into a Vec cannot fail (no size limit, no custom serializer).
+    let membership = postcard::to_allocvec(membership).expect("membership encodes");
+    let mut body = Vec::with_capacity(32 + membership.len());
+    body.extend_from_slice(&last_included.index.0.to_le_bytes());
+    body.extend_from_slice(&last_included.term.0.to_le_bytes());
+    body.extend_from_slice(&(membership.len() as u64).to_le_bytes());
+    body.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    body.extend_from_slice(&membership);
+    let mut crc = crc32c::crc32c(&body);
+    crc = crc32c::crc32c_append(crc, data);
+    let mut header = Vec::with_capacity(16 + body.len());
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&[VERSION, 0, 0, 0]);
+    header.extend_from_slice(&crc.to_le_bytes());
+    header.extend_from_slice(&body);
+    header
+}
+
+/// The bytes of a snapshot file, as [`SnapshotStore::save`] writes them (for tools and the
+/// fuzz targets; `save` writes the same bytes without copying `data`).
+pub fn encode_snapshot_file(last_included: LogId, membership: &Membership, data: &[u8]) -> Vec<u8> {
+    let mut file = encode_header(last_included, membership, data);
+    file.extend_from_slice(data);
+    file
+}
+
+/// Decodes and checks the bytes of a snapshot file (`path` names it in errors): the decoder
+/// [`SnapshotStore::latest`] uses, and the one the `snapshot_file` fuzz target drives. Every
+/// malformed file is a [`WalError`], never a panic.
+pub fn decode_snapshot_file(path: &Path, bytes: &[u8]) -> Result<Snapshot, WalError> {
+    let corrupt = |reason: &str| WalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: 0,
+        reason: reason.to_string(),
+    };
+    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+        return Err(corrupt("not a snapshot file (bad magic or too short)"));
+    }
+    if bytes[8] != VERSION {
+        return Err(WalError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            offset: 8,
+            found: bytes[8],
+            supported: VERSION,
+        });
+    }
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let stored_crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[16..]) != stored_crc {
+        return Err(corrupt("snapshot checksum mismatch"));
+    }
+    let (membership_len, data_len) = (word(32), word(40));
+    let body_len = bytes.len() - HEADER_BYTES;
+    if membership_len.checked_add(data_len) != Some(body_len as u64) {
+        return Err(corrupt("snapshot length does not match its header"));
+    }
+    let data_start = HEADER_BYTES + membership_len as usize;
+    let membership = postcard::from_bytes(&bytes[HEADER_BYTES..data_start])
+        .map_err(|_| corrupt("snapshot membership does not decode"))?;
+    Ok(Snapshot {
+        last_included: LogId {
+            index: LogIndex(word(16)),
+            term: Term(word(24)),
+        },
+        membership,
+        data: bytes[data_start..].to_vec(),
+        path: path.to_path_buf(),
+    })
 }
 
 /// A snapshot file and its `(index, term)` id.

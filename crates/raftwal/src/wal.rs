@@ -122,10 +122,13 @@ impl Wal {
     /// left by a crash are cut, everything cut is reported (and logged), and corruption of
     /// durable data is an error naming the file and offset.
     pub fn open(options: WalOptions) -> Result<Wal, WalError> {
-        if options.segment_bytes < 4096 || !options.segment_bytes.is_multiple_of(FRAME_ALIGN as u64)
+        if options.segment_bytes < 4096
+            || options.segment_bytes > format::MAX_SEGMENT_BYTES
+            || !options.segment_bytes.is_multiple_of(FRAME_ALIGN as u64)
         {
             return Err(WalError::Options(format!(
-                "segment_bytes must be a multiple of {FRAME_ALIGN} and at least 4096, got {}",
+                "segment_bytes must be a multiple of {FRAME_ALIGN} between 4096 and {}, got {}",
+                format::MAX_SEGMENT_BYTES,
                 options.segment_bytes
             )));
         }

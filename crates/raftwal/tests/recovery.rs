@@ -135,6 +135,53 @@ fn a_frame_of_a_newer_format_is_refused_with_its_version() {
     }
 }
 
+/// Found by the `wal` fuzz target: a newest segment whose header (checksum intact) records a
+/// capacity of 504 GiB. Recovery gave the cut-short file that size back and the next open tried
+/// to read all of it into memory. Such a header is damage: refused, the file left as it was.
+#[test]
+fn a_header_recording_an_impossible_capacity_is_damage() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = filled(root.path(), 1);
+    let segment = wal.segment_paths().pop().expect("a segment");
+    drop(wal);
+    let mut bytes = fs::read(&segment).expect("read");
+    bytes[16..24].copy_from_slice(&541_165_883_392u64.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&segment, &bytes).expect("write");
+    for _ in 0..2 {
+        let err = open(root.path()).expect_err("a capacity no segment has");
+        assert_eq!(err.kind(), WalErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("541165883392"), "{err}");
+        let len = fs::metadata(&segment).expect("metadata").len();
+        assert_eq!(len, bytes.len() as u64, "the file was not grown");
+    }
+    let err = Wal::open(WalOptions::new(root.path()).segment_bytes(raftwal::MAX_SEGMENT_BYTES + 8))
+        .expect_err("segments beyond the largest");
+    assert!(matches!(err, WalError::Options(_)), "{err}");
+}
+
+/// Found by the `wal` fuzz target: a frame (checksum intact) numbered u64::MAX, followed by
+/// another, overflowed `previous + 1` in the check that no frame is missing (a panic with
+/// overflow checks, a wrap to frame 0 without). That number is refused as corruption.
+#[test]
+fn a_frame_numbered_u64_max_is_corruption() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let wal = filled(root.path(), 2);
+    let segment = wal.segment_paths().pop().expect("a segment");
+    drop(wal);
+    let mut bytes = fs::read(&segment).expect("read");
+    let at = FIRST_FRAME;
+    bytes[at + 16..at + 24].copy_from_slice(&u64::MAX.to_le_bytes());
+    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let crc = frame_crc(&segment, &bytes, at as u64, &bytes[at + 8..at + 24 + len]);
+    bytes[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&segment, &bytes).expect("write");
+    let err = open(root.path()).expect_err("frame number u64::MAX");
+    assert_eq!(err.kind(), WalErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("18446744073709551615"), "{err}");
+}
+
 #[test]
 fn a_log_of_format_version_1_is_refused_with_its_version() {
     let root = tempfile::tempdir().expect("temp dir");

@@ -463,6 +463,38 @@ fn limits_are_enforced_from_the_header_alone() {
     ));
 }
 
+/// Found by the `resp` fuzz target: a 20-byte header announcing a 64 MiB bulk string made the
+/// codec reserve 64 MiB at once, before any of the data arrived.
+#[test]
+fn a_bulk_header_alone_reserves_little_memory() {
+    let mut codec = RespCodec::default();
+    let mut buf = BytesMut::from(&b"*1\r\n$67108864\r\n"[..]);
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    assert!(
+        buf.capacity() <= 2 * MAX_EAGER_RESERVE,
+        "reserved {} bytes for a header",
+        buf.capacity()
+    );
+    // The value still arrives whole, whatever the pieces.
+    let value = vec![b'v'; 300_000];
+    for piece in value.chunks(70_000) {
+        buf.extend_from_slice(piece);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    }
+    let mut whole = BytesMut::new();
+    encode_request(&[&b"SET"[..], b"k", &value], &mut whole);
+    let mut codec = RespCodec::default();
+    let mut buf = BytesMut::new();
+    for piece in whole.chunks(1000) {
+        buf.extend_from_slice(piece);
+        if let Some(words) = codec.decode(&mut buf).unwrap() {
+            assert_eq!(words[2].len(), value.len());
+            return;
+        }
+    }
+    panic!("the request never completed");
+}
+
 #[test]
 fn an_inline_line_without_a_newline_fails_once_it_passes_the_limit() {
     let limits = small_limits();
