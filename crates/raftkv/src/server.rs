@@ -57,7 +57,7 @@ pub enum ServerError {
 }
 
 /// Per-connection and per-server bounds. Every one is a `raftkv serve` setting (see
-/// [`crate::config`]); `docs/security-auth-limits.md` lists them with their defaults.
+/// [`crate::config`]); `docs/security.md` lists them with their defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
     /// Requests of one connection being served at once (pipelining); reading pauses beyond it.
