@@ -89,14 +89,7 @@ fn check_round_trip(words: &[Bytes]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let tight = RespLimits {
-        max_bulk_len: 16,
-        max_array_len: 4,
-        max_inline_len: 32,
-        max_request_len: 96,
-        max_reply_depth: 2,
-    };
-    for limits in [RespLimits::default(), tight] {
+    for limits in [RespLimits::default(), raftengine_fuzz::tight_resp_limits()] {
         let whole = decode_stream(limits, data, data.len());
         // Pieces of 1 to 8 bytes, chosen by the input's length so each input is deterministic.
         let piece = 1 + data.len() % 8;

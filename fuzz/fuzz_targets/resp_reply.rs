@@ -13,14 +13,7 @@ use raftkv::resp::{encode_reply, RespClientCodec, RespLimits};
 use tokio_util::codec::Decoder;
 
 fuzz_target!(|data: &[u8]| {
-    let tight = RespLimits {
-        max_bulk_len: 16,
-        max_array_len: 4,
-        max_inline_len: 32,
-        max_request_len: 96,
-        max_reply_depth: 2,
-    };
-    for limits in [RespLimits::default(), tight] {
+    for limits in [RespLimits::default(), raftengine_fuzz::tight_resp_limits()] {
         let mut codec = RespClientCodec::new(limits);
         let mut buf = BytesMut::from(data);
         let mut offset = 0;

@@ -185,3 +185,15 @@ pub fn scratch_dir(target: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("scratch directory");
     dir
 }
+
+/// Limits small enough that a short input reaches every "too large" branch of the RESP codecs;
+/// the RESP targets run each input under these and under the defaults.
+pub fn tight_resp_limits() -> raftkv::resp::RespLimits {
+    raftkv::resp::RespLimits {
+        max_bulk_len: 16,
+        max_array_len: 4,
+        max_inline_len: 32,
+        max_request_len: 96,
+        max_reply_depth: 2,
+    }
+}
