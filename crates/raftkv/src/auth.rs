@@ -20,7 +20,6 @@
 //! DEL) needs every one of them allowed.
 
 use crate::command::{Action, ReadOp};
-use crate::kv::KvCommand;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
@@ -298,15 +297,7 @@ enum Need<'a> {
 
 fn need(action: &Action) -> Need<'_> {
     match action {
-        Action::Write(command, _) => Need::Write(match command {
-            KvCommand::Set { key, .. }
-            | KvCommand::Incr { key, .. }
-            | KvCommand::Cas { key, .. } => {
-                vec![key.as_slice()]
-            }
-            KvCommand::Del { keys } => keys.iter().map(Vec::as_slice).collect(),
-            KvCommand::Noop => Vec::new(),
-        }),
+        Action::Write(command, _) => Need::Write(command.keys()),
         Action::Read(op) => match op {
             ReadOp::Get(key) => Need::Read(vec![key.as_ref()]),
             ReadOp::Exists(keys) | ReadOp::MGet(keys) => {

@@ -70,6 +70,8 @@ pub enum CliError {
     Client(ClientError),
     #[error("{0}")]
     Tls(#[from] raftnet::tls::TlsError),
+    #[error("cannot draw a session id: {0}")]
+    Session(String),
 }
 
 impl From<ClientError> for CliError {
@@ -115,7 +117,13 @@ pub async fn run(command: &ClientCommand) -> Result<String, CliError> {
         ..ClientConfig::default()
     };
     let nodes = resolve_nodes(&args.nodes).await?;
-    let mut client = Client::new(nodes, config)?.with_security(args.security.security()?);
+    // A session makes a write whose outcome is unknown safe to send again: it is retried until
+    // answered within the timeout, and applied once.
+    let session =
+        crate::client::fresh_session_id().map_err(|e| CliError::Session(e.to_string()))?;
+    let mut client = Client::new(nodes, config)?
+        .with_security(args.security.security()?)
+        .with_session(session);
     let reply: Reply = client.cmd(&command.words()).await?;
     Ok(format_reply(&reply))
 }

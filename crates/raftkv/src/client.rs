@@ -175,6 +175,12 @@ impl Credentials {
 pub enum ClientError {
     #[error("no node addresses given")]
     NoNodes,
+    /// A write of this session (number in the error) has no answer yet: resolve it with
+    /// [`Client::retry_unresolved`] before the next write.
+    #[error("session write {0} is unresolved; retry it before the next write")]
+    Unresolved(u64),
+    #[error("no session: Client::with_session first")]
+    NoSession,
     /// The server refused the credentials (or asked for some, and none were given), or the TLS
     /// handshake failed: retrying cannot help.
     #[error("refused: {0}")]
@@ -366,6 +372,27 @@ pub struct Client {
     /// Index in `nodes` of the node tried after `target` fails.
     next_node: usize,
     conn: Option<Connection>,
+    /// With [`Client::with_session`]: the session's numbering.
+    session: Option<Session>,
+    /// Sends again after an unknown outcome during the last [`Client::send`].
+    uncertain_resends: u64,
+}
+
+/// A client's session: its id, the last number used and the write whose outcome is unknown.
+#[derive(Debug, Clone)]
+struct Session {
+    client: u64,
+    seq: u64,
+    unresolved: Option<(u64, Vec<Vec<u8>>)>,
+    /// Numbered writes sent again after an unknown outcome (a lost connection, `-UNCERTAIN`).
+    resent: u64,
+}
+
+/// A random 64-bit session id from the kernel's random source.
+pub fn fresh_session_id() -> std::io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    crate::auth::random_bytes(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 impl fmt::Debug for Client {
@@ -389,6 +416,8 @@ impl Client {
             security: Security::default(),
             target,
             conn: None,
+            session: None,
+            uncertain_resends: 0,
         })
     }
 
@@ -458,9 +487,83 @@ impl Client {
     }
 
     /// Sends one command and returns its reply, following redirects and retrying as the module
-    /// documentation describes.
+    /// documentation describes. With a session ([`Client::with_session`]) a write is numbered and
+    /// sent again, with its number, until it has an answer: it takes effect once.
     pub async fn cmd(&mut self, words: &[&[u8]]) -> Result<Reply, ClientError> {
-        let read_only = is_read_only(words);
+        if is_read_only(words) || self.session.is_none() {
+            return self.send(words, is_read_only(words)).await;
+        }
+        let session = self.session.as_mut().expect("checked above");
+        if let Some((seq, _)) = &session.unresolved {
+            return Err(ClientError::Unresolved(*seq));
+        }
+        session.seq += 1;
+        let seq = session.seq;
+        self.send_numbered(seq, words.iter().map(|w| w.to_vec()).collect())
+            .await
+    }
+
+    /// Sends the session's write whose outcome is still unknown again, with its number: its
+    /// reply, or `Ok(None)` when no write is unresolved.
+    pub async fn retry_unresolved(&mut self) -> Result<Option<Reply>, ClientError> {
+        let Some((seq, words)) = self.session.as_ref().and_then(|s| s.unresolved.clone()) else {
+            return Ok(None);
+        };
+        self.send_numbered(seq, words).await.map(Some)
+    }
+
+    /// Numbers this client's writes in a session (Raft thesis §6.3; see [`crate::session`]):
+    /// a write is sent as `SESSION <client> <seq> ...` and, since the cluster applies each
+    /// number once, sent again after a lost connection or `-UNCERTAIN` until it has an answer.
+    /// A write still unanswered at the deadline is [`ClientError::Uncertain`] and stays
+    /// unresolved: [`Client::retry_unresolved`] sends it again; other writes wait for it
+    /// ([`ClientError::Unresolved`]). `client` must be unique to this client
+    /// ([`fresh_session_id`]). Pipelines are sent as they are.
+    pub fn with_session(mut self, client: u64) -> Client {
+        self.session = Some(Session {
+            client,
+            seq: 0,
+            unresolved: None,
+            resent: 0,
+        });
+        self
+    }
+
+    /// How many times this client's numbered writes were sent again after an unknown outcome.
+    pub fn session_resends(&self) -> u64 {
+        self.session.as_ref().map_or(0, |s| s.resent)
+    }
+
+    /// Sends write `seq` of the session, retrying while its outcome is unknown; records it as
+    /// unresolved if it still is at the deadline.
+    async fn send_numbered(&mut self, seq: u64, words: Vec<Vec<u8>>) -> Result<Reply, ClientError> {
+        let client = match &self.session {
+            Some(session) => session.client.to_string(),
+            None => return Err(ClientError::NoSession),
+        };
+        let seq_text = seq.to_string();
+        let mut numbered: Vec<&[u8]> = vec![b"SESSION", client.as_bytes(), seq_text.as_bytes()];
+        numbered.extend(words.iter().map(Vec::as_slice));
+        self.uncertain_resends = 0;
+        let result = self.send(&numbered, true).await;
+        let resends = self.uncertain_resends;
+        if let Some(session) = self.session.as_mut() {
+            session.resent += resends;
+            session.unresolved = match &result {
+                Err(error)
+                    if error.is_uncertain() || matches!(error, ClientError::Unavailable { .. }) =>
+                {
+                    Some((seq, words))
+                }
+                _ => None,
+            };
+        }
+        result
+    }
+
+    /// One command: `idempotent` ones (reads, numbered writes) are sent again after a lost
+    /// connection or `-UNCERTAIN`; others are then [`ClientError::Uncertain`].
+    async fn send(&mut self, words: &[&[u8]], idempotent: bool) -> Result<Reply, ClientError> {
         let deadline = Instant::now() + self.config.deadline;
         let mut backoff = Backoff::new(&self.config);
         let (mut attempts, mut hops, mut refusals) = (0, 0, 0);
@@ -486,11 +589,17 @@ impl Client {
                         }
                         text
                     }
-                    Verdict::Uncertain(text) if read_only => text,
+                    Verdict::Uncertain(text) if idempotent => {
+                        self.uncertain_resends += 1;
+                        text
+                    }
                     Verdict::Uncertain(text) => return Err(ClientError::Uncertain(text)),
                 },
                 Err(Failure::Connect(error)) => error,
-                Err(Failure::Lost(error)) if read_only => error,
+                Err(Failure::Lost(error)) if idempotent => {
+                    self.uncertain_resends += 1;
+                    error
+                }
                 Err(Failure::Lost(error)) => return Err(ClientError::Uncertain(error)),
                 Err(Failure::Refused(error)) => return Err(ClientError::Refused(error)),
             };

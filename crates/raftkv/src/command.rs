@@ -188,6 +188,7 @@ pub fn parse_request(words: &[Bytes]) -> Action {
             _ => Action::Immediate(wrong_arity(command)),
         },
         b"hello" => parse_hello(args),
+        b"session" => arity(n >= 3, parse_session),
         b"select" => arity(n == 1, |args| {
             Action::Immediate(match parse_integer(&args[0]) {
                 Some(0) => Reply::ok(),
@@ -200,6 +201,35 @@ pub fn parse_request(words: &[Bytes]) -> Action {
         b"client" => arity(n >= 1, |args| Action::Immediate(client_command(args))),
         _ => Action::Immediate(unknown_command(name, args)),
     }
+}
+
+/// `SESSION client seq command [args...]`: a write numbered in its client's session, applied at
+/// most once (see [`crate::session`]). A read passes through as it is (reads change nothing).
+fn parse_session(args: &[Bytes]) -> Action {
+    let (Some(client), Some(seq)) = (parse_u64(&args[0]), parse_u64(&args[1])) else {
+        return Action::Immediate(error("ERR SESSION needs a client id and a sequence number"));
+    };
+    if seq == 0 {
+        return Action::Immediate(error("ERR SESSION sequence numbers start at 1"));
+    }
+    match parse_request(&args[2..]) {
+        Action::Write(command, shape) => Action::Write(
+            KvCommand::Session {
+                client,
+                seq,
+                command: Box::new(command),
+            },
+            shape,
+        ),
+        action @ (Action::Read(_) | Action::Immediate(_)) => action,
+        Action::Info | Action::Quit | Action::Auth(_) => {
+            Action::Immediate(error("ERR SESSION wraps reads and writes only"))
+        }
+    }
+}
+
+fn parse_u64(word: &[u8]) -> Option<u64> {
+    std::str::from_utf8(word).ok()?.parse().ok()
 }
 
 /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`: only RESP2 is spoken.

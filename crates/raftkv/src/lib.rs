@@ -37,6 +37,7 @@ pub mod demo;
 pub mod kv;
 pub mod resp;
 pub mod server;
+pub mod session;
 
 /// How many threads a subcommand's runtime gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
