@@ -31,6 +31,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+/// The record's file name in the data directory.
 pub const FAILURE_FILE: &str = "FAILURE";
 /// Size of the preallocated file.
 pub const SLOT_BYTES: usize = 4096;
