@@ -104,6 +104,18 @@
 //! run_until_quiet(&mut replicas);
 //! assert!(replicas.iter().all(|r| r.counter == 5));
 //! ```
+//!
+//! # Where to go next
+//!
+//! - [`StateMachine`]: the shape of the application's state; the driver calls it on
+//!   [`Output::committed`], snapshots and installs.
+//! - [`RaftNode::read`] (linearizable reads: ReadIndex, follower reads, leases),
+//!   [`RaftNode::change_membership`], [`RaftNode::transfer_leadership`], [`RaftNode::compact`]
+//!   and [`Output::install_snapshot`] (snapshots), [`RaftNode::restart_from_snapshot`].
+//! - [`conformance::check_log_storage`]: the suite every [`LogStorage`] must pass; the
+//!   `custom_log_store` example runs it on a store written from scratch.
+//! - `docs/guide.md` in the repository: the concepts in order, each with the scenarios that
+//!   show it step by step.
 
 #![deny(missing_docs)]
 
