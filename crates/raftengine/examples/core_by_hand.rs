@@ -8,17 +8,46 @@
 //! then report `persisted(seq)`; send messages; apply committed entries; answer rejections.
 
 use raftengine::{
-    CommandRejected, Config, EntryPayload, LogStorage, MemoryStorage, Message, NodeId, Output,
-    RaftNode, RequestId, RoleKind,
+    ApplyError, CommandRejected, Config, EntryPayload, FatalError, LogIndex, LogStorage,
+    MemoryStorage, Message, NodeId, Output, RaftNode, RequestId, RoleKind, StateMachine,
 };
 use std::collections::VecDeque;
+
+/// The state machine: the sum of every committed command (each an 8-byte little-endian u64).
+#[derive(Debug, Default)]
+struct Counter {
+    value: u64,
+}
+
+impl StateMachine for Counter {
+    fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Result<Vec<u8>, ApplyError> {
+        // A malformed command is refused the same way on every replica: a deterministic
+        // answer, not a failure.
+        let amount: [u8; 8] = command
+            .try_into()
+            .map_err(|_| ApplyError::Rejected(format!("{} bytes, not 8", command.len())))?;
+        self.value += u64::from_le_bytes(amount);
+        Ok(self.value.to_le_bytes().to_vec())
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.value.to_le_bytes().to_vec()
+    }
+
+    fn restore_from(&mut self, snapshot: &[u8]) -> Result<(), ApplyError> {
+        let bytes: [u8; 8] = snapshot
+            .try_into()
+            .map_err(|_| ApplyError::Fatal("a counter snapshot is 8 bytes".into()))?;
+        self.value = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}
 
 /// One replica: the core, its "disk" and its state machine.
 struct Replica {
     node: RaftNode,
     disk: MemoryStorage,
-    /// The state machine: the sum of every committed command (each an 8-byte little-endian u64).
-    counter: u64,
+    counter: Counter,
 }
 
 /// The in-memory cluster: replicas and the messages in flight between them.
@@ -39,7 +68,7 @@ impl Cluster {
                 Replica {
                     node: RaftNode::new(config).expect("a valid configuration"),
                     disk: MemoryStorage::new(),
-                    counter: 0,
+                    counter: Counter::default(),
                 }
             })
             .collect();
@@ -92,19 +121,32 @@ impl Cluster {
             network.push_back(msg);
         }
         // 3. Apply committed entries in order. Only commands reach the state machine; the
-        //    term-start no-op and configuration entries are Raft's own.
+        //    term-start no-op and configuration entries are Raft's own. (A snapshot in
+        //    `out.install_snapshot` would be restored first; none is sent in this run.)
         for committed in &out.committed {
-            if let EntryPayload::Command(bytes) = &committed.entry.payload {
-                let amount = u64::from_le_bytes(bytes[..].try_into().expect("8 bytes"));
-                replica.counter += amount;
-                println!(
-                    "  {id} applies index {}: add {amount} -> counter {}",
-                    committed.entry.index, replica.counter
-                );
-                if let Some(request) = committed.request {
-                    // The node that proposed it answers its client now.
-                    println!("  {id} answers request {}: {}", request.0, replica.counter);
+            let index = committed.entry.index;
+            let EntryPayload::Command(bytes) = &committed.entry.payload else {
+                continue;
+            };
+            let answer = match replica.counter.apply(index, bytes) {
+                Ok(value) => format!("{}", u64::from_le_bytes(value[..].try_into().unwrap())),
+                Err(ApplyError::Rejected(why)) => format!("refused: {why}"),
+                Err(ApplyError::Fatal(reason)) => {
+                    // This replica can no longer be trusted: stop it (a real driver also marks
+                    // its storage broken).
+                    replica
+                        .node
+                        .fail(FatalError::StateMachine { index, reason });
+                    return true;
                 }
+            };
+            println!(
+                "  {id} applies index {index} -> counter {}",
+                replica.counter.value
+            );
+            if let Some(request) = committed.request {
+                // The node that proposed it answers its client now.
+                println!("  {id} answers request {}: {answer}", request.0);
             }
         }
         // 4. Requests this node will not carry to an outcome: redirect, retry, or unknown.
@@ -197,6 +239,15 @@ fn main() {
         .propose(RequestId(3), 37u64.to_le_bytes().to_vec());
     cluster.run_until_quiet();
 
+    // A malformed command still commits: the state machine's refusal is its answer, the same
+    // on every replica.
+    println!("== proposing a malformed command at the leader");
+    cluster
+        .replica(leader)
+        .node
+        .propose(RequestId(4), vec![1, 2, 3]);
+    cluster.run_until_quiet();
+
     println!("== one more tick: the heartbeat tells followers the new commit index");
     cluster.tick_all();
 
@@ -206,9 +257,12 @@ fn main() {
             replica.node.id(),
             replica.node.role(),
             replica.node.commit_index(),
-            replica.counter
+            replica.counter.value
         );
-        assert_eq!(replica.counter, 42, "every replica applied both commands");
+        assert_eq!(
+            replica.counter.value, 42,
+            "every replica applied both commands"
+        );
         assert_eq!(replica.disk.last_index(), replica.node.log().last_index());
     }
     println!("== every replica's counter is 42");
