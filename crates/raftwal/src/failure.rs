@@ -23,6 +23,9 @@
 //! 44  u32      CRC-32C of bytes 0..44 and the reason
 //! 48  reason (UTF-8)
 //! ```
+//!
+//! Public as the reference for the on-disk layout, and for tests and tools that build, inspect
+//! or damage data directories; an application needs only [`Wal`](crate::Wal).
 
 use crate::error::WalError;
 use crate::format::SECTOR_BYTES;

@@ -48,6 +48,9 @@
 //! not read: opening such a log fails with [`WalError::UnsupportedVersion`] naming the file and
 //! version 1. Its frames cannot be told from client bytes after a lost page, which is the flaw
 //! this version fixes; a node with such a log is moved aside and caught up from the cluster.
+//!
+//! Public as the reference for the on-disk layout, and for tests and tools that build, inspect
+//! or damage data directories; an application needs only [`Wal`](crate::Wal).
 
 use crate::error::WalError;
 use serde::{Deserialize, Serialize};
