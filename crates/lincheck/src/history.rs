@@ -13,17 +13,31 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum KvInput {
     /// Read the current value; answered by [`KvOutput::Get`].
-    Get { key: String },
+    Get {
+        /// The key read.
+        key: String,
+    },
     /// Overwrite (or create) the value; answered by [`KvOutput::Put`].
-    Put { key: String, value: String },
+    Put {
+        /// The key written.
+        key: String,
+        /// The value written.
+        value: String,
+    },
     /// Remove the key; answered by [`KvOutput::Delete`].
-    Delete { key: String },
+    Delete {
+        /// The key removed.
+        key: String,
+    },
     /// Set the value to `new` if the current value equals `expected`
     /// (`None` = the key is absent); answered by [`KvOutput::Cas`].
     Cas {
+        /// The key compared and set.
         key: String,
+        /// The value the key must hold (`None`: absent); must be present in JSON (as `null`).
         #[serde(deserialize_with = "required")]
         expected: Option<String>,
+        /// The value set when the comparison holds.
         new: String,
     },
 }
@@ -58,15 +72,22 @@ impl KvInput {
 pub enum KvOutput {
     /// The value read; `None` = the key was absent.
     Get {
+        /// The value read (`None`: absent); must be present in JSON (as `null`).
         #[serde(deserialize_with = "required")]
         value: Option<String>,
     },
     /// The write was applied.
     Put,
     /// Whether the key existed before the delete.
-    Delete { existed: bool },
+    Delete {
+        /// The key existed.
+        existed: bool,
+    },
     /// Whether the compare-and-swap replaced the value.
-    Cas { swapped: bool },
+    Cas {
+        /// The value was replaced.
+        swapped: bool,
+    },
 }
 
 impl KvOutput {
@@ -100,6 +121,7 @@ pub struct Operation {
     /// Virtual time of the response; `None` = the client never heard back.
     #[serde(deserialize_with = "required")]
     pub ret: Option<u64>,
+    /// What the client asked.
     pub input: KvInput,
     /// `None` = the outcome is unknown.
     #[serde(deserialize_with = "required")]
@@ -127,30 +149,56 @@ impl Operation {
 /// A history that cannot be checked or read.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
+    /// Reading the history's JSON lines failed.
     #[error("line {line}: cannot read: {source}")]
     Io {
+        /// The line number, from 1.
         line: usize,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
+    /// A line is not a valid [`Operation`].
     #[error("line {line}: not a valid operation: {source}")]
     Parse {
+        /// The line number, from 1.
         line: usize,
+        /// The JSON error.
         #[source]
         source: serde_json::Error,
     },
+    /// An operation's `ret` is before its `call`.
     #[error("operation {id}: returns at {ret}, before its call at {call}")]
-    ReturnBeforeCall { id: u64, call: u64, ret: u64 },
+    ReturnBeforeCall {
+        /// The operation's id.
+        id: u64,
+        /// Its call time.
+        call: u64,
+        /// Its return time.
+        ret: u64,
+    },
+    /// Two operations share an id.
     #[error("operation id {id} appears more than once")]
-    DuplicateId { id: u64 },
+    DuplicateId {
+        /// The repeated id.
+        id: u64,
+    },
+    /// An output of another kind than its input (e.g. a `get` answered by a `put`).
     #[error("operation {id}: a {input} operation cannot produce a {output} output")]
     OutputMismatch {
+        /// The operation's id.
         id: u64,
+        /// The input's kind.
         input: &'static str,
+        /// The output's kind.
         output: &'static str,
     },
+    /// A known outcome without a return time.
     #[error("operation {id}: has an output but no return time")]
-    OutputWithoutReturn { id: u64 },
+    OutputWithoutReturn {
+        /// The operation's id.
+        id: u64,
+    },
 }
 
 /// Checks that a history is well formed: unique ids, `call <= ret`, outputs

@@ -76,6 +76,8 @@
 //! {"id":2,"client":1,"call":4,"ret":null,"input":{"op":"cas","key":"x","expected":null,"new":"b"},"output":null}
 //! ```
 
+#![deny(missing_docs)]
+
 mod history;
 mod search;
 
@@ -113,12 +115,16 @@ impl Default for CheckOptions {
 /// The verdict on a history.
 #[derive(Debug)]
 pub enum CheckResult {
+    /// Some sequential execution explains every key's history.
     Linearizable,
+    /// A key's history has no explanation; the first such key, in key order.
     NotLinearizable(Violation),
     /// The search budget ran out on `key`; no violation was found on any
     /// key, but `key` was not fully checked.
     Unknown {
+        /// The key not fully checked.
         key: String,
+        /// Which budget ran out.
         reason: String,
     },
     /// The history is malformed; nothing was checked.
@@ -126,6 +132,7 @@ pub enum CheckResult {
 }
 
 impl CheckResult {
+    /// The verdict is [`CheckResult::Linearizable`] (unknown and invalid are not).
     pub fn is_linearizable(&self) -> bool {
         matches!(self, CheckResult::Linearizable)
     }
@@ -134,6 +141,7 @@ impl CheckResult {
 /// Why a key's history is not linearizable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
+    /// The key whose history cannot be explained.
     pub key: String,
     /// All operations on `key`, by call time.
     pub operations: Vec<Operation>,

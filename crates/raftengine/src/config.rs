@@ -9,6 +9,7 @@ use thiserror::Error;
 /// election timeout, like the seed's engine).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
+    /// This node's id; unique in the cluster and never reused for another node.
     pub id: NodeId,
     /// The initial voters, this node included; empty for a node that joins a running cluster
     /// (it learns the configuration from the leader's log or snapshot). Once the log or a
@@ -19,8 +20,12 @@ pub struct Config {
     /// Thesis §6.2: a leader that has not heard from a majority within an election timeout steps
     /// down; followers that heard from a leader within the minimum election timeout ignore votes.
     pub check_quorum: bool,
+    /// Shortest election timeout, in ticks (default 15). Each timeout is drawn from
+    /// `[min, max]` with the jitter seed.
     pub election_timeout_min_ticks: u64,
+    /// Longest election timeout, in ticks (default 30); at least the minimum.
     pub election_timeout_max_ticks: u64,
+    /// Ticks between a leader's heartbeats (default 1); below the minimum election timeout.
     pub heartbeat_interval_ticks: u64,
     /// Upper bound on entries in one AppendEntries.
     pub max_entries_per_message: usize,
@@ -143,6 +148,7 @@ pub enum Mutation {
 
 #[cfg(feature = "mutations")]
 impl Mutation {
+    /// Every mutation, for checkers that try them all.
     pub const ALL: [Mutation; 16] = [
         Mutation::CommitPreviousTerm,
         Mutation::VoteNotPersisted,
@@ -171,22 +177,44 @@ impl Mutation {
     }
 }
 
+/// Why a [`Config`] was refused ([`Config::validate`]).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
+    /// `voters` is not empty and does not include `id`.
     #[error(
         "node {0} is not among the initial voters (leave them empty to join a running cluster)"
     )]
     NotAVoter(NodeId),
+    /// A voter is listed twice.
     #[error("node {0} appears more than once among the voters")]
     DuplicateVoter(NodeId),
+    /// The minimum election timeout is 0 or above the maximum.
     #[error("election timeout range [{min}, {max}] is empty or zero")]
-    BadElectionTimeout { min: u64, max: u64 },
+    BadElectionTimeout {
+        /// `election_timeout_min_ticks`.
+        min: u64,
+        /// `election_timeout_max_ticks`.
+        max: u64,
+    },
+    /// The heartbeat interval is 0 or not below the minimum election timeout.
     #[error("heartbeat interval {heartbeat} must be at least 1 and below the minimum election timeout {min}")]
-    BadHeartbeat { heartbeat: u64, min: u64 },
+    BadHeartbeat {
+        /// `heartbeat_interval_ticks`.
+        heartbeat: u64,
+        /// `election_timeout_min_ticks`.
+        min: u64,
+    },
+    /// A limit that must be at least 1 (named) is 0.
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    /// `lease_reads` without `check_quorum`, or `lease_ticks` not in `1..min`.
     #[error("lease reads need check_quorum and lease_ticks ({lease}) in 1..{min} (the minimum election timeout)")]
-    BadLease { lease: u64, min: u64 },
+    BadLease {
+        /// `lease_ticks`.
+        lease: u64,
+        /// `election_timeout_min_ticks`.
+        min: u64,
+    },
 }
 
 impl Config {
@@ -221,6 +249,7 @@ impl Config {
         }
     }
 
+    /// Checks the settings; [`RaftNode::new`](crate::RaftNode::new) and the restarts call it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter(self.id));

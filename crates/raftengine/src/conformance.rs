@@ -17,7 +17,9 @@ use std::fmt;
 /// The first case a store failed, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConformanceFailure {
+    /// The case's name.
     pub case: &'static str,
+    /// What differed from the model, and at which step.
     pub detail: String,
 }
 

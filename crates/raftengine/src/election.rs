@@ -387,6 +387,9 @@ impl RaftNode {
     ///
     /// A forced transfer campaign (a test control) is authorized whatever transfers voters
     /// heard of; one started by `TimeoutNow` carries that message's transfer generation.
+    ///
+    /// Public for simulators and tests (a campaign on demand); a driver never needs it, since
+    /// `tick` starts elections.
     pub fn campaign(&mut self, transfer: bool) {
         self.campaign_as(transfer.then_some(u64::MAX));
     }
@@ -523,7 +526,8 @@ impl RaftNode {
 
     // ----- controls for harnesses and operators ----------------------------------------------
 
-    /// Drops back to follower in the current term with no known leader.
+    /// Drops back to follower in the current term with no known leader. A control for
+    /// simulators, tests and operators; not part of normal driving.
     pub fn force_follower(&mut self) {
         if self.is_stopped().is_none() {
             self.become_follower(self.hard.term, None);

@@ -7,6 +7,8 @@
 use crate::storage::LogId;
 use crate::types::{Entry, EntryPayload, LogIndex, Term};
 
+/// A node's log in memory: the entries after the compacted prefix, and the position of the
+/// last compacted entry. Read it through [`RaftNode::log`](crate::RaftNode::log).
 #[derive(Debug, Clone, Default)]
 pub struct RaftLog {
     /// The last entry covered by a snapshot (index 0 when nothing was compacted).
@@ -58,10 +60,12 @@ impl RaftLog {
         self.payload_bytes
     }
 
+    /// The index of the last entry (the compacted prefix's last when the log holds none).
     pub fn last_index(&self) -> LogIndex {
         self.start.index.plus(self.entries.len() as u64)
     }
 
+    /// The term of the last entry (likewise).
     pub fn last_term(&self) -> Term {
         self.entries.last().map_or(self.start.term, |e| e.term)
     }
@@ -81,6 +85,7 @@ impl RaftLog {
         self.position(index).map(|p| self.entries[p].term)
     }
 
+    /// The entry at `index`, if held (not compacted, not beyond the end).
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
         self.position(index).map(|p| &self.entries[p])
     }
@@ -134,6 +139,8 @@ impl RaftLog {
         end
     }
 
+    /// Appends an entry; its index must follow the last one. (For tests and tools that build a
+    /// log by hand: a node's own log changes only through its inputs.)
     pub fn push(&mut self, entry: Entry) {
         debug_assert_eq!(entry.index, self.last_index().next());
         self.payload_bytes += payload_bytes(std::slice::from_ref(&entry));

@@ -43,6 +43,7 @@ impl Membership {
         }
     }
 
+    /// A joint configuration (C_old,new): decisions need majorities of both voter sets.
     pub fn is_joint(&self) -> bool {
         !self.outgoing.is_empty()
     }
@@ -114,15 +115,30 @@ impl Membership {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembershipChange {
     /// Adds a non-voting member; it starts receiving the log at once.
-    AddLearner { node: NodeId, address: String },
+    AddLearner {
+        /// The new member.
+        node: NodeId,
+        /// Where to reach it, for the driver's transport.
+        address: String,
+    },
     /// Adds a voter (or promotes a learner) after it caught up.
-    AddVoter { node: NodeId, address: String },
+    AddVoter {
+        /// The new voter.
+        node: NodeId,
+        /// Where to reach it, for the driver's transport.
+        address: String,
+    },
     /// Removes a voter or a learner (the leader itself included).
-    Remove { node: NodeId },
+    Remove {
+        /// The member to remove.
+        node: NodeId,
+    },
     /// Changes several voters at once by joint consensus: `add` become voters (after catching
     /// up), `remove` leave the cluster.
     Joint {
+        /// New voters, with their addresses.
         add: BTreeMap<NodeId, String>,
+        /// Members to remove.
         remove: BTreeSet<NodeId>,
     },
 }
@@ -243,7 +259,14 @@ pub enum MembershipError {
     InProgress,
     /// The new voters did not catch up: nothing was changed.
     #[error("{node} did not catch up: {reason}")]
-    CatchUpFailed { node: NodeId, reason: String },
+    CatchUpFailed {
+        /// The first new voter that did not catch up.
+        node: NodeId,
+        /// Why (stalled, too many rounds), in words.
+        reason: String,
+    },
+    /// The change makes no sense for the configuration in effect (e.g. removing a non-member,
+    /// leaving no voter).
     #[error("invalid membership change: {0}")]
     Invalid(String),
     /// The configuration entry was appended but leadership was lost before it committed: it may

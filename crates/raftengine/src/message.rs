@@ -10,41 +10,59 @@ use serde::{Deserialize, Serialize};
 /// proposed term it answers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// The sender.
     pub from: NodeId,
+    /// The recipient; a node refuses a message addressed to another
+    /// ([`StepError::WrongRecipient`](crate::StepError::WrongRecipient)).
     pub to: NodeId,
+    /// The sender's term (see the type's description for the pre-vote exceptions).
     pub term: Term,
+    /// What the message says.
     pub body: MessageBody,
 }
 
+/// The kinds of message, one per Raft RPC request or answer (plus forwarding and reads).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageBody {
     /// Thesis §9.6: "would you vote for me?", asked without changing anyone's term.
     PreVoteRequest {
+        /// The index of the candidate's last entry.
         last_log_index: LogIndex,
+        /// The term of the candidate's last entry.
         last_log_term: Term,
         /// Part of a leadership transfer: skips the "a leader is alive" refusal.
         transfer: bool,
     },
+    /// A pre-vote answer; the message's term is the proposed term when granted.
     PreVoteResponse {
+        /// Whether the voter would vote for the candidate.
         granted: bool,
     },
     /// RequestVote.
     VoteRequest {
+        /// The index of the candidate's last entry.
         last_log_index: LogIndex,
+        /// The term of the candidate's last entry.
         last_log_term: Term,
         /// A campaign of a leadership transfer: the generation of the `TimeoutNow` that started
         /// it. Voters let it past leader stickiness only if they have not heard from that leader
         /// that the transfer ended (a later generation).
         transfer: Option<u64>,
     },
+    /// The answer to a `VoteRequest`.
     VoteResponse {
+        /// Whether the vote was granted (it is durable once the answer is sent).
         granted: bool,
     },
     /// AppendEntries; a heartbeat when `entries` is empty.
     AppendEntries {
+        /// The index of the entry just before `entries` (0 for the log's start).
         prev_log_index: LogIndex,
+        /// The term of the entry at `prev_log_index`.
         prev_log_term: Term,
+        /// Entries to append after `prev_log_index`, in order.
         entries: Vec<Entry>,
+        /// The leader's commit index.
         leader_commit: LogIndex,
         /// The leader's read round when it sent this (0 before any linearizable read). An answer
         /// echoes it; a majority of echoes of round `r` proves the sender still led after every
@@ -57,7 +75,9 @@ pub enum MessageBody {
         /// repairing node ends its repair only once its leader knows its current epoch.
         repair_epoch: u64,
     },
+    /// The answer to an `AppendEntries`.
     AppendEntriesResponse {
+        /// Whether the follower's log matched at `prev_log_index` and the entries were appended.
         success: bool,
         /// On success: the index up to which the follower's log matches the leader's
         /// (`prev_log_index` + number of entries of the request).
@@ -80,62 +100,82 @@ pub enum MessageBody {
     },
     /// A chunk of the leader's snapshot, for a follower whose next entry is compacted (`sn`).
     InstallSnapshot {
+        /// The last index and term the snapshot covers.
         last_included: LogId,
         /// The configuration in effect at `last_included`.
         membership: Membership,
+        /// Byte offset of `data` within the snapshot.
         offset: u64,
         #[serde(with = "serde_bytes")]
+        /// The chunk's bytes.
         data: Vec<u8>,
+        /// This chunk is the snapshot's last.
         done: bool,
     },
     /// The follower's answer (`snr`): it has the first `next_offset` bytes; `done` once installed.
     InstallSnapshotResponse {
+        /// The `last_included` index of the snapshot being installed.
         last_included: LogIndex,
         /// The offset of the chunk this answers (late answers to other chunks are stale).
         offset: u64,
+        /// The byte offset the follower expects next.
         next_offset: u64,
+        /// The snapshot is installed.
         done: bool,
     },
     /// Leadership transfer: "campaign now", sent once the target holds the leader's whole log
     /// (`t_p` in traces).
     TimeoutNow {
+        /// The leader's last index: the target's log holds it.
         last_log_index: LogIndex,
         /// The leader's transfer generation when it sent this (see `AppendEntries::transfer`).
         transfer: u64,
     },
     /// The target's answer (`t_pr`): whether it campaigns.
     TimeoutNowResponse {
+        /// The target campaigns.
         accepted: bool,
     },
     /// A follower forwards its client's command to the leader (`Config::forward_proposals`).
     Propose {
+        /// The forwarding node's request number (its own, not the client's).
         request: u64,
         #[serde(with = "serde_bytes")]
+        /// The command's bytes.
         command: Vec<u8>,
     },
     /// Where the leader placed a forwarded command; `None`: the receiver does not lead.
     ProposeResponse {
+        /// The forwarding node's request number.
         request: u64,
+        /// The index and term the entry was appended at.
         placed: Option<LogId>,
     },
     /// A node forwards a membership change to the leader (`m_c`).
     ChangeMembership {
+        /// The forwarding node's request number.
         request: u64,
+        /// The change asked for.
         change: MembershipChange,
     },
     /// The leader's answer once the change committed or failed (`m_cr`).
     ChangeMembershipResponse {
+        /// The forwarding node's request number.
         request: u64,
+        /// The configuration now committed, or why the change did not (or may not) happen.
         result: Result<Membership, MembershipError>,
     },
     /// A follower asks the leader for a read index on behalf of its client (thesis §6.4).
     ReadIndexRequest {
+        /// The follower's request number.
         request: u64,
     },
     /// The leader's answer once its leadership is confirmed: reads may be served after applying
     /// up to `read_index`. `None`: the receiver does not lead (any more); retry elsewhere.
     ReadIndexResponse {
+        /// The follower's request number.
         request: u64,
+        /// The commit index the read must wait for.
         read_index: Option<LogIndex>,
     },
 }

@@ -67,14 +67,30 @@ pub(crate) struct Leadership {
 /// Bad input the node refuses; nothing in the node changed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum StepError {
+    /// The sender is in no configuration this node knows.
     #[error("message from {0}, which is not a member of the cluster")]
     UnknownSender(NodeId),
+    /// The message's `to` is another node.
     #[error("message addressed to {0}, not to this node")]
     WrongRecipient(NodeId),
+    /// An AppendEntries whose entries are not contiguous or do not follow `prev_log_index`.
     #[error("append entries from {from} is malformed: {reason}")]
-    MalformedAppend { from: NodeId, reason: &'static str },
+    MalformedAppend {
+        /// The sender.
+        from: NodeId,
+        /// What is wrong, in words.
+        reason: &'static str,
+    },
+    /// A term, index or offset beyond [`MAX_TERM`](crate::MAX_TERM) or
+    /// [`MAX_INDEX`](crate::MAX_INDEX).
     #[error("message from {from} carries a {field} beyond the protocol's limits")]
-    OutOfRange { from: NodeId, field: &'static str },
+    OutOfRange {
+        /// The sender.
+        from: NodeId,
+        /// The first field out of range.
+        field: &'static str,
+    },
+    /// The node stopped on a fatal error and takes no more input.
     #[error("the node stopped on a fatal error: {0}")]
     Stopped(FatalError),
 }
@@ -82,25 +98,43 @@ pub enum StepError {
 /// A driver broke the contract of an input; nothing in the node changed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DriverError {
+    /// `persisted(seq)` names a batch the node never emitted.
     #[error(
         "persisted({seq}) reports a batch that was never issued (the last issued is {issued})"
     )]
-    UnknownBatch { seq: u64, issued: u64 },
+    UnknownBatch {
+        /// The reported sequence number.
+        seq: u64,
+        /// The last sequence number the node emitted.
+        issued: u64,
+    },
+    /// `persisted(seq)` is below an earlier report.
     #[error("persisted({seq}) arrived after persisted({reported}): reports must not go backwards")]
-    OutOfOrder { seq: u64, reported: u64 },
+    OutOfOrder {
+        /// The reported sequence number.
+        seq: u64,
+        /// The highest one reported before.
+        reported: u64,
+    },
+    /// `snapshot_installed(index)` does not match the install the node handed out.
     #[error(
         "snapshot_installed({index}) does not name the snapshot being installed ({expected:?})"
     )]
     NoSuchInstall {
+        /// The index reported.
         index: LogIndex,
+        /// The index of the snapshot being installed, if any.
         expected: Option<LogIndex>,
     },
 }
 
+/// Why a node could not be created or restarted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum StartError {
+    /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The stored entries skip an index (the storage is damaged or buggy).
     #[error("stored log is not contiguous at index {0}")]
     GapInLog(LogIndex),
     /// Restarting behind a purged prefix needs the snapshot that replaced it.
@@ -111,13 +145,21 @@ pub enum StartError {
 /// A snapshot of a node's state for status pages, tests and traces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    /// The node's id.
     pub id: NodeId,
+    /// Its role.
     pub role: RoleKind,
+    /// Its current term.
     pub term: Term,
+    /// Whom it voted for in `term`.
     pub voted_for: Option<NodeId>,
+    /// The leader it knows, if any.
     pub leader: Option<NodeId>,
+    /// The index of its last entry (written, not necessarily durable).
     pub last_index: LogIndex,
+    /// The term of its last entry.
     pub last_term: Term,
+    /// Its commit index.
     pub commit: LogIndex,
     /// For a leader: (follower, match index, next index).
     pub progress: Vec<(NodeId, LogIndex, LogIndex)>,
@@ -515,14 +557,17 @@ impl RaftNode {
 
     // ----- queries ------------------------------------------------------------------------
 
+    /// This node's id.
     pub fn id(&self) -> NodeId {
         self.config.id
     }
 
+    /// The configuration it was started with (the initial voters, not the membership in effect).
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// Its current role.
     pub fn role(&self) -> RoleKind {
         match self.role {
             Role::Follower => RoleKind::Follower,
@@ -532,18 +577,22 @@ impl RaftNode {
         }
     }
 
+    /// Its current term.
     pub fn term(&self) -> Term {
         self.hard.term
     }
 
+    /// Its term and vote as last handed to storage (durable once reported `persisted`).
     pub fn hard_state(&self) -> HardState {
         self.hard
     }
 
+    /// The leader of its current term, if known (itself when it leads).
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
     }
 
+    /// The highest index known committed.
     pub fn commit_index(&self) -> LogIndex {
         self.commit
     }
@@ -582,10 +631,12 @@ impl RaftNode {
         self.removed
     }
 
+    /// Its in-memory view of the log (entries after the compacted prefix).
     pub fn log(&self) -> &RaftLog {
         &self.log
     }
 
+    /// The fatal error it stopped on, if any; a stopped node refuses all input.
     pub fn is_stopped(&self) -> Option<&FatalError> {
         self.stopped.as_ref()
     }
@@ -596,6 +647,7 @@ impl RaftNode {
         self.repairing
     }
 
+    /// A summary of its state, for status pages and tests.
     pub fn status(&self) -> Status {
         let progress = match &self.role {
             Role::Leader(l) => l

@@ -32,12 +32,14 @@ pub struct Output {
     /// ([`RaftNode::change_membership`](crate::RaftNode::change_membership)): the configuration
     /// now committed, or why the change did not (or may not) happen.
     pub membership_changes: Vec<(RequestId, Result<Membership, MembershipError>)>,
+    /// What the node decided, for logs, metrics and traces.
     pub events: Vec<Event>,
     /// The node stopped on a fatal error; the driver should mark its storage broken.
     pub fatal: Option<FatalError>,
 }
 
 impl Output {
+    /// Nothing to do: the driver may wait for the next input.
     pub fn is_empty(&self) -> bool {
         self.persist.is_none()
             && self.messages.is_empty()
@@ -56,14 +58,20 @@ impl Output {
 /// while it led.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedEntry {
+    /// The entry; only [`EntryPayload::Command`](crate::EntryPayload::Command) entries go to
+    /// the state machine.
     pub entry: Entry,
+    /// The request given to [`RaftNode::propose`](crate::RaftNode::propose) for it, whose
+    /// client now gets the state machine's answer.
     pub request: Option<RequestId>,
 }
 
 /// A read confirmed linearizable: serve it from the state machine once it has applied `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadReady {
+    /// The read's request id, as given to the node.
     pub request: RequestId,
+    /// Serve the read once the state machine has applied at least this index.
     pub index: LogIndex,
 }
 
@@ -72,7 +80,10 @@ pub struct ReadReady {
 pub enum CommandRejected {
     /// This node follows `leader`: send the command there.
     #[error("not the leader; the leader is {leader}")]
-    Redirect { leader: NodeId },
+    Redirect {
+        /// The leader this node follows.
+        leader: NodeId,
+    },
     /// No leader is known right now (an election is under way): retry later.
     #[error("no leader is known; retry later")]
     Retry,
@@ -83,22 +94,46 @@ pub enum CommandRejected {
     /// The command is larger than [`Config::max_command_bytes`](crate::Config): nothing was
     /// proposed.
     #[error("command of {size} bytes is larger than the limit of {limit} bytes")]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// The command's size in bytes.
+        size: usize,
+        /// `Config::max_command_bytes`.
+        limit: usize,
+    },
 }
 
 /// An error that stops the node: carrying on would risk breaking Raft's safety.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error)]
 pub enum FatalError {
+    /// A leader asked to remove a committed entry: two leaders disagree on committed history.
     #[error("leader asked to truncate committed entry {index} (commit index {commit})")]
-    TruncateCommitted { index: LogIndex, commit: LogIndex },
+    TruncateCommitted {
+        /// The first index the truncation would remove.
+        index: LogIndex,
+        /// This node's commit index.
+        commit: LogIndex,
+    },
+    /// The state machine failed to apply an entry in a way other replicas may not share
+    /// ([`ApplyError::Fatal`](crate::ApplyError::Fatal)).
     #[error("state machine failed at index {index}: {reason}")]
-    StateMachine { index: LogIndex, reason: String },
+    StateMachine {
+        /// The entry that failed.
+        index: LogIndex,
+        /// The state machine's reason.
+        reason: String,
+    },
     /// The driver could not make the log durable (an I/O error, a full disk): what the node
     /// promised others may not be on its disk, so it stops.
     #[error("log storage failed: {reason}")]
-    Storage { reason: String },
+    Storage {
+        /// The storage's error.
+        reason: String,
+    },
     /// The driver stopped the node because a part of it failed (a task that died, a snapshot
     /// that could not be saved): carrying on half alive could promise what it cannot keep.
     #[error("stopped by its driver: {reason}")]
-    Driver { reason: String },
+    Driver {
+        /// What failed.
+        reason: String,
+    },
 }

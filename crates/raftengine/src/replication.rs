@@ -340,7 +340,8 @@ impl RaftNode {
 
     /// Sends an empty AppendEntries to every follower now (also what the heartbeat timer does).
     /// Its previous index is what the follower has been sent so far, so a follower that lost
-    /// entries answers with a rejection and gets probed.
+    /// entries answers with a rejection and gets probed. Drivers need not call it (`tick`
+    /// sends heartbeats); simulators use it to send one on demand.
     pub fn broadcast_heartbeat(&mut self) {
         self.heartbeat_to(|_| true);
     }

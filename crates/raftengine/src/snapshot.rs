@@ -26,18 +26,33 @@ use thiserror::Error;
 /// The state machine's state after applying every entry up to `last_included`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The last entry the snapshot covers.
     pub last_included: LogId,
     /// The configuration in effect at `last_included`.
     pub membership: Membership,
+    /// The state machine's bytes ([`StateMachine::snapshot`](crate::StateMachine::snapshot)).
     pub data: Arc<Vec<u8>>,
 }
 
+/// Why a snapshot could not replace a log prefix ([`RaftNode::compact`](crate::RaftNode::compact)).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CompactError {
+    /// The snapshot is at an index the node has not handed out to apply.
     #[error("index {index} is not applied yet (applied up to {applied})")]
-    NotApplied { index: LogIndex, applied: LogIndex },
+    NotApplied {
+        /// The snapshot's index.
+        index: LogIndex,
+        /// The highest index applied.
+        applied: LogIndex,
+    },
+    /// The log already starts at or after the snapshot's index.
     #[error("index {index} is already compacted (the log starts after {start})")]
-    AlreadyCompacted { index: LogIndex, start: LogIndex },
+    AlreadyCompacted {
+        /// The snapshot's index.
+        index: LogIndex,
+        /// The last compacted index.
+        start: LogIndex,
+    },
 }
 
 impl RaftNode {

@@ -6,6 +6,8 @@ use thiserror::Error;
 /// Applies committed commands in log order. Every replica applies the same commands in the same
 /// order, so `apply` must be deterministic.
 pub trait StateMachine {
+    /// Applies the command of the committed entry at `index` and returns the answer for its
+    /// client; [`ApplyError::Rejected`] is an answer too, [`ApplyError::Fatal`] stops the node.
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Result<Vec<u8>, ApplyError>;
     /// The whole state after every entry applied so far, for log compaction and for followers
     /// whose missing entries are compacted.
@@ -25,6 +27,7 @@ pub trait StateMachine {
 /// A snapshot to be serialized later (see [`StateMachine::snapshot_job`]).
 pub type SnapshotJob = Box<dyn FnOnce() -> Vec<u8> + Send>;
 
+/// Why a command was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ApplyError {
     /// A deterministic refusal (e.g. "unknown key"): every replica reaches it, so it is simply

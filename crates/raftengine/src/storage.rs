@@ -11,15 +11,19 @@ use thiserror::Error;
 /// One change to durable state, in the order it must be applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LogWrite {
+    /// Replace the stored term and vote.
     HardState(HardState),
     /// Remove every entry from this index on (conflict repair).
     TruncateFrom(LogIndex),
+    /// Add entries after the last one; the first must follow the log's last index.
     Append(Vec<Entry>),
     /// Entries up to and including `through` are covered by a snapshot whose last entry has
     /// `term`: storage may drop them. `through` may lie beyond the last entry (a follower that
     /// installs a snapshot ahead of its log); the log is then empty and continues at `through + 1`.
     Purge {
+        /// The last index the snapshot covers.
         through: LogIndex,
+        /// The term of the entry at `through`.
         term: Term,
     },
     /// The commit index reached `index`. Written lazily (with the next batch that writes
@@ -31,7 +35,9 @@ pub enum LogWrite {
     /// the losses this node has suffered; its answers carry it, so a leader can tell them from
     /// answers sent before the loss.
     Repair {
+        /// How many losses this node has suffered.
         epoch: u64,
+        /// A repair is under way.
         repairing: bool,
     },
 }
@@ -41,7 +47,9 @@ pub enum LogWrite {
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct LogId {
+    /// The entry's index.
     pub index: LogIndex,
+    /// The term it was appended in.
     pub term: Term,
 }
 
@@ -49,16 +57,21 @@ pub struct LogId {
 /// one per batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistBatch {
+    /// The number to report to [`RaftNode::persisted`](crate::RaftNode::persisted) once every
+    /// write of this batch (and of all earlier ones) is durable.
     pub seq: u64,
+    /// The writes, to apply in order.
     pub writes: Vec<LogWrite>,
 }
 
 /// What a node restarts from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredState {
+    /// The term and vote last written.
     pub hard_state: HardState,
     /// The last purged entry (index 0 when nothing was purged); `entries` start right after it.
     pub log_start: LogId,
+    /// The stored entries, contiguous from `log_start.index + 1`.
     pub entries: Vec<Entry>,
     /// The last commit index written ([`LogWrite::Commit`]); 0 when none was.
     pub commit: LogIndex,
@@ -78,14 +91,17 @@ pub struct DataLoss {
     pub reason: String,
 }
 
+/// A failure of a [`LogStorage`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum StorageError {
     /// A fatal failure happened earlier (for example the state machine failed in a way that is not
     /// deterministic); the data must be checked by an operator before the node may start again.
     #[error("storage is marked broken and refuses to start: {0}")]
     Broken(String),
+    /// Reading or writing failed (a full disk, an I/O error); the node cannot go on.
     #[error("storage I/O error: {0}")]
     Io(String),
+    /// The stored data is damaged, or a write does not fit the log.
     #[error("corrupt log: {0}")]
     Corrupt(String),
 }
@@ -133,18 +149,22 @@ pub struct MemoryStorage {
 }
 
 impl MemoryStorage {
+    /// An empty store.
     pub fn new() -> MemoryStorage {
         MemoryStorage::default()
     }
 
+    /// The term and vote last written.
     pub fn hard_state(&self) -> HardState {
         self.hard_state
     }
 
+    /// The stored entries (after the purged prefix).
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
+    /// The last purged entry (index 0 when nothing was purged).
     pub fn log_start(&self) -> LogId {
         self.log_start
     }
@@ -159,6 +179,7 @@ impl MemoryStorage {
         self.repairing || self.lost.is_some()
     }
 
+    /// The index of the last stored entry (`log_start.index` when there are none).
     pub fn last_index(&self) -> LogIndex {
         self.log_start.index.plus(self.entries.len() as u64)
     }

@@ -23,12 +23,16 @@ pub(crate) struct Transfer {
 /// Why a transfer cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TransferError {
+    /// This node does not lead.
     #[error("only the leader can transfer leadership")]
     NotLeader,
+    /// The target is not a voter.
     #[error("{0} is not a voter of this cluster")]
     UnknownTarget(NodeId),
+    /// The target is this leader.
     #[error("the leader cannot transfer leadership to itself")]
     TargetIsSelf,
+    /// A transfer (to the named node) is already under way.
     #[error("a transfer to {0} is already under way")]
     InProgress(NodeId),
 }

@@ -44,12 +44,14 @@ impl fmt::Display for LogIndex {
 // Saturating, never wrapping: peer messages are kept below `MAX_TERM`/`MAX_INDEX`, and an
 // overflow must never turn a huge term or index into a small one.
 impl Term {
+    /// The term after this one.
     pub fn next(self) -> Term {
         Term(self.0.saturating_add(1))
     }
 }
 
 impl LogIndex {
+    /// The index after this one.
     pub fn next(self) -> LogIndex {
         LogIndex(self.0.saturating_add(1))
     }
@@ -59,6 +61,7 @@ impl LogIndex {
         LogIndex(self.0.saturating_sub(1))
     }
 
+    /// The index `n` after this one (saturating).
     pub fn plus(self, n: u64) -> LogIndex {
         LogIndex(self.0.saturating_add(n))
     }
@@ -80,14 +83,19 @@ pub enum EntryPayload {
 /// One log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The term of the leader that appended it.
     pub term: Term,
+    /// Its position in the log, from 1.
     pub index: LogIndex,
+    /// What it carries.
     pub payload: EntryPayload,
 }
 
 /// State that must be durable before the node acts on it: the current term and the vote cast in it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {
+    /// The latest term this node has seen.
     pub term: Term,
+    /// The candidate it voted for in `term`, if any.
     pub voted_for: Option<NodeId>,
 }

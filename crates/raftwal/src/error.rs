@@ -23,17 +23,24 @@ pub fn clear_broken_command(dir: &std::path::Path) -> String {
     format!("raftwal clear-broken --data-dir {}", dir.display())
 }
 
+/// A failure of the durable log; [`WalError::kind`] sorts it into what it needs.
 #[derive(Debug, Error)]
 pub enum WalError {
     /// A system call failed on `path`: an I/O error, not damaged data.
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The system call's error.
         #[source]
         source: io::Error,
     },
+    /// Another process holds the data directory's `LOCK`.
     #[error("data directory {dir} is in use by another process (lock file {dir}/LOCK is held)")]
-    Locked { dir: PathBuf },
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
     /// Data that was made durable no longer reads back: the log refuses to start rather than
     /// drop it. An operator must restore the node (for example wipe it and let it catch up).
     #[error(
@@ -42,8 +49,11 @@ pub enum WalError {
          the cluster)"
     )]
     Corrupt {
+        /// The damaged file.
         path: PathBuf,
+        /// Where in it, in bytes.
         offset: u64,
+        /// What is wrong (bad checksum, bad length, ...).
         reason: String,
     },
     /// A file written in a format this build does not read.
@@ -53,9 +63,13 @@ pub enum WalError {
          the node catch up from the cluster)"
     )]
     UnsupportedVersion {
+        /// The file.
         path: PathBuf,
+        /// Where the version was read, in bytes.
         offset: u64,
+        /// The version found.
         found: u8,
+        /// The version this build reads ([`FORMAT_VERSION`](crate::FORMAT_VERSION)).
         supported: u8,
     },
     /// A write that does not fit the log (a gap, a truncation into the purged prefix).
@@ -68,12 +82,23 @@ pub enum WalError {
          with `{command}`)",
         command = clear_broken_command(marker.parent().unwrap_or(marker))
     )]
-    Broken { marker: PathBuf, reason: String },
+    Broken {
+        /// The `BROKEN` file.
+        marker: PathBuf,
+        /// The reason recorded in it.
+        reason: String,
+    },
     /// An earlier write or sync failed. After a failed fsync the page cache can no longer be
     /// trusted, so the log stops accepting writes instead of retrying (the "fsyncgate" lesson).
     /// `kind` is the kind of the first failure.
     #[error("the log failed earlier and accepts no more writes: {reason}")]
-    Failed { kind: WalErrorKind, reason: String },
+    Failed {
+        /// The kind of the first failure.
+        kind: WalErrorKind,
+        /// The first failure's text.
+        reason: String,
+    },
+    /// [`WalOptions`](crate::WalOptions) that cannot work (e.g. a segment too small for a frame).
     #[error("invalid options: {0}")]
     Options(String),
 }
@@ -81,11 +106,17 @@ pub enum WalError {
 /// What kind of failure a [`WalError`] is (see the module docs for what each needs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalErrorKind {
+    /// The disk or filesystem failed a call; the next open recovers.
     Io,
+    /// Durable data does not read back (or has an unknown format); needs an operator.
     Corrupt,
+    /// The storage is marked broken; an operator clears the marker.
     Broken,
+    /// Another process has the data directory open.
     Locked,
+    /// A write that does not fit the log: a bug in the caller.
     Refused,
+    /// Invalid options.
     Options,
 }
 
@@ -95,6 +126,7 @@ impl WalError {
         move |source| WalError::Io { path, source }
     }
 
+    /// What kind of failure this is (see the module's table).
     pub fn kind(&self) -> WalErrorKind {
         match self {
             WalError::Io { .. } => WalErrorKind::Io,

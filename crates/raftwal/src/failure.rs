@@ -23,6 +23,9 @@
 //! 44  u32      CRC-32C of bytes 0..44 and the reason
 //! 48  reason (UTF-8)
 //! ```
+//!
+//! Public as the reference for the on-disk layout, and for tests and tools that build, inspect
+//! or damage data directories; an application needs only [`Wal`](crate::Wal).
 
 use crate::error::WalError;
 use crate::format::SECTOR_BYTES;
@@ -31,6 +34,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+/// The record's file name in the data directory.
 pub const FAILURE_FILE: &str = "FAILURE";
 /// Size of the preallocated file.
 pub const SLOT_BYTES: usize = 4096;

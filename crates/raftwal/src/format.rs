@@ -48,14 +48,21 @@
 //! not read: opening such a log fails with [`WalError::UnsupportedVersion`] naming the file and
 //! version 1. Its frames cannot be told from client bytes after a lost page, which is the flaw
 //! this version fixes; a node with such a log is moved aside and caught up from the cluster.
+//!
+//! Public as the reference for the on-disk layout, and for tests and tools that build, inspect
+//! or damage data directories; an application needs only [`Wal`](crate::Wal).
 
 use crate::error::WalError;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// The on-disk format this build writes and reads (see the module docs).
 pub const FORMAT_VERSION: u8 = 2;
+/// Size of a segment's header, in bytes; frames start after it.
 pub const SEGMENT_HEADER_BYTES: usize = 64;
+/// Size of a frame's header, in bytes; its body follows.
 pub const FRAME_HEADER_BYTES: usize = 24;
+/// Frames start at offsets that are multiples of this many bytes (bodies are padded).
 pub const FRAME_ALIGN: usize = 8;
 /// The largest frame body: a frame's length, header and padding included, must fit the `u32`
 /// of its header (and of the log's in-memory map). A sync with more to write writes several

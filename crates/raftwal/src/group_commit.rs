@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 /// `last_index`. Feed `seq` to `RaftNode::persisted`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Durable {
+    /// The highest batch sequence number now durable.
     pub seq: u64,
+    /// The log's last index once those batches are durable.
     pub last_index: LogIndex,
     /// How many batches this one sync covered.
     pub batches: usize,

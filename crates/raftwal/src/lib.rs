@@ -29,6 +29,8 @@
 //!
 //! See [`recovery`] for the rules and [`error`]'s table for what each error kind needs.
 
+#![deny(missing_docs)]
+
 mod broken;
 pub mod error;
 pub mod failure;

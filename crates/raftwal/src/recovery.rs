@@ -36,8 +36,11 @@ use std::path::{Path, PathBuf};
 /// What [`crate::Wal::open`] found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
+    /// Segment files read.
     pub segments: usize,
+    /// Valid frames read.
     pub frames: u64,
+    /// Records (hard state, entries, purges, ...) decoded from them.
     pub records: u64,
     /// Bytes of segment files read and checked.
     pub bytes_scanned: u64,
@@ -59,13 +62,17 @@ pub struct RecoveryReport {
 /// A part of the log recovery removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cut {
+    /// The segment file.
     pub path: PathBuf,
+    /// Where the cut starts, in bytes.
     pub offset: u64,
     /// Bytes removed: non-zero bytes zeroed from `offset` on, or a deleted file's size.
     pub bytes: u64,
+    /// Why it was cut.
     pub cause: CutCause,
 }
 
+/// Why recovery removed part of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CutCause {
     /// The unsynced last frame, half written when the process or machine stopped (ordinary).
@@ -86,6 +93,7 @@ pub enum CutCause {
 pub struct FailedWrite {
     /// The segment the failed frame was written to, and the frame's offset.
     pub path: PathBuf,
+    /// The failed frame's offset in `path`, in bytes.
     pub offset: u64,
     /// The log's last index that was durable before the failed frame.
     pub durable_index: LogIndex,
@@ -98,21 +106,33 @@ pub struct FailedWrite {
 /// Evidence that synced data was lost (the first found; every cut is in `cuts`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncedDataLoss {
+    /// The segment file.
     pub path: PathBuf,
+    /// Where the loss was found, in bytes.
     pub offset: u64,
+    /// What was found.
     pub reason: LossReason,
     /// The last index that survived; entries after it may have been lost.
     pub last_index: LogIndex,
 }
 
+/// How synced data was found lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LossReason {
     /// The newest segment file is shorter than the capacity its header records.
-    Truncated { len: u64, capacity: u64 },
+    Truncated {
+        /// The file's length, in bytes.
+        len: u64,
+        /// The capacity its header records, in bytes.
+        capacity: u64,
+    },
     /// The newest segment's last frame is complete but fails its checksum.
     DamagedLastFrame,
     /// The newest segment's header is missing (a file of `len` bytes) or damaged.
-    DamagedSegmentHeader { len: u64 },
+    DamagedSegmentHeader {
+        /// The file's length, in bytes.
+        len: u64,
+    },
 }
 
 impl fmt::Display for CutCause {

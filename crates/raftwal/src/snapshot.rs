@@ -24,10 +24,14 @@ pub struct Snapshot {
     pub last_included: LogId,
     /// The configuration in effect at `last_included`.
     pub membership: Membership,
+    /// The state machine's bytes.
     pub data: Vec<u8>,
+    /// The file it was read from.
     pub path: PathBuf,
 }
 
+/// A directory of snapshot files (`<index>-<term>.snap`), each written to a temporary file,
+/// synced and renamed into place, so a crash leaves either the whole snapshot or none.
 #[derive(Debug)]
 pub struct SnapshotStore {
     dir: PathBuf,

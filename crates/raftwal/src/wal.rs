@@ -48,6 +48,7 @@ impl Default for WalOptions {
 }
 
 impl WalOptions {
+    /// Options for a log in `dir`, with the default segment size.
     pub fn new(dir: impl Into<PathBuf>) -> WalOptions {
         WalOptions {
             dir: dir.into(),
@@ -55,6 +56,7 @@ impl WalOptions {
         }
     }
 
+    /// Sets the segment size, in bytes (the `segment_bytes` field).
     pub fn segment_bytes(mut self, bytes: u64) -> WalOptions {
         self.segment_bytes = bytes;
         self
@@ -169,18 +171,22 @@ impl Wal {
         })
     }
 
+    /// What the open found and did (cuts, a failed write, lost synced data).
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery
     }
 
+    /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The term and vote last written.
     pub fn hard_state(&self) -> HardState {
         self.map.state.hard_state
     }
 
+    /// The last purged entry (index 0 when nothing was purged).
     pub fn log_start(&self) -> LogId {
         self.map.state.log_start
     }
@@ -191,6 +197,7 @@ impl Wal {
         self.segments.is_empty() || self.preallocator.busy()
     }
 
+    /// The index of the last entry written (synced or not).
     pub fn last_index(&self) -> LogIndex {
         self.map.state.last_index
     }
@@ -591,6 +598,7 @@ impl Wal {
         Ok(())
     }
 
+    /// Removes the `BROKEN` marker: the operator checked the data.
     pub fn clear_broken(&mut self) -> Result<(), WalError> {
         broken::remove(&self.dir)?;
         self.broken = None;
