@@ -27,7 +27,9 @@ out=$root/target/package-check
 echo "== cargo package ${crates[*]} (version $version), each built from its .crate"
 args=()
 for c in "${crates[@]}"; do args+=(-p "$c"); done
+SECONDS=0
 cargo package --locked "${args[@]}" "$@"
+echo "   packaged and verified in ${SECONDS} s"
 
 echo "== unpack the .crate files; an external crate depends on them"
 rm -rf "$out/crates" "$out/consumer"
@@ -52,7 +54,10 @@ cp Cargo.lock "$out/consumer/Cargo.lock"
 } >>"$out/consumer/Cargo.toml"
 
 cd "$out/consumer"
-export CARGO_TARGET_DIR=$out/target
+# The workspace's target directory: the registry dependencies built by the verification step
+# above (same versions, same features) are reused; only the three packaged crates and the
+# program itself are compiled again, from the unpacked packages.
+export CARGO_TARGET_DIR=$root/target
 # Drops the workspace's own packages from the copied lock and adds nothing new: every version
 # is one the workspace was tested with.
 cargo tree -e normal --prefix none >tree.txt
@@ -67,7 +72,9 @@ fi
 echo "   $(sort -u tree.txt | wc -l) crates in the application's tree; no clap, no mimalloc"
 
 echo "== build and run the external counter (3 nodes, loopback TCP, durable logs)"
+SECONDS=0
 cargo build --locked -q
+echo "   built in ${SECONDS} s"
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
 timeout 120 "$CARGO_TARGET_DIR/debug/external-consumer" "$data" 20
