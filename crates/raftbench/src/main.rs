@@ -3,7 +3,7 @@
 //! commands, C concurrent clients each waiting for its previous command before sending the next.
 //! Reports committed-and-applied commands per second.
 //!
-//! `cargo run --release -p raftnet --bin raftbench -- --clients 1,64,256,1024 --ops 200000`
+//! `cargo run --release -p raftbench -- --clients 1,64,256,1024 --ops 200000`
 
 use clap::Parser;
 

@@ -3,7 +3,7 @@
 //! A benchmark binary, not a test: it measures and prints, and a missed target never makes it fail.
 //!
 //! ```text
-//! cargo run --release -p raftwal --bin walbench -- [--dir DIR] [--seconds S | --count N]
+//! cargo run --release -p raftwal-tools --bin walbench -- [--dir DIR] [--seconds S | --count N]
 //!     [--batches 1,16,256] [--sizes 64,4096] [--rounds R] [--recovery-bytes BYTES]
 //!     [--json FILE] [--skip-recovery] [--skip-group-commit]
 //! ```
