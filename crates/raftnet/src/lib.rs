@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! tokio runtime for raftengine: the pieces that give the sans-IO core real I/O.
 //!
 //! - [`runtime`]: the node: the core on a tokio task, its durable log, applying, client API.
