@@ -88,7 +88,10 @@ async fn total(node: &NodeHandle<Counter>) -> Result<i64, Box<dyn Error>> {
 async fn leader(nodes: &BTreeMap<NodeId, Node<Counter>>) -> Result<NodeId, Box<dyn Error>> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if let Some((id, _)) = nodes.iter().find(|(_, n)| n.handle().status().role == "leader") {
+        if let Some((id, _)) = nodes
+            .iter()
+            .find(|(_, n)| n.handle().status().role == "leader")
+        {
             return Ok(*id);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -129,7 +132,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     for (i, n) in (1..=9).enumerate() {
         let through = &handles[i % handles.len()];
         let after = add(through, n).await?;
-        println!("add {n} through node {}: total {after}", through.status().id);
+        println!(
+            "add {n} through node {}: total {after}",
+            through.status().id
+        );
     }
 
     // A refused command is the command's result, not a failure of the node.
