@@ -115,8 +115,8 @@
 //! committed entry, one at a time, in log order, on every node, holding the state machine's
 //! write lock for the batch. The raft loop does not wait for it (replication, elections and
 //! commits go on), but while `apply` runs no later entry is applied, writes are not answered,
-//! and [`read`](runtime::NodeHandle::read) and [`inspect`](runtime::NodeHandle::inspect) wait
-//! for the lock. So `apply` must be quick and deterministic: no network calls, no waiting on
+//! [`read`](runtime::NodeHandle::read) and [`inspect`](runtime::NodeHandle::inspect) wait for
+//! the lock, and committed entries queue up in memory. So `apply` must be quick and deterministic: no network calls, no waiting on
 //! another service, no clock. There is no asynchronous apply; slow work with side effects
 //! (sending an e-mail, calling another system) is done this way:
 //!
@@ -136,8 +136,9 @@
 //! snapshot are applied again, so a side effect done inside `apply` would be repeated; with
 //! intents in the state, the application chooses who acts (for instance the worker acts only
 //! while [`NodeStatus::role`](runtime::NodeStatus::role) is `"leader"`). The effect is then done
-//! at least once, not exactly once (a leader may act and crash before its `"done"` commits):
-//! make it idempotent, keyed by the job's index. `apply` may also notify the worker through a
+//! at least once, not exactly once (a leader may act and crash before its `"done"` commits, and
+//! an old leader may not yet know it was replaced): make it idempotent, keyed by the job's
+//! index. `apply` may also notify the worker through a
 //! channel that never blocks (`tokio::sync::watch::Sender::send`,
 //! `tokio::sync::mpsc::UnboundedSender::send`), as long as the state does not depend on it.
 //!
