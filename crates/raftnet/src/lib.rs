@@ -61,13 +61,11 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! // Bind every port first: each node is configured with the others' addresses.
-//! let mut listeners = BTreeMap::new();
-//! for id in 1..=3 {
-//!     listeners.insert(NodeId(id), tokio::net::TcpListener::bind("127.0.0.1:0").await?);
-//! }
-//! let mut addrs = BTreeMap::new();
-//! for (id, listener) in &listeners {
-//!     addrs.insert(*id, listener.local_addr()?);
+//! let (mut listeners, mut addrs) = (BTreeMap::new(), BTreeMap::new());
+//! for id in (1..=3).map(NodeId) {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     addrs.insert(id, listener.local_addr()?);
+//!     listeners.insert(id, listener);
 //! }
 //! let mut nodes = Vec::new();
 //! for (id, listener) in listeners {
