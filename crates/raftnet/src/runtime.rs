@@ -304,6 +304,9 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
     /// A command over [`Limits::max_command_bytes`] is refused at once
     /// ([`ClientError::TooLarge`]). Once the command is handed over, a lost answer means
     /// [`ClientError::OutcomeUnknown`], never a failure: it may have been proposed.
+    /// [`ClientError::Retry`] (no leader known yet) and [`ClientError::NotLeader`] mean nothing
+    /// was proposed; [`ClientError::Rejected`] is the state machine's deterministic refusal.
+    /// Waits while this node's clients have [`Limits::max_pending_write_bytes`] unanswered.
     pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         let limit = self.limits.max_command_bytes;
         if command.len() > limit {
@@ -337,6 +340,10 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
 
     /// A linearizable read: waits until this node has applied everything committed before the
     /// read began (ReadIndex, confirmed by the leader), then runs `f` on the state machine.
+    ///
+    /// `f` runs under the state machine's read lock, which blocks applying: keep it short.
+    /// [`ClientError::Retry`] when no leader confirmed the read (an election is under way):
+    /// retrying is safe.
     pub async fn read<R>(&self, f: impl FnOnce(&S) -> R) -> Result<R, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.requests
