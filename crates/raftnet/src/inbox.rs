@@ -25,10 +25,13 @@ pub fn inbox(capacity: usize, max_bytes: usize) -> (InboxSender, Inbox) {
 /// Why a message was not put in an inbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum InboxFull {
+    /// The inbox holds as many messages as its capacity allows.
     #[error("the inbox holds its most messages")]
     Messages,
+    /// The message's payload would take the inbox over its byte bound.
     #[error("the inbox holds its most payload bytes")]
     Bytes,
+    /// The receiving side ([`Inbox`]) was dropped: its node stopped.
     #[error("the inbox's node is gone")]
     Closed,
 }

@@ -34,7 +34,7 @@ pub use bootstrap::BootstrapError;
 pub use config::{
     Limits, NodeConfig, NodeConfigError, ENTRY_OVERHEAD_BYTES, MESSAGE_ENVELOPE_BYTES,
 };
-pub use metrics::{Histogram, Metrics};
+pub use metrics::{Counter, Gauge, Histogram, Metrics};
 #[cfg(feature = "mutations")]
 pub use mutation::RuntimeMutation;
 
@@ -67,22 +67,34 @@ fn random_seed() -> u64 {
         .finish()
 }
 
+/// Why a node did not start ([`Node::start`], [`Node::start_with`]). Nothing keeps running
+/// after an error; the data directory is left as it was found (or with a fresh cluster record).
 #[derive(Debug, Error)]
 pub enum NodeError {
+    /// The [`NodeConfig`]'s settings contradict each other.
     #[error("invalid node configuration: {0}")]
     InvalidConfig(#[from] NodeConfigError),
+    /// The data directory's cluster record disagrees with the configuration, or cannot be read
+    /// or written.
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
+    /// The core refused its settings ([`NodeConfig::raft`]).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The core refused the stored state it was restarted from.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The durable log or the snapshot store could not be opened or read (corruption, a
+    /// `BROKEN` marker, I/O).
     #[error(transparent)]
     Wal(#[from] WalError),
+    /// The log backend failed while starting.
     #[error("storage: {0}")]
     Storage(#[from] raftengine::StorageError),
+    /// The transport could not start on the listener.
     #[error("transport: {0}")]
     Transport(#[from] crate::transport::TransportError),
+    /// [`StateMachine::restore_from`] refused the latest snapshot in the data directory.
     #[error("restoring the state machine from its snapshot: {0}")]
     Snapshot(String),
 }
@@ -92,8 +104,11 @@ pub enum NodeError {
 /// snapshots go (none for an in-memory node).
 #[derive(Default)]
 pub struct Restart {
+    /// The hard state and log entries the storage holds (empty on a first start).
     pub stored: raftengine::StoredState,
+    /// The latest snapshot, already restored into the state machine given to the node.
     pub snapshot: Option<raftengine::Snapshot>,
+    /// Where snapshots taken or received are saved; `None` keeps them in memory only.
     pub snapshots: Option<SnapshotStore>,
 }
 
@@ -102,7 +117,10 @@ pub struct Restart {
 pub enum ClientError {
     /// This node does not lead and does not forward; ask `leader` (if known).
     #[error("not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+    },
     /// No leader right now (an election is under way), or a read lost its leader: retry.
     #[error("no leader available; retry")]
     Retry,
@@ -114,7 +132,12 @@ pub enum ClientError {
     /// The command is larger than the node's limit ([`Limits::max_command_bytes`]); nothing
     /// was proposed.
     #[error("command of {size} bytes is over the limit of {limit} bytes")]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// The command's size in bytes.
+        size: usize,
+        /// The node's limit in bytes.
+        limit: usize,
+    },
     /// This node was removed from the cluster: ask another node.
     #[error("this node was removed from the cluster")]
     Removed,
@@ -130,17 +153,26 @@ pub enum ClientError {
 /// The `status` view: role, term, leader, indexes and, on a leader, each follower's progress.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
+    /// This node's id.
     pub id: u64,
+    /// `"follower"`, `"pre-candidate"`, `"candidate"` or `"leader"` (see [`role_name`]).
     pub role: String,
+    /// The current term.
     pub term: u64,
+    /// The leader of the current term, if this node knows it.
     pub leader: Option<u64>,
+    /// The index of the last entry in this node's log (durable or not).
     pub last_index: u64,
     /// The last index of the log's compacted prefix (what the latest snapshot covers, less any
     /// tail kept behind it): the log holds the entries after it. A follower whose log ends
     /// before it catches up from a snapshot.
     pub log_start: u64,
+    /// The highest index this node knows committed.
     pub commit_index: u64,
+    /// The highest index the state machine has applied (0 until the apply task reports; after
+    /// a restart, from the snapshot's index on).
     pub applied_index: u64,
+    /// The highest index of this node's log that is durable on its disk.
     pub durable_index: u64,
     /// (follower, match index, next index) on a leader.
     pub progress: Vec<(u64, u64, u64)>,
@@ -203,6 +235,7 @@ fn log_repair(event: &Event) {
     }
 }
 
+/// The name [`NodeStatus::role`] gives a role (lower case, `"pre-candidate"` hyphenated).
 pub fn role_name(role: RoleKind) -> &'static str {
     match role {
         RoleKind::Follower => "follower",
@@ -271,6 +304,9 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
     /// A command over [`Limits::max_command_bytes`] is refused at once
     /// ([`ClientError::TooLarge`]). Once the command is handed over, a lost answer means
     /// [`ClientError::OutcomeUnknown`], never a failure: it may have been proposed.
+    /// [`ClientError::Retry`] (no leader known yet) and [`ClientError::NotLeader`] mean nothing
+    /// was proposed; [`ClientError::Rejected`] is the state machine's deterministic refusal.
+    /// Waits while this node's clients have [`Limits::max_pending_write_bytes`] unanswered.
     pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         let limit = self.limits.max_command_bytes;
         if command.len() > limit {
@@ -304,6 +340,10 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
 
     /// A linearizable read: waits until this node has applied everything committed before the
     /// read began (ReadIndex, confirmed by the leader), then runs `f` on the state machine.
+    ///
+    /// `f` runs under the state machine's read lock, which blocks applying: keep it short.
+    /// [`ClientError::Retry`] when no leader confirmed the read (an election is under way):
+    /// retrying is safe.
     pub async fn read<R>(&self, f: impl FnOnce(&S) -> R) -> Result<R, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.requests
@@ -370,6 +410,7 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
         answer.await.map_err(|_| admin_stopped())?
     }
 
+    /// The node's latest status (a copy; published by the raft loop after every turn).
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
     }
@@ -381,6 +422,7 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
         result.unwrap_or_else(|_| self.status())
     }
 
+    /// The node's counters, gauges and histograms ([`Metrics::render`] for Prometheus).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
@@ -603,10 +645,13 @@ where
         })
     }
 
+    /// A handle for clients; clone it freely (every clone talks to this node).
     pub fn handle(&self) -> NodeHandle<S> {
         self.handle.clone()
     }
 
+    /// Counters of the TCP transport (queued, dropped, connections); `None` for a node started
+    /// with [`Node::start_with`] on another network.
     pub fn transport_stats(&self) -> Option<TransportStats> {
         self.transport.as_ref().map(Transport::stats)
     }

@@ -52,20 +52,36 @@ pub struct TlsFiles {
 /// Why TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A file could not be read or parsed as PEM.
     #[error("cannot read {what} {path}: {reason}")]
     Read {
+        /// Which file it is: "certificate", "private key" or "CA file".
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The I/O or parse error.
         reason: String,
     },
+    /// A PEM file holds none of what it should.
     #[error("{what} {path} holds no {expected}")]
     Empty {
+        /// Which file it is.
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// What it should hold (e.g. "PEM certificate").
         expected: &'static str,
     },
+    /// The CA file holds a certificate rustls will not use as a trust anchor.
     #[error("the CA file {path} holds a certificate rustls refuses: {reason}")]
-    BadCa { path: PathBuf, reason: String },
+    BadCa {
+        /// The CA file.
+        path: PathBuf,
+        /// rustls' reason.
+        reason: String,
+    },
+    /// rustls refused the assembled configuration (e.g. a key that does not match its
+    /// certificate).
     #[error("TLS configuration refused: {0}")]
     Config(String),
 }
@@ -381,7 +397,9 @@ pub mod dev {
     /// A certificate and its key, PEM-encoded.
     #[derive(Debug, Clone)]
     pub struct Pem {
+        /// The certificate, PEM (`-----BEGIN CERTIFICATE-----`).
         pub cert: String,
+        /// Its private key, PEM (PKCS#8).
         pub key: String,
     }
 

@@ -166,6 +166,7 @@ impl TransportConfig {
     pub const DEFAULT_PEER_QUEUE_CAPACITY: usize = 4096;
     /// Default inbound channel capacity, in messages.
     pub const DEFAULT_INBOUND_CAPACITY: usize = 4096;
+    /// Default bound on the command and snapshot bytes the inbound channel holds (64 MiB).
     pub const DEFAULT_INBOUND_BYTES: usize = 64 * 1024 * 1024;
 
     /// A configuration with the defaults documented on each field.

@@ -22,13 +22,21 @@ pub enum AdminError {
     Membership(#[from] MembershipError),
     /// Only the leader transfers leadership; ask `leader` (if known).
     #[error("not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+    },
     /// The transfer could not start (`UnknownTarget`, `InProgress`).
     #[error(transparent)]
     Transfer(TransferError),
     /// The transfer started but `target` did not take over.
     #[error("leadership did not move to {target}: {reason}")]
-    TransferFailed { target: NodeId, reason: String },
+    TransferFailed {
+        /// The node leadership was to move to.
+        target: NodeId,
+        /// Why the transfer was aborted.
+        reason: String,
+    },
     /// No outcome within the node's `admin_timeout`: a membership change may still take effect
     /// (read the membership before retrying).
     #[error("no outcome within {0:?}; the request may still take effect")]

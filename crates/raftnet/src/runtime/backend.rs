@@ -14,6 +14,8 @@ pub type Durable = Result<raftwal::Durable, StorageError>;
 
 /// Sends messages to peers. Never blocks; may drop (Raft tolerates loss).
 pub trait Network: Send + Sync {
+    /// Queues `msg` for `msg.to`; a message that cannot be queued (unknown peer, full queue)
+    /// is dropped.
     fn send(&self, msg: Message);
 
     /// The nodes to send to and their addresses (as the configuration names them), given
@@ -80,6 +82,8 @@ impl Network for InProcessNetwork {
 
 /// The log a node starts with.
 pub enum LogBackend {
+    /// The write-ahead log of `raftwal`: every write is made durable (group commit) before the
+    /// core hears it is persisted.
     Durable(Box<Wal>),
     /// Persistence is instant and lost with the process (benchmarks of the framework itself).
     Memory(MemoryStorage),
@@ -90,6 +94,7 @@ pub enum LogBackend {
 }
 
 impl LogBackend {
+    /// A durable backend on an opened `wal`.
     pub fn durable(wal: Wal) -> LogBackend {
         LogBackend::Durable(Box::new(wal))
     }

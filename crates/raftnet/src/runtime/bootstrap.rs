@@ -37,9 +37,13 @@ const RECORD_VERSION: u32 = 1;
 /// How a data directory's node first started (the content of `cluster.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterRecord {
+    /// The record's format version (1); another version is refused as corrupt.
     pub version: u32,
+    /// The cluster id the node first started with ([`NodeConfig::cluster_id`]).
     pub cluster_id: u64,
+    /// The id of the node this directory belongs to.
     pub node_id: u64,
+    /// How the node first started: a new cluster or a join.
     pub start: RecordedStart,
 }
 
@@ -50,40 +54,78 @@ pub enum RecordedStart {
     /// Started a new cluster of `voters` (this node included); `peers` are the other voters'
     /// Raft addresses.
     NewCluster {
+        /// The initial voters' ids.
         voters: BTreeSet<u64>,
+        /// The other initial voters and their addresses.
         peers: Vec<RecordedPeer>,
     },
     /// Joined a running cluster through `contacts` (members it could reach).
-    Joined { contacts: Vec<RecordedPeer> },
+    Joined {
+        /// The members the node was given to reach.
+        contacts: Vec<RecordedPeer>,
+    },
 }
 
 /// Another node and its Raft address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedPeer {
+    /// The peer's node id.
     pub id: u64,
+    /// The peer's Raft (node-to-node) address, `host:port`.
     pub raft: String,
 }
 
 /// Why a node refuses to start given its data directory's record.
 #[derive(Debug, Error)]
 pub enum BootstrapError {
+    /// The directory belongs to another node id.
     #[error("the data directory belongs to node {saved}, not to node {given}")]
-    NodeId { saved: u64, given: u64 },
+    NodeId {
+        /// The id in the record.
+        saved: u64,
+        /// The id in the configuration.
+        given: u64,
+    },
+    /// The directory belongs to another cluster id.
     #[error("the data directory belongs to cluster {saved}, not to cluster {given}")]
-    ClusterId { saved: u64, given: u64 },
+    ClusterId {
+        /// The cluster id in the record.
+        saved: u64,
+        /// The cluster id in the configuration.
+        given: u64,
+    },
+    /// The configured peers make a voter set that is neither the recorded initial one nor the
+    /// one of the configuration in the log.
     #[error("this node started a cluster of voters {saved:?}; the peers given make {given:?} (leave the peers out to use the saved ones)")]
-    Voters { saved: Vec<u64>, given: Vec<u64> },
+    Voters {
+        /// The recorded initial voters.
+        saved: Vec<u64>,
+        /// The voters the configured peers and this node make.
+        given: Vec<u64>,
+    },
+    /// The node started a new cluster but was now started with `join`.
     #[error("this node started a new cluster; it cannot be started with join")]
     JoinAfterNewCluster,
+    /// The node joined a running cluster but was now started as a new cluster's voter.
     #[error("this node joined a running cluster; start it with join (its membership comes from the cluster)")]
     NewClusterAfterJoin,
+    /// The directory (named) holds Raft state but no record.
     #[error("{} holds Raft state but no {RECORD_FILE}: it was not made by this version, or the record was lost; refusing to guess the cluster's voters", .0.display())]
     StateWithoutRecord(PathBuf),
+    /// The record could not be parsed or has an unknown version.
     #[error("cluster record {}: {reason}", path.display())]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The record's file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading or writing the record failed.
     #[error("cluster record {}: {source}", path.display())]
     Io {
+        /// The record's file (or its temporary file).
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
 }

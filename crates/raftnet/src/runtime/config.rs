@@ -18,12 +18,18 @@ use thiserror::Error;
 /// directory remembers them from its first start (see [`super::bootstrap`]).
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    /// This node's id: unique in the cluster, never 0, the same on every restart of its data
+    /// directory.
     pub id: NodeId,
+    /// The cluster's id, the same on every node: the transport's handshake refuses a peer of
+    /// another cluster, and the data directory's record refuses a restart with another one.
     pub cluster_id: u64,
     /// Raft addresses of the other initial voters (of a joining node: of the members it can
     /// reach). Members added later are reached at the addresses their configuration entries
     /// carry. May be left empty on a restart: the data directory's saved record has them.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Where the node keeps its log segments, its snapshots (`snapshots/`) and its cluster
+    /// record (`cluster.json`); created if missing. One directory per node.
     pub data_dir: PathBuf,
     /// This node joins a running cluster: it starts with no configuration and learns it from the
     /// leader's log or snapshot once a member adds it (it never campaigns until it is a voter).
@@ -38,6 +44,8 @@ pub struct NodeConfig {
     /// empty (as [`NodeConfig::new`] leaves them): the voters are derived at start, and a start
     /// with other values is refused ([`NodeConfigError`]).
     pub raft: Config,
+    /// Size of one log segment file in bytes (default 64 MiB, `raftwal`'s); the log is purged
+    /// behind snapshots a whole segment at a time.
     pub segment_bytes: u64,
     /// Largest message frame the transport sends or accepts (default
     /// [`TransportConfig::DEFAULT_MAX_FRAME_BYTES`]).
@@ -193,22 +201,46 @@ pub struct Limits {
 /// A [`NodeConfig`] whose settings contradict each other.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NodeConfigError {
+    /// `id` is 0.
     #[error("node ids start at 1; 0 is not a valid id")]
     ZeroId,
+    /// `raft.id` is not `id`.
     #[error("raft.id ({raft}) differs from the node's id ({id}); leave raft.id as NodeConfig::new sets it")]
-    IdMismatch { id: NodeId, raft: NodeId },
+    IdMismatch {
+        /// The node's `id`.
+        id: NodeId,
+        /// The core's `raft.id`.
+        raft: NodeId,
+    },
+    /// `raft.voters` is not empty (the voters given).
     #[error("raft.voters must stay empty ({0:?} given): the voters are derived from id and peers at start")]
     VotersGiven(Vec<NodeId>),
+    /// `peers` names this node itself.
     #[error("peers must not contain this node's own id {0}")]
     SelfInPeers(NodeId),
+    /// `tick` is zero.
     #[error("tick must not be zero")]
     ZeroTick,
+    /// `max_frame_bytes` (given) is over `u32::MAX`.
     #[error("max_frame_bytes {0} does not fit the 4-byte frame length")]
     FrameTooLarge(usize),
+    /// `max_command_bytes` is 0 or leaves no room for an AppendEntries' overheads in a frame.
     #[error("a command of {command} bytes cannot fit a frame of {frame} bytes")]
-    CommandOverFrame { command: usize, frame: usize },
+    CommandOverFrame {
+        /// The largest command asked for (or derived).
+        command: usize,
+        /// The frame limit.
+        frame: usize,
+    },
+    /// `raft.max_snapshot_chunk_bytes`, with room for its envelope, is over the frame limit.
     #[error("snapshot chunks of {chunk} bytes do not fit a frame of {frame} bytes")]
-    ChunkOverFrame { chunk: usize, frame: usize },
+    ChunkOverFrame {
+        /// The snapshot chunk size.
+        chunk: usize,
+        /// The frame limit.
+        frame: usize,
+    },
+    /// `max_pending_write_bytes` (given) is 0 or over `u32::MAX`.
     #[error("max_pending_write_bytes {0} must be between 1 and 4 GiB - 1")]
     PendingWriteBudget(usize),
 }

@@ -4,25 +4,31 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// A count that only grows (from 0 at start; not kept across restarts).
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
 impl Counter {
+    /// Adds one.
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    /// The count so far.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
+/// A value that is set, not accumulated (0 until first set).
 #[derive(Debug, Default)]
 pub struct Gauge(AtomicU64);
 
 impl Gauge {
+    /// Replaces the value.
     pub fn set(&self, value: u64) {
         self.0.store(value, Ordering::Relaxed);
     }
+    /// The value last set.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -43,6 +49,8 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Counts one duration (in whole microseconds; one over 5 s counts in the sum and count
+    /// but in no bucket, as Prometheus' `+Inf` does).
     pub fn observe(&self, duration: Duration) {
         let micros = duration.as_micros().min(u64::MAX as u128) as u64;
         if let Some(i) = BUCKETS_MICROS.iter().position(|&b| micros <= b) {
@@ -52,6 +60,7 @@ impl Histogram {
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
+    /// Durations observed so far.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
@@ -74,14 +83,23 @@ impl Histogram {
 /// Everything a node measures about itself.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// The node's current term.
     pub term: Gauge,
+    /// 1 while this node leads, else 0.
     pub is_leader: Gauge,
+    /// Highest log index known committed.
     pub commit_index: Gauge,
+    /// Highest log index applied to the state machine.
     pub applied_index: Gauge,
+    /// Writes this node's clients handed to the core.
     pub proposals: Counter,
+    /// Linearizable reads this node's clients handed to the core.
     pub reads: Counter,
+    /// Times this node became a candidate.
     pub elections_started: Counter,
+    /// Elections this node won.
     pub elections_won: Counter,
+    /// Durable writes of the log (one `fdatasync` each, for a group of batches).
     pub fsyncs: Counter,
     /// Ticks the raft loop gave the core.
     pub ticks: Counter,

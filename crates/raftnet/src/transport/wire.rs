@@ -106,6 +106,7 @@ pub struct Frame {
     /// before this one (0: none): the receiver can tell that a control message overtook bulk
     /// ones still on their way.
     pub order: u64,
+    /// The Raft message carried.
     pub message: Message,
 }
 
