@@ -469,11 +469,51 @@ where
         listener: TcpListener,
         state_machine: S,
     ) -> Result<Node<S>, NodeError> {
-        let limits = config.validate()?;
+        config.validate()?;
         let wal = Wal::open(
             WalOptions::new(config.data_dir.clone()).segment_bytes(config.segment_bytes),
         )?;
         let stored = wal.load()?;
+        Node::start_on(
+            config,
+            listener,
+            LogBackend::durable(wal),
+            stored,
+            state_machine,
+        )
+    }
+
+    /// [`Node::start`] with the application's own log storage instead of the WAL: `storage`
+    /// holds the log and hard state (and must pass [`raftengine::conformance`]); snapshots and
+    /// the cluster record still live in `config.data_dir`. Everything else (the cluster-record
+    /// checks, the transport, restarts) is as with [`Node::start`].
+    pub async fn start_with_storage(
+        config: NodeConfig,
+        listener: TcpListener,
+        storage: Box<dyn LogStorage + Send>,
+        state_machine: S,
+    ) -> Result<Node<S>, NodeError> {
+        config.validate()?;
+        let stored = storage.load()?;
+        Node::start_on(
+            config,
+            listener,
+            LogBackend::Custom(storage),
+            stored,
+            state_machine,
+        )
+    }
+
+    /// What [`Node::start`] and [`Node::start_with_storage`] share: restore the latest
+    /// snapshot, reconcile with the cluster record, start the transport and the node.
+    fn start_on(
+        config: NodeConfig,
+        listener: TcpListener,
+        backend: LogBackend,
+        stored: raftengine::StoredState,
+        state_machine: S,
+    ) -> Result<Node<S>, NodeError> {
+        let limits = config.validate()?;
         let snapshots = SnapshotStore::open(config.data_dir.join("snapshots"))?;
         let mut state_machine = state_machine;
         let restored = match snapshots.latest()? {
@@ -517,7 +557,7 @@ where
         let parts = Parts {
             plan,
             limits,
-            backend: LogBackend::durable(wal),
+            backend,
             restart: Restart {
                 stored,
                 snapshot: restored,

@@ -87,6 +87,10 @@ pub enum LogBackend {
     Durable(Box<Wal>),
     /// Persistence is instant and lost with the process (benchmarks of the framework itself).
     Memory(MemoryStorage),
+    /// Any [`LogStorage`] of the application's (RocksDB, a store of its own; prove it with
+    /// [`raftengine::conformance`]): each batch is written and synced on the raft loop's
+    /// thread, so a slow store slows the loop (the WAL's group commit is the fast path).
+    Custom(Box<dyn LogStorage + Send>),
     /// Writes are acknowledged at once and kept nowhere but in the core's own in-memory log: for a
     /// process that never restarts its nodes (the in-process framework benchmark), where a second
     /// copy of every entry would only cost memory.
@@ -117,12 +121,19 @@ impl LogBackend {
                 }
             }
             LogBackend::Memory(storage) => RunningBackend::Memory {
+                storage: Some(Box::new(storage)),
+                durable,
+                last: raftengine::LogIndex::default(),
+            },
+            LogBackend::Custom(storage) => RunningBackend::Memory {
                 storage: Some(storage),
                 durable,
+                last: raftengine::LogIndex::default(),
             },
             LogBackend::AckOnly => RunningBackend::Memory {
                 storage: None,
                 durable,
+                last: raftengine::LogIndex::default(),
             },
         }
     }
@@ -171,8 +182,10 @@ pub(crate) enum RunningBackend {
     },
     Memory {
         /// `None`: acknowledge only (see [`LogBackend::AckOnly`]).
-        storage: Option<MemoryStorage>,
+        storage: Option<Box<dyn LogStorage + Send>>,
         durable: mpsc::UnboundedSender<Durable>,
+        /// The last index appended so far (for the node's status).
+        last: raftengine::LogIndex,
     },
 }
 
@@ -213,11 +226,20 @@ impl RunningBackend {
             RunningBackend::Durable {
                 committer: None, ..
             } => {}
-            RunningBackend::Memory { storage, durable } => {
+            RunningBackend::Memory {
+                storage,
+                durable,
+                last,
+            } => {
                 let seq = batch.seq;
+                let appended = last_appended(&batch);
+                if appended > raftengine::LogIndex::default() {
+                    *last = appended;
+                }
+                let last_index = *last;
                 let result = match storage {
-                    Some(storage) => storage.persist(&batch).map(|()| storage.last_index()),
-                    None => Ok(last_appended(&batch)),
+                    Some(storage) => storage.persist(&batch).map(|()| last_index),
+                    None => Ok(last_index),
                 };
                 let _ = durable.send(result.map(|last_index| raftwal::Durable {
                     seq,
