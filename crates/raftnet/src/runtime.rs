@@ -415,6 +415,13 @@ impl<S: Send + Sync + 'static> NodeHandle<S> {
         self.status.borrow().clone()
     }
 
+    /// The status as a [`tokio::sync::watch`] channel: `changed().await` wakes when the
+    /// raft loop publishes a new one, so an application reacts to a change of leader or role
+    /// without polling. The channel closes when the node stops.
+    pub fn subscribe(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+
     /// Waits until the status satisfies `ready` (for tests and tools).
     pub async fn wait_for(&self, ready: impl Fn(&NodeStatus) -> bool) -> NodeStatus {
         let mut status = self.status.clone();

@@ -115,3 +115,42 @@ async fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot() {
         n.shutdown().await;
     }
 }
+
+/// A follower's subscription to its status wakes when the leader it knows changes: the old
+/// leader stops, and the subscriber sees a new leader without polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_subscription_sees_the_leader_change() {
+    common::init_tracing();
+    let root = tempfile::tempdir().unwrap();
+    let (_addrs, mut nodes) = start_cluster(root.path(), 3, 0).await;
+    let handles = common::handles(&nodes);
+    let leader = leader_among(&handles).await;
+    let follower = handles
+        .iter()
+        .find(|(id, _)| *id != leader)
+        .unwrap()
+        .1
+        .clone();
+    common::wait_status("the follower knowing the leader", &follower, |s| {
+        s.leader == Some(leader)
+    })
+    .await;
+    let mut statuses = follower.subscribe();
+    statuses.borrow_and_update();
+    nodes.remove(&leader).unwrap().shutdown().await;
+    let changed = tokio::time::timeout(common::WAIT, async {
+        loop {
+            statuses.changed().await.expect("the follower runs");
+            let status = statuses.borrow_and_update().clone();
+            if status.leader.is_some_and(|l| l != leader) {
+                return status;
+            }
+        }
+    })
+    .await
+    .expect("a new leader within the bound");
+    assert_ne!(changed.leader, Some(leader));
+    for (_, node) in nodes {
+        node.shutdown().await;
+    }
+}
