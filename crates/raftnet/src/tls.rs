@@ -101,25 +101,32 @@ struct Identity {
 
 impl Identity {
     fn load(files: &TlsFiles) -> Result<Identity, TlsError> {
-        let chain = read_certs("certificate", &files.cert)?;
-        let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| TlsError::Read {
-            what: "private key",
-            path: files.key.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut roots = RootCertStore::empty();
-        for ca in read_certs("CA file", &files.ca)? {
-            roots.add(ca).map_err(|e| TlsError::BadCa {
-                path: files.ca.clone(),
-                reason: e.to_string(),
-            })?;
-        }
         Ok(Identity {
-            chain,
-            key,
-            roots: Arc::new(roots),
+            chain: read_certs("certificate", &files.cert)?,
+            key: read_key(&files.key)?,
+            roots: Arc::new(read_roots(&files.ca)?),
         })
     }
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Read {
+        what: "private key",
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// The CA certificates of `path`, as the roots peers' and clients' certificates must chain to.
+fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs("CA file", path)? {
+        roots.add(ca).map_err(|e| TlsError::BadCa {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
 }
 
 fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -353,30 +360,15 @@ pub fn client_config(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> Result<ClientConfig, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in read_certs("CA file", ca)? {
-        roots.add(cert).map_err(|e| TlsError::BadCa {
-            path: ca.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)
         .map_err(config_error)?
-        .with_root_certificates(roots);
+        .with_root_certificates(read_roots(ca)?);
     match identity {
         None => Ok(builder.with_no_client_auth()),
-        Some((cert, key)) => {
-            let chain = read_certs("certificate", cert)?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
-                what: "private key",
-                path: key.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(config_error)
-        }
+        Some((cert, key)) => builder
+            .with_client_auth_cert(read_certs("certificate", cert)?, read_key(key)?)
+            .map_err(config_error),
     }
 }
 

@@ -120,17 +120,17 @@ impl LogBackend {
                     metrics,
                 }
             }
-            LogBackend::Memory(storage) => RunningBackend::Memory {
+            LogBackend::Memory(storage) => RunningBackend::OnLoop {
                 storage: Some(Box::new(storage)),
                 durable,
                 last: raftengine::LogIndex::default(),
             },
-            LogBackend::Custom(storage) => RunningBackend::Memory {
+            LogBackend::Custom(storage) => RunningBackend::OnLoop {
                 storage: Some(storage),
                 durable,
                 last: raftengine::LogIndex::default(),
             },
-            LogBackend::AckOnly => RunningBackend::Memory {
+            LogBackend::AckOnly => RunningBackend::OnLoop {
                 storage: None,
                 durable,
                 last: raftengine::LogIndex::default(),
@@ -180,7 +180,8 @@ pub(crate) enum RunningBackend {
         committer: Option<GroupCommit>,
         metrics: Arc<Metrics>,
     },
-    Memory {
+    /// A store written and synced on the raft loop's thread (memory, or the application's).
+    OnLoop {
         /// `None`: acknowledge only (see [`LogBackend::AckOnly`]).
         storage: Option<Box<dyn LogStorage + Send>>,
         durable: mpsc::UnboundedSender<Durable>,
@@ -226,7 +227,7 @@ impl RunningBackend {
             RunningBackend::Durable {
                 committer: None, ..
             } => {}
-            RunningBackend::Memory {
+            RunningBackend::OnLoop {
                 storage,
                 durable,
                 last,
@@ -265,7 +266,7 @@ impl RunningBackend {
             RunningBackend::Durable {
                 committer: None, ..
             } => {}
-            RunningBackend::Memory { storage, .. } => {
+            RunningBackend::OnLoop { storage, .. } => {
                 if let Some(storage) = storage {
                     let _ = storage.mark_broken(reason);
                 }
